@@ -1,0 +1,310 @@
+"""The ``pvttrace`` command line: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 ok; 1 a check failed; 2 bad input (a one-line ``error: ...`` on stderr, no
+traceback). Torch is imported only inside commands that trace, so ``pvttrace --help`` and
+every subcommand's ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from pvttrace import __version__
+from pvttrace.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
+
+__all__ = ["app", "main"]
+
+
+class _OneLineErrors(TyperGroup):
+    """Command group whose usage errors print as one ``error:`` line with exit code 2 (no usage box)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - the group's own signature
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _fail("aborted", 1)
+        except Exception as exc:
+            # Click-style usage errors (typer vendors click in recent releases, so match by shape).
+            format_message = getattr(exc, "format_message", None)
+            exit_code = getattr(exc, "exit_code", None)
+            if format_message is None or not isinstance(exit_code, int):
+                raise
+            _fail(format_message(), exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"error: {one_line}\n")
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="pvttrace",
+    help="Trace shapes, MACs and memory op by op through a Pyramid Vision Transformer (PVT v1/v2).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"pvttrace {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Trace shapes, MACs and memory op by op through a Pyramid Vision Transformer (PVT v1/v2)."""
+    if ctx.invoked_subcommand is None:
+        sys.stdout.write(ctx.get_help() + "\n")
+        raise typer.Exit(0)
+
+
+@contextmanager
+def errors_to_exit_codes() -> Iterator[None]:
+    """Map library errors to one-line messages and exit codes (input 2, failed check 1)."""
+    try:
+        yield
+    except (UserInputError, TraceError) as exc:
+        _fail(str(exc), 2)
+    except CheckFailed as exc:
+        _fail(str(exc), 1)
+    except PvtTraceError as exc:
+        _fail(str(exc), 2)
+
+
+def make_console(width: int | None) -> Console:
+    """A stdout console: the terminal's width when interactive, else ``width`` or 120 (stable bytes in pipes)."""
+    if width is None and not sys.stdout.isatty():
+        width = int(os.environ.get("COLUMNS", "0")) or 120
+    return Console(width=width, highlight=False, soft_wrap=False)
+
+
+class OutputFormat(StrEnum):
+    """Output formats of ``run``."""
+
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+class Device(StrEnum):
+    """Where tensors live during the trace."""
+
+    META = "meta"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+# ---------------------------------------------------------------------------------- shared options
+# One Annotated alias per model option, so that every command spells and documents them alike.
+VariantOpt = Annotated[
+    str, typer.Option("--variant", "-v", help="Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...).")
+]
+ImgOpt = Annotated[str | None, typer.Option("--img", help="Image size: 224, or HxW such as 800x1333.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Batch size.")]
+InChansOpt = Annotated[int | None, typer.Option("--in-chans", help="Input channels.")]
+DimsOpt = Annotated[str | None, typer.Option("--dims", help="Embedding dim per stage, e.g. 64,128,320,512.")]
+HeadsOpt = Annotated[str | None, typer.Option("--heads", help="Attention heads per stage, e.g. 1,2,5,8.")]
+DepthsOpt = Annotated[str | None, typer.Option("--depths", help="Blocks per stage, e.g. 2,2,2,2.")]
+MlpOpt = Annotated[str | None, typer.Option("--mlp-ratios", help="MLP ratio per stage, e.g. 8,8,4,4.")]
+SrOpt = Annotated[str | None, typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1.")]
+PatchOpt = Annotated[
+    str | None, typer.Option("--patch", help="Patch stride: one value for stage 1 (official patch_size) or one per stage.")
+]
+QkvBiasOpt = Annotated[bool | None, typer.Option("--qkv-bias/--no-qkv-bias", help="Bias in the q and kv projections.")]
+LinearOpt = Annotated[bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")]
+ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (task cls).")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.")
+]
+PosSizeOpt = Annotated[str | None, typer.Option("--pos-size", help="v1: image size the positional tables are sized for.")]
+AttentionOpt = Annotated[
+    str | None, typer.Option("--attention", help="explicit (official: materialises the map) or sdpa (fused).")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Console width for tables (default: terminal, or 120).")]
+
+
+def config_options(
+    variant: str,
+    img: str | None,
+    batch: int | None,
+    in_chans: int | None,
+    dims: str | None,
+    heads: str | None,
+    depths: str | None,
+    mlp_ratios: str | None,
+    sr: str | None,
+    patch: str | None,
+    qkv_bias: bool | None,
+    linear_sra: bool | None,
+    num_classes: int | None,
+    dtype: str | None,
+    task: str | None,
+    pos_size: str | None,
+    attention: str | None,
+) -> dict[str, Any]:
+    """The model options of a command as keyword arguments of :func:`pvttrace.config.resolve_config`."""
+    return {
+        "variant": variant,
+        "img": img,
+        "batch": batch,
+        "in_chans": in_chans,
+        "dims": dims,
+        "heads": heads,
+        "depths": depths,
+        "mlp_ratios": mlp_ratios,
+        "sr": sr,
+        "patch": patch,
+        "qkv_bias": qkv_bias,
+        "linear_sra": linear_sra,
+        "num_classes": num_classes,
+        "dtype": dtype,
+        "task": task,
+        "pos_size": pos_size,
+        "attention": attention,
+    }
+
+
+def warn(messages: Sequence[str]) -> None:
+    """Print non-fatal notes to stderr, one line each."""
+    for message in messages:
+        sys.stderr.write(f"warning: {message}\n")
+
+
+def _parse_kinds(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from pvttrace.records import OpKind
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    known = [k.value for k in OpKind]
+    for kind in kinds:
+        if kind not in known:
+            raise UserInputError(f"kind={kind!r} is not an op kind; known kinds: {', '.join(known)}")
+    if not kinds:
+        raise UserInputError("kind='' must name at least one op kind")
+    return kinds
+
+
+# ---------------------------------------------------------------------------------- commands
+@app.command()
+def run(
+    variant: VariantOpt = "tiny",
+    img: ImgOpt = None,
+    batch: BatchOpt = None,
+    in_chans: InChansOpt = None,
+    dims: DimsOpt = None,
+    heads: HeadsOpt = None,
+    depths: DepthsOpt = None,
+    mlp_ratios: MlpOpt = None,
+    sr: SrOpt = None,
+    patch: PatchOpt = None,
+    qkv_bias: QkvBiasOpt = None,
+    linear_sra: LinearOpt = None,
+    num_classes: ClassesOpt = None,
+    dtype: DtypeOpt = None,
+    task: TaskOpt = None,
+    pos_size: PosSizeOpt = None,
+    attention: AttentionOpt = None,
+    device: DeviceOpt = Device.META,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or markdown.")] = OutputFormat.TABLE,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every op (no block collapsing).")] = False,
+    stage: Annotated[list[int] | None, typer.Option("--stage", help="Only this 1-based stage (repeatable).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
+    source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
+    modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
+    width: WidthOpt = None,
+) -> None:
+    """Trace one configuration and show its stages and ops.
+
+    Example: pvttrace run --variant tiny --img 224
+    """
+    from pvttrace.config import resolve_config
+
+    with errors_to_exit_codes():
+        cfg = resolve_config(**config_options(
+            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
+            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
+        ))
+        kinds = _parse_kinds(kind)
+        if stage:
+            for s in stage:
+                if not 1 <= s <= cfg.num_stages:
+                    raise UserInputError(f"stage={s} must be between 1 and {cfg.num_stages}")
+        warn(cfg.warnings)
+        if modules:
+            from pvttrace.modules import module_summary
+
+            sys.stdout.write(module_summary(cfg) + "\n")
+            return
+        from pvttrace.trace import trace_config
+
+        trace = trace_config(cfg, device=device.value)
+    if output_format == OutputFormat.JSON:
+        from pvttrace.records import dumps_json
+
+        sys.stdout.write(dumps_json(trace.to_dict()))
+    elif output_format == OutputFormat.MARKDOWN:
+        from pvttrace.render import trace_markdown
+
+        sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+    else:
+        from pvttrace.render import render_trace
+
+        make_console(width).print(
+            render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source)
+        )
+
+
+@app.command()
+def variants() -> None:
+    """List the built-in presets with their hyper-parameters."""
+    from rich.table import Table
+
+    from pvttrace.config import OFFICIAL_NAMES, VARIANTS
+
+    table = Table(title="Built-in PVT variants")
+    for column in ("variant", "official name", "version", "dims", "heads", "depths", "mlp ratios", "sr", "linear SRA"):
+        table.add_column(column)
+    for name, cfg in VARIANTS.items():
+        table.add_row(
+            name,
+            OFFICIAL_NAMES[name],
+            f"v{cfg.version}",
+            ",".join(map(str, cfg.dims)),
+            ",".join(map(str, cfg.heads)),
+            ",".join(map(str, cfg.depths)),
+            ",".join(f"{r:g}" for r in cfg.mlp_ratios),
+            ",".join(map(str, cfg.sr_ratios)),
+            "yes" if cfg.linear_sra else "",
+        )
+    make_console(None).print(table)

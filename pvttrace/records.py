@@ -1,0 +1,412 @@
+"""Trace data: op records, stage summaries, totals, and their stable JSON form.
+
+Pure data with query helpers. This module must not import torch, rich or typer, so saved
+traces can be read, compared and rendered without them.
+
+Counting convention (stated in every header): ``macs`` counts multiply-accumulates of
+conv, linear and matmul (what the PVT papers call FLOPs: 1 multiply-add = 1 FLOP);
+``flops = 2 * macs`` (what ``torch.utils.flop_counter`` reports). Norms, softmax,
+activations, element-wise and layout ops cost 0 MACs by rule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from pvttrace.config import PvtConfig
+from pvttrace.errors import ConfigError, TraceFileError
+
+__all__ = [
+    "CONVENTION",
+    "TRACE_SCHEMA",
+    "CostRule",
+    "MacsCategory",
+    "OpKind",
+    "OpRecord",
+    "Shape",
+    "StageSummary",
+    "Totals",
+    "Trace",
+    "dumps_json",
+    "load_trace",
+    "loads_trace",
+    "macs_category",
+]
+
+TRACE_SCHEMA = "pvttrace.trace/1"
+CONVENTION = "macs = multiply-accumulates of conv/linear/matmul (papers' 'FLOPs'); flops = 2 x macs"
+
+Shape = tuple[int, ...]
+
+
+class OpKind(StrEnum):
+    """What an op does, as users filter it with ``--kind``."""
+
+    PATCH_EMBED = "patch_embed"
+    SR_CONV = "sr_conv"
+    DW_CONV = "dw_conv"
+    CONV = "conv"
+    LINEAR = "linear"
+    MATMUL = "matmul"
+    SDPA = "sdpa"
+    NORM = "norm"
+    SOFTMAX = "softmax"
+    ACTIVATION = "activation"
+    DROPOUT = "dropout"
+    ELEMENTWISE = "elementwise"
+    POOL = "pool"
+    INTERPOLATE = "interpolate"
+    REDUCE = "reduce"
+    RESHAPE = "reshape"
+    VIEW = "view"
+    PERMUTE = "permute"
+    TRANSPOSE = "transpose"
+    FLATTEN = "flatten"
+    CONTIGUOUS = "contiguous"
+    INDEX = "index"
+    EXPAND = "expand"
+    CONCAT = "concat"
+    OTHER = "other"
+
+
+#: Kinds that only rearrange (or alias) data; they never cost MACs.
+LAYOUT_KINDS = frozenset(
+    {
+        OpKind.RESHAPE,
+        OpKind.VIEW,
+        OpKind.PERMUTE,
+        OpKind.TRANSPOSE,
+        OpKind.FLATTEN,
+        OpKind.CONTIGUOUS,
+        OpKind.INDEX,
+        OpKind.EXPAND,
+        OpKind.CONCAT,
+    }
+)
+
+
+class CostRule(StrEnum):
+    """How an op's cost was decided: by a MAC formula, zero by rule, or no rule known (flagged)."""
+
+    MACS = "macs"
+    ZERO = "zero"
+    NONE = "none"
+
+
+class MacsCategory(StrEnum):
+    """Where MACs go inside a stage."""
+
+    ATTENTION = "attention"
+    SR = "sr"
+    PROJECTION = "projection"
+    MLP = "mlp"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One op of the forward, as the tracer saw it."""
+
+    index: int
+    """Execution order, 0-based."""
+    module: str
+    """Module path (state-dict name) whose forward issued the op; "" for the model's own forward."""
+    op: str
+    """Torch function name without the ``torch.`` prefix, e.g. ``Tensor.permute``, ``nn.functional.linear``."""
+    kind: OpKind
+    label: str | None
+    """Walkthrough label ("split heads", "SR conv", ...) or None when the model gives none."""
+    inputs: tuple[Shape, ...]
+    """Shapes of the tensor arguments, in call order."""
+    output: Shape
+    dtype: str
+    macs: int
+    out_bytes: int
+    """Bytes of the output tensor(s)."""
+    alloc_bytes: int
+    """Bytes of new storage: 0 when the output shares storage with an input (a view or an alias)."""
+    view: bool
+    """True when the output shares storage with an input."""
+    source: str | None
+    """``file:line`` of the model code that issued the op."""
+    stage: int | None = None
+    """1-based pyramid stage, or None (e.g. the classifier head)."""
+    block: int | None = None
+    """0-based block index inside the stage, or None outside blocks."""
+    cost_rule: CostRule = CostRule.MACS
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations, counting a multiply-accumulate as two."""
+        return 2 * self.macs
+
+    @property
+    def title(self) -> str:
+        """The label when there is one, else the op name."""
+        return self.label or self.op
+
+    def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
+        """JSON-ready dict with the documented field names."""
+        out: dict[str, Any] = {
+            "index": self.index,
+            "module": self.module,
+            "op": self.op,
+            "kind": self.kind.value,
+            "label": self.label,
+            "inputs": [list(s) for s in self.inputs],
+            "output": list(self.output),
+            "dtype": self.dtype,
+            "macs": self.macs,
+            "flops": self.flops,
+            "out_bytes": self.out_bytes,
+            "alloc_bytes": self.alloc_bytes,
+            "view": self.view,
+            "stage": self.stage,
+            "block": self.block,
+            "cost_rule": self.cost_rule.value,
+        }
+        if with_source:
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpRecord:
+        """Inverse of :meth:`to_dict` (``flops`` is derived, ``source`` optional)."""
+        return cls(
+            index=int(data["index"]),
+            module=str(data["module"]),
+            op=str(data["op"]),
+            kind=OpKind(data["kind"]),
+            label=None if data.get("label") is None else str(data["label"]),
+            inputs=tuple(_shape(s) for s in data["inputs"]),
+            output=_shape(data["output"]),
+            dtype=str(data["dtype"]),
+            macs=_int(data["macs"]),
+            out_bytes=_int(data["out_bytes"]),
+            alloc_bytes=_int(data["alloc_bytes"]),
+            view=bool(data["view"]),
+            source=data.get("source"),
+            stage=None if data.get("stage") is None else _int(data["stage"]),
+            block=None if data.get("block") is None else _int(data["block"]),
+            cost_rule=CostRule(data.get("cost_rule", "macs")),
+        )
+
+
+_ATTENTION_MODULE = re.compile(r"(^|\.)attn($|\.)")
+_MLP_MODULE = re.compile(r"(^|\.)mlp($|\.)")
+
+
+def macs_category(op: OpRecord) -> MacsCategory:
+    """Attention (q@k^T, attn@v, SDPA) / SR (reduction conv) / projections (q, kv, proj) / MLP / other."""
+    if op.kind in (OpKind.MATMUL, OpKind.SDPA) and _ATTENTION_MODULE.search(op.module):
+        return MacsCategory.ATTENTION
+    if op.kind == OpKind.SR_CONV:
+        return MacsCategory.SR
+    if op.kind == OpKind.LINEAR and _ATTENTION_MODULE.search(op.module):
+        return MacsCategory.PROJECTION
+    if _MLP_MODULE.search(op.module):
+        return MacsCategory.MLP
+    return MacsCategory.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class StageSummary:
+    """What one pyramid stage does and costs."""
+
+    index: int
+    hw: tuple[int, int]
+    tokens: int
+    kv_tokens: int
+    dim: int
+    heads: int
+    sr_ratio: int
+    depth: int
+    params: int
+    macs: int
+    attention_macs: int
+    sr_macs: int
+    projection_macs: int
+    mlp_macs: int
+    other_macs: int
+    attention_map_shape: Shape | None
+    """Logical shape of one block's score map [B, heads, N, N'] (also for SDPA, which never materialises it)."""
+    attention_map_bytes: int
+    """Bytes of one materialised score map; 0 when attention is fused (SDPA)."""
+    output: Shape | None
+    """Shape of the stage's output (the pyramid map, or tokens for the last classifier stage)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageSummary:
+        """Inverse of :meth:`to_dict`."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            value = data[f.name]
+            if f.name in ("hw", "attention_map_shape", "output"):
+                value = None if value is None else _shape(value)
+            else:
+                value = _int(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Whole-model figures."""
+
+    params: int
+    param_bytes: int
+    buffer_bytes: int
+    macs: int
+    largest_activation_bytes: int
+    """Bytes of the largest single op output."""
+    ops: int
+    uncosted_ops: int
+    """Ops that had no cost rule (recorded with 0 MACs and flagged)."""
+
+    @property
+    def flops(self) -> int:
+        """2 x macs."""
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``flops`` included)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["flops"] = self.flops
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Totals:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{f.name: _int(data[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Everything one traced forward produced: config, op records, stage summaries and totals."""
+
+    config: PvtConfig | None
+    input_shape: Shape
+    outputs: tuple[Shape, ...]
+    ops: tuple[OpRecord, ...]
+    stages: tuple[StageSummary, ...]
+    totals: Totals
+    device: str = "meta"
+    tool_version: str = field(default="", compare=False)
+
+    def select(
+        self,
+        *,
+        stages: Iterable[int] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> tuple[OpRecord, ...]:
+        """Ops of the given 1-based stages and kinds (None: all)."""
+        stage_set = None if stages is None else set(stages)
+        kind_set = None if kinds is None else {OpKind(k) for k in kinds}
+        return tuple(
+            op
+            for op in self.ops
+            if (stage_set is None or op.stage in stage_set) and (kind_set is None or op.kind in kind_set)
+        )
+
+    def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
+        """The ``pvttrace.trace/1`` JSON document."""
+        return {
+            "schema": TRACE_SCHEMA,
+            "tool_version": self.tool_version,
+            "convention": CONVENTION,
+            "device": self.device,
+            "config": None if self.config is None else self.config.to_dict(),
+            "input_shape": list(self.input_shape),
+            "outputs": [list(s) for s in self.outputs],
+            "totals": self.totals.to_dict(),
+            "stages": [s.to_dict() for s in self.stages],
+            "ops": [op.to_dict(with_source=with_source) for op in self.ops],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trace:
+        """Rebuild a trace from its JSON document.
+
+        Raises:
+            TraceFileError: wrong schema or malformed content.
+        """
+        if not isinstance(data, Mapping) or data.get("schema") != TRACE_SCHEMA:
+            found = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise TraceFileError(f"schema={found!r} is not {TRACE_SCHEMA!r}")
+        try:
+            config = None if data.get("config") is None else PvtConfig.from_dict(data["config"])
+            return cls(
+                config=config,
+                input_shape=_shape(data["input_shape"]),
+                outputs=tuple(_shape(s) for s in data["outputs"]),
+                ops=tuple(OpRecord.from_dict(o) for o in data["ops"]),
+                stages=tuple(StageSummary.from_dict(s) for s in data["stages"]),
+                totals=Totals.from_dict(data["totals"]),
+                device=str(data.get("device", "meta")),
+                tool_version=str(data.get("tool_version", "")),
+            )
+        except ConfigError as exc:
+            raise TraceFileError(f"bad config in trace: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFileError(f"malformed trace content ({type(exc).__name__}: {exc})") from None
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _shape(value: Any) -> Shape:
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise TypeError(f"expected a shape list, got {value!r}")
+    return tuple(_int(v) for v in value)
+
+
+def dumps_json(document: Mapping[str, Any]) -> str:
+    """Stable JSON text: sorted keys, 2-space indent, trailing newline (same input, same bytes)."""
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def loads_trace(text: str, *, origin: str = "trace") -> Trace:
+    """Parse a ``pvttrace.trace/1`` JSON text.
+
+    Raises:
+        TraceFileError: not JSON, or not a trace.
+    """
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise TraceFileError(f"{origin} is not valid JSON ({exc})") from None
+    try:
+        return Trace.from_dict(data)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{origin}: {exc}") from None
+
+
+def load_trace(path: str) -> Trace:
+    """Read a trace JSON file written by ``pvttrace run --format json``.
+
+    Raises:
+        TraceFileError: missing, unreadable, not JSON or not a trace.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TraceFileError(f"cannot read {path}: {reason}") from None
+    return loads_trace(text, origin=path)
