@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from typer.core import TyperGroup
 
 from pvttrace import __version__
 from pvttrace.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
+
+if TYPE_CHECKING:
+    from pvttrace.target import ModelSpec
 
 __all__ = ["app", "main"]
 
@@ -122,6 +125,14 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class Convention(StrEnum):
+    """Counting conventions (``pvttrace.records.CONVENTIONS``)."""
+
+    MACS = "macs"
+    FVCORE = "fvcore"
+    PAPER = "paper"
+
+
 # ---------------------------------------------------------------------------------- shared options
 # One Annotated alias per model option, so that every command spells and documents them alike.
 VariantOpt = Annotated[
@@ -151,6 +162,74 @@ AttentionOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
 WidthOpt = Annotated[int | None, typer.Option("--width", help="Console width for tables (default: terminal, or 120).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Trace any model instead of a built-in variant: PACKAGE.MODULE:FACTORY (a callable returning an "
+        "nn.Module) or timm:NAME (needs timm). Input from --input-shape, or --img/--batch/--in-chans.",
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None, typer.Option("--input-shape", help="With --model: the input tensor shape, e.g. 1,3,224,224.")
+]
+ConventionOpt = Annotated[
+    Convention,
+    typer.Option(
+        "--convention",
+        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count) or "
+        "paper (the PVT authors' get_flops.py: mmcv hooks + closed-form attention).",
+    ),
+]
+CoverageOpt = Annotated[
+    bool, typer.Option("--coverage", help="List every op name seen with its count and cost rule (or none).")
+]
+
+#: Options that describe a built-in variant; they cannot be combined with --model.
+BUILTIN_ONLY_OPTIONS = (
+    "variant", "dims", "heads", "depths", "mlp_ratios", "sr", "patch", "qkv_bias", "linear_sra", "num_classes",
+    "dtype", "task", "pos_size",
+)
+
+
+def resolve_spec(
+    ctx: typer.Context,
+    model: str | None,
+    input_shape: str | None,
+    config_kwargs: dict[str, Any],
+) -> ModelSpec:
+    """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
+
+    ``config_kwargs`` is :func:`config_options`' result. With ``--model``, a built-in-only option
+    given on the command line is an error, as is ``--input-shape`` without ``--model``.
+
+    Raises:
+        UserInputError: conflicting or invalid options (exit 2).
+    """
+    from pvttrace.target import builtin_spec, parse_model_spec
+
+    if model is None:
+        if input_shape is not None:
+            raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+        from pvttrace.config import resolve_config
+
+        return builtin_spec(resolve_config(**config_kwargs))
+    given = [
+        name for name in BUILTIN_ONLY_OPTIONS
+        if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
+    ]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UserInputError(f"model={model!r} cannot be combined with {flags}: those options describe built-in variants")
+    return parse_model_spec(
+        model,
+        input_shape=input_shape,
+        img=config_kwargs.get("img"),
+        batch=config_kwargs.get("batch"),
+        in_chans=config_kwargs.get("in_chans"),
+        attention=config_kwargs.get("attention"),
+    )
 
 
 def config_options(
@@ -218,6 +297,7 @@ def _parse_kinds(text: str | None) -> list[str] | None:
 # ---------------------------------------------------------------------------------- commands
 @app.command()
 def run(
+    ctx: typer.Context,
     variant: VariantOpt = "tiny",
     img: ImgOpt = None,
     batch: BatchOpt = None,
@@ -243,32 +323,47 @@ def run(
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
     width: WidthOpt = None,
+    model: ModelOpt = None,
+    input_shape: InputShapeOpt = None,
+    convention: ConventionOpt = Convention.MACS,
+    coverage: CoverageOpt = False,
 ) -> None:
-    """Trace one configuration and show its stages and ops.
+    """Trace one configuration (or any model with --model) and show its stages and ops.
 
-    Example: pvttrace run --variant tiny --img 224
+    Example: pvttrace run --variant tiny --img 224; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
     """
-    from pvttrace.config import resolve_config
-
     with errors_to_exit_codes():
-        cfg = resolve_config(**config_options(
+        spec = resolve_spec(ctx, model, input_shape, config_options(
             variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
         ))
         kinds = _parse_kinds(kind)
-        if stage:
-            for s in stage:
-                if not 1 <= s <= cfg.num_stages:
-                    raise UserInputError(f"stage={s} must be between 1 and {cfg.num_stages}")
-        warn(cfg.warnings)
+        cfg = spec.config
+        if stage and cfg is not None:
+            _check_stages(stage, cfg.num_stages)
+        if cfg is not None:
+            warn(cfg.warnings)
         if modules:
+            if cfg is None:
+                raise UserInputError("--modules works with built-in variants only (not with --model)")
             from pvttrace.modules import module_summary
 
             sys.stdout.write(module_summary(cfg) + "\n")
             return
-        from pvttrace.trace import trace_config
+        from pvttrace.coverage import uncosted_summary
+        from pvttrace.target import trace_target
 
-        trace = trace_config(cfg, device=device.value)
+        trace = trace_target(
+            spec, convention=convention.value, device=device.value, on_note=lambda note: warn([note])
+        )
+        if stage and cfg is None:
+            _check_stages(stage, len(trace.stages))
+        missing = uncosted_summary(trace)
+        if missing:
+            warn([missing])
+    if coverage:
+        _print_coverage(trace, output_format, width)
+        return
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
 
@@ -283,6 +378,28 @@ def run(
         make_console(width).print(
             render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source)
         )
+
+
+def _check_stages(stages: list[int], count: int) -> None:
+    for s in stages:
+        if not 1 <= s <= count:
+            raise UserInputError(f"stage={s} must be between 1 and {count}")
+
+
+def _print_coverage(trace: Any, output_format: OutputFormat, width: int | None) -> None:
+    if output_format == OutputFormat.JSON:
+        from pvttrace.coverage import coverage_document
+        from pvttrace.records import dumps_json
+
+        sys.stdout.write(dumps_json(coverage_document(trace)))
+    elif output_format == OutputFormat.MARKDOWN:
+        from pvttrace.render import coverage_markdown
+
+        sys.stdout.write(coverage_markdown(trace))
+    else:
+        from pvttrace.render import coverage_table
+
+        make_console(width).print(coverage_table(trace))
 
 
 @app.command()

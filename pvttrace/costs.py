@@ -9,11 +9,23 @@ with 0 MACs and flagged (``CostRule.NONE``) rather than dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pvttrace.records import CostRule, OpKind, Shape
 
-__all__ = ["OP_KINDS", "conv_macs", "cost_rule", "linear_macs", "matmul_macs", "sdpa_macs"]
+__all__ = [
+    "OP_KINDS",
+    "call_macs",
+    "conv_macs",
+    "conv_transpose_macs",
+    "cost_rule",
+    "einsum_macs",
+    "linear_macs",
+    "matmul_macs",
+    "mha_macs",
+    "sdpa_macs",
+]
 
 
 def _names(kind: OpKind, *names: str) -> dict[str, OpKind]:
@@ -23,6 +35,7 @@ def _names(kind: OpKind, *names: str) -> dict[str, OpKind]:
 #: Torch function name (``torch.overrides.resolve_name`` without ``torch.``) -> kind.
 OP_KINDS: dict[str, OpKind] = {
     **_names(OpKind.CONV, "nn.functional.conv1d", "nn.functional.conv2d", "nn.functional.conv3d", "conv2d"),
+    **_names(OpKind.CONV, "conv1d", "conv3d", *(f"{p}conv_transpose{d}d" for p in ("", "nn.functional.") for d in (1, 2, 3))),
     **_names(OpKind.LINEAR, "nn.functional.linear", "_C._nn.linear"),
     **_names(
         OpKind.MATMUL,
@@ -34,8 +47,15 @@ OP_KINDS: dict[str, OpKind] = {
         "bmm",
         "Tensor.mm",
         "mm",
+        "addmm",
+        "Tensor.addmm",
+        "baddbmm",
+        "Tensor.baddbmm",
+        "einsum",
+        "functional.einsum",
     ),
     **_names(OpKind.SDPA, "nn.functional.scaled_dot_product_attention", "_C._nn.scaled_dot_product_attention"),
+    **_names(OpKind.MHA, "nn.functional.multi_head_attention_forward"),
     **_names(
         OpKind.NORM,
         "nn.functional.layer_norm",
@@ -43,6 +63,7 @@ OP_KINDS: dict[str, OpKind] = {
         "nn.functional.group_norm",
         "nn.functional.batch_norm",
         "nn.functional.rms_norm",
+        "nn.functional.instance_norm",
     ),
     **_names(OpKind.SOFTMAX, "Tensor.softmax", "nn.functional.softmax", "softmax", "_C._nn.softmax"),
     **_names(
@@ -58,8 +79,17 @@ OP_KINDS: dict[str, OpKind] = {
         "Tensor.sigmoid",
         "tanh",
         "Tensor.tanh",
+        "nn.functional.leaky_relu",
+        "nn.functional.relu6",
+        "nn.functional.hardtanh",
+        "nn.functional.elu",
+        "nn.functional.hardsigmoid",
+        "nn.functional.mish",
+        "nn.functional.silu",
+        "Tensor.exp",
+        "exp",
     ),
-    **_names(OpKind.DROPOUT, "nn.functional.dropout", "dropout"),
+    **_names(OpKind.DROPOUT, "nn.functional.dropout", "dropout", "nn.functional.dropout2d"),
     **_names(
         OpKind.ELEMENTWISE,
         "Tensor.add",
@@ -78,6 +108,19 @@ OP_KINDS: dict[str, OpKind] = {
         "Tensor.__sub__",
         "Tensor.div",
         "Tensor.__truediv__",
+        "Tensor.__rsub__",
+        "Tensor.__isub__",
+        "Tensor.__itruediv__",
+        "Tensor.mul_",
+        "Tensor.div_",
+        "Tensor.pow",
+        "Tensor.__pow__",
+        "Tensor.sqrt",
+        "Tensor.rsqrt",
+        "Tensor.clamp",
+        "Tensor.masked_fill",
+        "Tensor.where",
+        "where",
     ),
     **_names(
         OpKind.POOL,
@@ -88,10 +131,10 @@ OP_KINDS: dict[str, OpKind] = {
         "nn.functional.max_pool2d",
         "nn.functional._max_pool2d",
     ),
-    **_names(OpKind.INTERPOLATE, "nn.functional.interpolate"),
-    **_names(OpKind.REDUCE, "Tensor.mean", "mean", "Tensor.sum", "sum"),
+    **_names(OpKind.INTERPOLATE, "nn.functional.interpolate", "nn.functional.grid_sample"),
+    **_names(OpKind.REDUCE, "Tensor.mean", "mean", "Tensor.sum", "sum", "Tensor.amax", "Tensor.max"),
     **_names(OpKind.RESHAPE, "Tensor.reshape", "reshape"),
-    **_names(OpKind.VIEW, "Tensor.view"),
+    **_names(OpKind.VIEW, "Tensor.view", "Tensor.view_as", "Tensor.squeeze", "Tensor.unsqueeze", "squeeze", "unsqueeze"),
     **_names(OpKind.PERMUTE, "Tensor.permute", "permute"),
     **_names(OpKind.TRANSPOSE, "Tensor.transpose", "transpose", "Tensor.t", "Tensor.T.__get__", "Tensor.mT.__get__"),
     **_names(OpKind.FLATTEN, "Tensor.flatten", "flatten", "Tensor.unflatten"),
@@ -108,12 +151,18 @@ OP_KINDS: dict[str, OpKind] = {
         "Tensor.select",
         "Tensor.narrow",
     ),
-    **_names(OpKind.EXPAND, "Tensor.expand", "Tensor.expand_as"),
+    **_names(OpKind.EXPAND, "Tensor.expand", "Tensor.expand_as", "Tensor.repeat", "nn.functional.pad", "Tensor.roll", "roll"),
     **_names(OpKind.CONCAT, "cat", "concat", "stack"),
 }
 
 #: Kinds whose MACs come from a formula; every other known kind costs 0 by rule.
-MAC_KINDS = frozenset({OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV, OpKind.LINEAR, OpKind.MATMUL, OpKind.SDPA})
+MAC_KINDS = frozenset(
+    {OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV, OpKind.LINEAR, OpKind.MATMUL, OpKind.SDPA, OpKind.MHA}
+)
+
+EINSUM_OPS = frozenset({"einsum", "functional.einsum"})
+ADDMM_OPS = frozenset({"addmm", "Tensor.addmm", "baddbmm", "Tensor.baddbmm"})
+CONV_TRANSPOSE_OPS = frozenset(f"{p}conv_transpose{d}d" for p in ("", "nn.functional.") for d in (1, 2, 3))
 
 
 def cost_rule(op_name: str) -> CostRule:
@@ -161,3 +210,95 @@ def op_macs(kind: OpKind, inputs: Sequence[Shape], output: Shape) -> int:
     if kind == OpKind.SDPA and len(inputs) >= 3:
         return sdpa_macs(inputs[0], inputs[1], inputs[2])
     return 0
+
+
+def conv_transpose_macs(input_shape: Shape, weight: Shape) -> int:
+    """``F.conv_transpose*d``: every input element is scattered over Cout/groups x kernel volume.
+
+    The weight is [Cin, Cout/g, *k], so that is ``numel(input) * prod(weight[1:])``.
+    """
+    return math.prod(input_shape) * math.prod(weight[1:])
+
+
+def _einsum_operands(equation: str, shapes: Sequence[Shape]) -> tuple[list[str], str, dict[str, int]]:
+    """Split an einsum equation into per-operand subscripts and the output, expanding ``...``."""
+    text = equation.replace(" ", "")
+    lhs, arrow, rhs = text.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum equation {equation!r} has {len(terms)} operand(s) but {len(shapes)} shape(s)")
+    ellipsis_rank = max((len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes) if "..." in t), default=0)
+    spare = [chr(c) for c in range(ord("A"), ord("Z") + 1) if chr(c) not in text][:ellipsis_rank]
+    sizes: dict[str, int] = {}
+    expanded: list[str] = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            rank = len(shape) - len(term.replace("...", ""))
+            term = term.replace("...", "".join(spare[ellipsis_rank - rank :]))
+        for letter, size in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+        expanded.append(term)
+    if arrow:
+        out = rhs.replace("...", "".join(spare))
+    else:  # implicit output: broadcast dims, then letters that appear once, alphabetically
+        counts = {c: "".join(expanded).count(c) for c in sizes}
+        out = "".join(spare) + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in spare))
+    return expanded, out, sizes
+
+
+def einsum_macs(equation: str, shapes: Sequence[Shape]) -> int:
+    """``torch.einsum``: contract operands left to right; each pairwise product costs the product of
+    the sizes of every index it involves (the same count as the equivalent ``bmm``). One operand: 0.
+    """
+    terms, out, sizes = _einsum_operands(equation, shapes)
+    if len(terms) < 2:
+        return 0
+    total = 0
+    current = terms[0]
+    for position in range(1, len(terms)):
+        nxt = terms[position]
+        involved = set(current) | set(nxt)
+        total += math.prod(sizes[c] for c in involved)
+        later = set(out).union(*terms[position + 1 :])
+        current = "".join(sorted(c for c in involved if c in later))
+    return total
+
+
+def mha_macs(
+    query: Shape,
+    key: Shape,
+    value: Shape,
+    *,
+    embed_dim: int,
+    extra_keys: int = 0,
+) -> int:
+    """``F.multi_head_attention_forward`` (``nn.MultiheadAttention``), costed by formula because the
+    tracer does not see its nested calls: q/k/v in-projections, scores, attn@v and the out-projection.
+
+    Shapes are sequence-first [L, N, E] (or unbatched [L, E]); ``extra_keys`` counts ``bias_k``
+    and ``add_zero_attn`` slots appended to the keys.
+    """
+    length = query[0]
+    batch = query[1] if len(query) == 3 else 1
+    keys = key[0]
+    in_proj = length * batch * embed_dim * embed_dim + keys * batch * (key[-1] + value[-1]) * embed_dim
+    attention = 2 * batch * length * (keys + extra_keys) * embed_dim
+    out_proj = length * batch * embed_dim * embed_dim
+    return in_proj + attention + out_proj
+
+
+def call_macs(name: str, kind: OpKind, inputs: Sequence[Shape], output: Shape, facts: Mapping[str, Any]) -> int:
+    """MACs of one recorded call: :func:`op_macs` plus the ops whose cost needs a non-tensor argument
+    (``facts``: the einsum equation, MHA's embed dim) or other operand positions (addmm, transposed conv).
+    """
+    if name in EINSUM_OPS:
+        return einsum_macs(str(facts["equation"]), inputs)
+    if kind == OpKind.MHA:
+        return mha_macs(
+            inputs[0], inputs[1], inputs[2], embed_dim=int(facts["embed_dim"]), extra_keys=int(facts["extra_keys"])
+        )
+    if name in ADDMM_OPS and len(inputs) >= 3:
+        return matmul_macs(inputs[1], inputs[2], output)
+    if name in CONV_TRANSPOSE_OPS and len(inputs) >= 2:
+        return conv_transpose_macs(inputs[0], inputs[1])
+    return op_macs(kind, inputs, output)

@@ -23,6 +23,7 @@ from pvttrace.errors import ConfigError, TraceFileError
 
 __all__ = [
     "CONVENTION",
+    "CONVENTIONS",
     "TRACE_SCHEMA",
     "CostRule",
     "MacsCategory",
@@ -41,6 +42,22 @@ __all__ = [
 TRACE_SCHEMA = "pvttrace.trace/1"
 CONVENTION = "macs = multiply-accumulates of conv/linear/matmul (papers' 'FLOPs'); flops = 2 x macs"
 
+#: Counting conventions (``--convention``) and the line that states each in headers and JSON.
+#: Each text starts with its name, so a saved trace says which convention its numbers use.
+CONVENTIONS: dict[str, str] = {
+    "macs": CONVENTION,
+    "fvcore": (
+        "fvcore: fvcore 0.1.5's count (its 'flops' are MACs): conv/linear/matmul/bmm/einsum without bias, "
+        "norms 5 x numel (4 without affine), bilinear upsample 4 x numel, adaptive avg pool numel(input); "
+        "ops fvcore has no handle for (fused SDPA, GELU, softmax ...) count 0; flops = 2 x macs"
+    ),
+    "paper": (
+        "paper: the PVT authors' get_flops.py: mmcv hooks by exact module type (conv incl. bias, linear, "
+        "nn.LayerNorm 2 x numel, ReLU, pools, Upsample) plus their closed-form attention term "
+        "2*h*w*(h//R)*(w//R)*C per block (h, w = H//4 ... H//32); other matmuls count 0; flops = 2 x macs"
+    ),
+}
+
 Shape = tuple[int, ...]
 
 
@@ -54,6 +71,7 @@ class OpKind(StrEnum):
     LINEAR = "linear"
     MATMUL = "matmul"
     SDPA = "sdpa"
+    MHA = "mha"
     NORM = "norm"
     SOFTMAX = "softmax"
     ACTIVATION = "activation"
@@ -203,7 +221,7 @@ _MLP_MODULE = re.compile(r"(^|\.)mlp($|\.)")
 
 def macs_category(op: OpRecord) -> MacsCategory:
     """Attention (q@k^T, attn@v, SDPA) / SR (reduction conv) / projections (q, kv, proj) / MLP / other."""
-    if op.kind in (OpKind.MATMUL, OpKind.SDPA) and _ATTENTION_MODULE.search(op.module):
+    if op.kind == OpKind.MHA or (op.kind in (OpKind.MATMUL, OpKind.SDPA) and _ATTENTION_MODULE.search(op.module)):
         return MacsCategory.ATTENTION
     if op.kind == OpKind.SR_CONV:
         return MacsCategory.SR
@@ -305,6 +323,10 @@ class Trace:
     totals: Totals
     device: str = "meta"
     tool_version: str = field(default="", compare=False)
+    convention: str = "macs"
+    """Which counting convention ``macs`` follow: a key of :data:`CONVENTIONS`."""
+    model: str | None = None
+    """The traced model when it is not a built-in config, e.g. ``timm:pvt_v2_b0``."""
 
     def select(
         self,
@@ -323,10 +345,10 @@ class Trace:
 
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
         """The ``pvttrace.trace/1`` JSON document."""
-        return {
+        document: dict[str, Any] = {
             "schema": TRACE_SCHEMA,
             "tool_version": self.tool_version,
-            "convention": CONVENTION,
+            "convention": CONVENTIONS[self.convention],
             "device": self.device,
             "config": None if self.config is None else self.config.to_dict(),
             "input_shape": list(self.input_shape),
@@ -335,6 +357,9 @@ class Trace:
             "stages": [s.to_dict() for s in self.stages],
             "ops": [op.to_dict(with_source=with_source) for op in self.ops],
         }
+        if self.model is not None:
+            document["model"] = self.model
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trace:
@@ -357,11 +382,19 @@ class Trace:
                 totals=Totals.from_dict(data["totals"]),
                 device=str(data.get("device", "meta")),
                 tool_version=str(data.get("tool_version", "")),
+                convention=_convention_name(data.get("convention")),
+                model=None if data.get("model") is None else str(data["model"]),
             )
         except ConfigError as exc:
             raise TraceFileError(f"bad config in trace: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TraceFileError(f"malformed trace content ({type(exc).__name__}: {exc})") from None
+
+
+def _convention_name(text: Any) -> str:
+    """The convention key a saved ``convention`` line starts with (``macs`` for older traces)."""
+    first = str(text or "").split(" ", 1)[0].rstrip(":")
+    return first if first in CONVENTIONS else "macs"
 
 
 def _int(value: Any) -> int:

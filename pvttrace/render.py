@@ -15,11 +15,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pvttrace.records import CONVENTION, OpRecord, StageSummary, Trace
+from pvttrace.coverage import RULE_TEXT, op_coverage
+from pvttrace.records import CONVENTIONS, OpRecord, StageSummary, Trace
 from pvttrace.units import format_bytes, format_count, format_shape
 
 __all__ = [
     "OpSection",
+    "coverage_markdown",
+    "coverage_table",
     "op_sections",
     "render_trace",
     "short_op",
@@ -79,7 +82,7 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
         while j < len(ops) and ops[j].stage == stage and ops[j].block == op.block:
             j += 1
         run = ops[i:j]
-        where = "head" if stage is None else f"stage {stage}"
+        where = ("head" if trace.stages else "model") if stage is None else f"stage {stage}"
         if op.block is None:
             blocks_follow = any(o.stage == stage and o.block is not None for o in ops[j:])
             title = where if stage is None else f"{where} {'entry' if blocks_follow else 'exit'}"
@@ -112,6 +115,8 @@ def _header(trace: Trace) -> Panel:
     lines = Text()
     if trace.config is not None:
         lines.append(trace.config.describe() + "\n", style="bold")
+    elif trace.model is not None:
+        lines.append(f"{trace.model}\n", style="bold")
     lines.append(f"input {format_shape(trace.input_shape)}  ->  output ")
     lines.append(", ".join(format_shape(s) for s in trace.outputs) + "\n")
     lines.append(f"params {format_count(totals.params)} ({totals.params:,})   ")
@@ -119,7 +124,7 @@ def _header(trace: Trace) -> Panel:
     lines.append(f"MACs {format_count(totals.macs)} ({totals.macs:,})   ", style="bold")
     lines.append(f"FLOPs {format_count(totals.flops)}   ")
     lines.append(f"largest activation {format_bytes(totals.largest_activation_bytes)}\n")
-    lines.append(f"convention: {CONVENTION}", style="dim")
+    lines.append(f"convention: {CONVENTIONS[trace.convention]}", style="dim")
     if totals.uncosted_ops:
         lines.append(f"\n{totals.uncosted_ops} op(s) had no cost rule and count 0 MACs", style="yellow")
     return Panel(lines, title=f"pvttrace  ({trace.device} device)", title_align="left")
@@ -228,8 +233,9 @@ def render_trace(
     blocks collapsed and counted); ``show_all`` lists every op; ``stages``/``kinds`` filter.
     """
     parts: list[RenderableType] = [_header(trace)]
-    parts.append(stage_table(trace.stages))
-    parts.append(stage_macs_table(trace.stages, trace.totals.macs))
+    if trace.stages:  # models without a recognisable pyramid have no stage rows
+        parts.append(stage_table(trace.stages))
+        parts.append(stage_macs_table(trace.stages, trace.totals.macs))
     stage_list = None if stages is None else list(stages)
     if kinds is not None:
         ops = trace.select(stages=stage_list, kinds=kinds)
@@ -258,10 +264,13 @@ def trace_markdown(
     if trace.config is not None:
         lines.append(f"## {trace.config.describe()}")
         lines.append("")
+    elif trace.model is not None:
+        lines.append(f"## {trace.model}")
+        lines.append("")
     lines.append(f"- params: {t.params:,} ({format_count(t.params)}), param bytes {format_bytes(t.param_bytes)}")
     lines.append(f"- MACs: {t.macs:,} ({format_count(t.macs)}); FLOPs: {t.flops:,} ({format_count(t.flops)})")
     lines.append(f"- outputs: {', '.join(format_shape(s) for s in trace.outputs)}")
-    lines.append(f"- convention: {CONVENTION}")
+    lines.append(f"- convention: {CONVENTIONS[trace.convention]}")
     lines.append("")
     header = ["stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params", "MACs", "attention MACs", "attn map"]
     lines.append(_md_row(header))
@@ -311,4 +320,26 @@ def trace_markdown(
                     ]
                 )
             )
+    return "\n".join(lines) + "\n"
+
+
+def coverage_table(trace: Trace) -> Table:
+    """Every op name the trace saw: count, kind, how it was costed, and the MACs it added up to."""
+    table = Table(title=f"Op coverage ({trace.totals.ops} ops, {trace.totals.uncosted_ops} without a cost rule)",
+                  title_justify="left")
+    for name in ("op", "kind", "count", "cost", "MACs"):
+        table.add_column(name, justify="right" if name in ("count", "MACs") else "left")
+    for row in op_coverage(trace):
+        style = "yellow" if row.rule.value == "none" else None
+        table.add_row(row.op, row.kind.value, str(row.count), Text(RULE_TEXT[row.rule], style=style or ""),
+                      format_count(row.macs) if row.macs else "")
+    return table
+
+
+def coverage_markdown(trace: Trace) -> str:
+    """The coverage table as GitHub markdown."""
+    lines = [f"- convention: {CONVENTIONS[trace.convention]}", f"- ops: {trace.totals.ops}, without a cost rule: "
+             f"{trace.totals.uncosted_ops}", "", _md_row(["op", "kind", "count", "cost", "MACs"]), _md_row(["---"] * 5)]
+    for row in op_coverage(trace):
+        lines.append(_md_row([f"`{row.op}`", row.kind.value, str(row.count), RULE_TEXT[row.rule], f"{row.macs:,}"]))
     return "\n".join(lines) + "\n"

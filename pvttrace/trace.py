@@ -16,7 +16,6 @@ does. Hooks and the mode are removed in ``finally`` blocks even when the forward
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,32 +28,27 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__
 from pvttrace.annotate import current_label, current_stage
+from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
-from pvttrace.costs import OP_KINDS, cost_rule, op_macs
+from pvttrace.conventions import AttentionStage, apply_convention
+from pvttrace.costs import OP_KINDS, call_macs, cost_rule
 from pvttrace.errors import TraceError
-from pvttrace.model import build_model, torch_dtype
-from pvttrace.records import (
-    CostRule,
-    MacsCategory,
-    OpKind,
-    OpRecord,
-    Shape,
-    StageSummary,
-    Totals,
-    Trace,
-    macs_category,
+from pvttrace.labels import (
+    attention_map,
+    block_of,
+    derive_stages,
+    is_pvt_like,
+    label_ops,
+    stage_macs_fields,
+    stage_of_module,
 )
+from pvttrace.model import build_model, torch_dtype
+from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 
 __all__ = ["trace_config", "trace_model"]
 
 # Property getters and metadata calls that return tensors but are not ops of the model.
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
-
-_STAGE_PATTERNS = (
-    re.compile(r"^(?:patch_embed|block|norm|pos_embed|pos_drop)(\d+)(?:\.|$)"),
-    re.compile(r"^stages\.(\d+)(?:\.|$)"),
-)
-_BLOCK_PATTERN = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.(\d+)(?:\.|$)")
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _SKIPPED_FILES = (_TORCH_DIR, os.path.dirname(__file__) + os.sep + "trace.py", os.sep + "contextlib.py")
@@ -72,17 +66,11 @@ def _op_name(func: Callable[..., Any]) -> str:
 
 
 def _stage_of(module: str) -> int | None:
-    for pattern in _STAGE_PATTERNS:
-        match = pattern.match(module)
-        if match:
-            value = int(match.group(1))
-            return value + 1 if pattern.pattern.startswith("^stages") else value
-    return None
+    return stage_of_module(module)
 
 
 def _block_of(module: str) -> int | None:
-    match = _BLOCK_PATTERN.search(module)
-    return int(match.group(1)) if match else None
+    return block_of(module)
 
 
 def _refine_kind(kind: OpKind, module: str, label: str | None, groups_like_dw: bool) -> OpKind:
@@ -121,10 +109,11 @@ def _source(frame: FrameType | None) -> str | None:
 class _Recorder(TorchFunctionMode):
     """Records one ``OpRecord`` per tensor-returning torch call."""
 
-    def __init__(self, module_stack: list[str]) -> None:
+    def __init__(self, module_stack: list[str], facts: list[dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.module_stack = module_stack
         self.records: list[OpRecord] = []
+        self.facts = facts
         self.failed_op: str | None = None
 
     def __torch_function__(
@@ -146,10 +135,20 @@ class _Recorder(TorchFunctionMode):
             return out
         outputs = [out] if isinstance(out, torch.Tensor) else _tensors(tuple(out), {}) if isinstance(out, (list, tuple)) else []
         if outputs:
-            self._record(name, _tensors(args, kwargs), outputs, sys._getframe(1))
+            facts = call_facts(name, func, args, kwargs)
+            self._record(name, _tensors(args, kwargs), outputs, sys._getframe(1), facts)
+            if self.facts is not None:
+                self.facts.append(facts)
         return out
 
-    def _record(self, name: str, inputs: list[torch.Tensor], outputs: list[torch.Tensor], frame: FrameType) -> None:
+    def _record(
+        self,
+        name: str,
+        inputs: list[torch.Tensor],
+        outputs: list[torch.Tensor],
+        frame: FrameType,
+        facts: dict[str, Any],
+    ) -> None:
         module = self.module_stack[-1]
         label = current_label()
         rule = cost_rule(name)
@@ -184,7 +183,7 @@ class _Recorder(TorchFunctionMode):
                 inputs=in_shapes,
                 output=out_shape,
                 dtype=str(outputs[0].dtype).removeprefix("torch."),
-                macs=op_macs(kind, in_shapes, out_shape) if rule == CostRule.MACS else 0,
+                macs=call_macs(name, kind, in_shapes, out_shape, facts) if rule == CostRule.MACS else 0,
                 out_bytes=out_bytes,
                 alloc_bytes=alloc_bytes,
                 view=aliased,
@@ -223,14 +222,18 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     return ()
 
 
-def record_ops(model: nn.Module, example: torch.Tensor) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
+def record_ops(
+    model: nn.Module, example: torch.Tensor, *, facts: list[dict[str, Any]] | None = None
+) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
     """Run ``model(example)`` under the recorder; return the op records and the output shapes.
+
+    ``facts``, when given, receives each recorded call's non-tensor facts (``callfacts``), one per op.
 
     Raises:
         TraceError: the forward raised; the message names the failing op and module.
     """
     stack: list[str] = [""]
-    recorder = _Recorder(stack)
+    recorder = _Recorder(stack, facts)
     was_training = model.training
     model.eval()
     try:
@@ -263,19 +266,7 @@ def summarise_stages(
     for geo in cfg.geometry():
         i = geo.index - 1
         stage_ops = [op for op in ops if op.stage == geo.index]
-        by_category = dict.fromkeys(MacsCategory, 0)
-        for op in stage_ops:
-            by_category[macs_category(op)] += op.macs
-        map_shape: Shape | None = None
-        map_bytes = 0
-        for op in stage_ops:
-            if op.label == "scores q@k^T":
-                map_shape, map_bytes = op.output, op.out_bytes
-                break
-            if op.kind == OpKind.SDPA:
-                q, k = op.inputs[0], op.inputs[1]
-                map_shape = (*q[:-1], k[-2])
-                break
+        map_shape, map_bytes = attention_map(stage_ops)
         outputs = [op for op in stage_ops if op.label in ("stage output map", "stage norm")]
         last_op = outputs[-1] if outputs else (stage_ops[-1] if stage_ops else None)
         summaries.append(
@@ -289,12 +280,7 @@ def summarise_stages(
                 sr_ratio=cfg.sr_ratios[i],
                 depth=cfg.depths[i],
                 params=stage_params.get(geo.index, 0),
-                macs=sum(op.macs for op in stage_ops),
-                attention_macs=by_category[MacsCategory.ATTENTION],
-                sr_macs=by_category[MacsCategory.SR],
-                projection_macs=by_category[MacsCategory.PROJECTION],
-                mlp_macs=by_category[MacsCategory.MLP],
-                other_macs=by_category[MacsCategory.OTHER],
+                **stage_macs_fields(stage_ops),
                 attention_map_shape=map_shape,
                 attention_map_bytes=map_bytes,
                 output=None if last_op is None else last_op.output,
@@ -303,19 +289,54 @@ def summarise_stages(
     return tuple(summaries)
 
 
+def _attention_stages(config: PvtConfig | None, stages: tuple[StageSummary, ...], ops: tuple[OpRecord, ...]) -> list[AttentionStage]:
+    """The stages the paper convention's closed-form attention term covers."""
+    if config is not None:
+        return [
+            AttentionStage(i + 1, config.dims[i], config.sr_ratios[i], config.linear_sra) for i in range(config.num_stages)
+        ]
+    pooled = {op.stage for op in ops if op.label == "SR pool"}
+    return [AttentionStage(s.index, s.dim, s.sr_ratio, s.index in pooled) for s in stages if s.attention_map_shape]
+
+
 def trace_model(
     model: nn.Module,
     example: torch.Tensor,
     *,
-    config: PvtConfig,
+    config: PvtConfig | None = None,
+    convention: str = "macs",
+    model_name: str | None = None,
+    notes: list[str] | None = None,
 ) -> Trace:
-    """Trace a built-in model (from :func:`pvttrace.model.build_model`) on ``example``.
+    """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
+
+    Without a config, ops get labels from the rule table (``pvttrace.labels``) and stage summaries
+    are read back from the records. ``convention`` re-costs the ops (``pvttrace.conventions``);
+    ``notes``, when given, receives non-fatal remarks about the counting.
 
     Raises:
         TraceError: the forward failed.
     """
-    ops, outputs = record_ops(model, example)
+    facts: list[dict[str, Any]] = []
+    ops, outputs = record_ops(model, example, facts=facts)
+    if config is None:
+        ops = label_ops(ops)
     params = list(model.parameters())
+    stage_params = _stage_params(model)
+    if convention != "macs":
+        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
+        pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
+        if convention == "paper" and not pvt_like and notes is not None:
+            notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
+        module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
+        ops = apply_convention(
+            convention,
+            ops,
+            facts,
+            module_types,
+            input_shape=tuple(example.shape),
+            attention_stages=_attention_stages(config, structure, ops) if pvt_like else (),
+        )
     totals = Totals(
         params=sum(p.numel() for p in params),
         param_bytes=sum(p.numel() * p.element_size() for p in params),
@@ -330,14 +351,16 @@ def trace_model(
         input_shape=tuple(example.shape),
         outputs=outputs,
         ops=ops,
-        stages=summarise_stages(config, ops, _stage_params(model)),
+        stages=summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params),
         totals=totals,
         device=str(example.device.type),
         tool_version=__version__,
+        convention=convention,
+        model=model_name,
     )
 
 
-def trace_config(cfg: PvtConfig, *, device: str = "meta") -> Trace:
+def trace_config(cfg: PvtConfig, *, device: str = "meta", convention: str = "macs") -> Trace:
     """Build the PVT described by ``cfg`` on ``device`` and trace one forward of a ``cfg.input_shape`` batch.
 
     Example:
@@ -355,5 +378,5 @@ def trace_config(cfg: PvtConfig, *, device: str = "meta") -> Trace:
     example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
     if device != "meta":
         example.normal_(generator=torch.Generator(device=device).manual_seed(0))
-    return trace_model(model, example, config=cfg)
+    return trace_model(model, example, config=cfg, convention=convention)
 
