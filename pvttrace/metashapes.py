@@ -132,6 +132,27 @@ def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     return torch.empty((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
 
 
+def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    q = args[0]
+    k = _arg(args, kwargs, 1, "key")
+    v = _arg(args, kwargs, 2, "value")
+    if not all(isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 4 for t in (q, k, v)):
+        return None
+    if _arg(args, kwargs, 3, "attn_mask") is not None or kwargs.get("enable_gqa"):
+        return None
+    batch, heads, length, _ = q.shape
+    # The CPU (and CUDA flash) kernels write the output in the query's layout: for a query made by
+    # permuting [B, N, heads, d] tokens the output is [B, N, heads, dv] transposed, so the "merge
+    # heads" reshape after it is a free view. torch's meta kernel returns a contiguous tensor
+    # instead; follow the real kernels.
+    if q.is_contiguous():
+        return torch.empty((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
+    if q.transpose(1, 2).is_contiguous():
+        out = torch.empty((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device)
+        return out.transpose(1, 2)
+    return None
+
+
 def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     x, weight = args[0], args[1]
     if x.dim() != 4 or not weight.is_contiguous():
@@ -196,6 +217,7 @@ _STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs], torch.Tensor | N
     torch.add: _binary,
     torch.cat: _cat,
     torch.Tensor.mean: _mean,
+    F.scaled_dot_product_attention: _sdpa,
     torch.Tensor.matmul: _matmul,
     torch.Tensor.__matmul__: _matmul,
     torch.matmul: _matmul,
