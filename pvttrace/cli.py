@@ -308,3 +308,6 @@ def variants() -> None:
             "yes" if cfg.linear_sra else "",
         )
     make_console(None).print(table)
+
+
+from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)
