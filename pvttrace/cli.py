@@ -315,3 +315,6 @@ def variants() -> None:
             "yes" if cfg.linear_sra else "",
         )
     make_console(None).print(table)
+
+
+from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)
