@@ -107,11 +107,12 @@ def make_console(width: int | None) -> Console:
 
 
 class OutputFormat(StrEnum):
-    """Output formats of ``run``."""
+    """Output formats of ``run`` and ``sweep``."""
 
     TABLE = "table"
     JSON = "json"
     MARKDOWN = "markdown"
+    CSV = "csv"
 
 
 class Device(StrEnum):
@@ -236,7 +237,9 @@ def run(
     pos_size: PosSizeOpt = None,
     attention: AttentionOpt = None,
     device: DeviceOpt = Device.META,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or markdown.")] = OutputFormat.TABLE,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv (one row per op).")
+    ] = OutputFormat.TABLE,
     show_all: Annotated[bool, typer.Option("--all", help="Show every op (no block collapsing).")] = False,
     stage: Annotated[list[int] | None, typer.Option("--stage", help="Only this 1-based stage (repeatable).")] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
@@ -277,6 +280,10 @@ def run(
         from pvttrace.render import trace_markdown
 
         sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+    elif output_format == OutputFormat.CSV:
+        from pvttrace.tabular import trace_csv
+
+        sys.stdout.write(trace_csv(trace, stages=stage or None, kinds=kinds))
     else:
         from pvttrace.render import render_trace
 
@@ -311,3 +318,4 @@ def variants() -> None:
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)
