@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pvttrace.config import PvtConfig
+    from pvttrace.diff import TraceDiff
     from pvttrace.records import Trace
 
 _ON = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
@@ -138,10 +139,16 @@ def diff(
     attention: AttentionOpt = None,
     device: DeviceOpt = Device.META,
     label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or markdown.")] = OutputFormat.TABLE,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
     ops: Annotated[bool, typer.Option("--ops", help="Add the op-level side-by-side table.")] = False,
     stage: Annotated[list[int] | None, typer.Option("--stage", help="With --ops: only this 1-based stage (repeatable).")] = None,
     changed_only: Annotated[bool, typer.Option("--changed-only", help="With --ops: only ops that differ.")] = False,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib).")
+    ] = None,
+    plot_metric: Annotated[
+        str, typer.Option("--plot-metric", help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.")
+    ] = "macs",
     width: WidthOpt = None,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
@@ -184,6 +191,14 @@ def diff(
         "attention": attention,
     }
     with errors_to_exit_codes():
+        if plot is not None:
+            from pvttrace.plot import plot_format, require_matplotlib
+            from pvttrace.render_diff import PLOT_METRICS
+
+            if plot_metric not in PLOT_METRICS:
+                raise UserInputError(f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}")
+            plot_format(plot)
+            require_matplotlib()
         if paths:
             given = [name for name, values in repeated.items() if values]
             given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
@@ -207,7 +222,13 @@ def diff(
             warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
             traces = trace_distinct(configs, _retrace(device.value))
         result = diff_traces(traces, names, with_ops=ops)
-    if output_format == OutputFormat.JSON:
+        if plot is not None:
+            _write_plot(result, plot, plot_metric)
+    if output_format == OutputFormat.CSV:
+        from pvttrace.render_diff import diff_csv
+
+        sys.stdout.write(diff_csv(result))
+    elif output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
 
         sys.stdout.write(dumps_json(result.to_dict()))
@@ -219,3 +240,20 @@ def diff(
         from pvttrace.render_diff import render_diff
 
         make_console(width).print(render_diff(result, ops=ops, stages=stage or None, changed_only=changed_only))
+
+
+def _write_plot(result: TraceDiff, path: str, metric: str) -> None:
+    """Grouped bars of one per-stage metric, one bar per configuration."""
+    from pvttrace.plot import plot_stage_bars, save_figure
+    from pvttrace.render_diff import PLOT_METRICS, diff_plot_data
+
+    _, ylabel, unit = PLOT_METRICS[metric]
+    stages, values = diff_plot_data(result, metric)
+    model = result.baseline.config.variant if result.baseline.config is not None else "model"
+    flat = [v for row in values.values() for v in row]
+    # A log axis only where every bar is positive and they span orders of magnitude.
+    log = min(flat) > 0 and max(flat) / min(flat) > 20
+    figure = plot_stage_bars(
+        stages, values, title=f"pvttrace diff: {model}, {metric} per stage", ylabel=ylabel, unit=unit, log=log
+    )
+    save_figure(figure, path)

@@ -342,3 +342,44 @@ def diff_markdown(
             cells.append(_op_mark(row, diff.labels))
             lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def diff_csv(diff: TraceDiff) -> str:
+    """One CSV row per stage and configuration: every stage metric with its ratio to the baseline."""
+    from pvttrace.tabular import csv_text
+
+    metrics = list(StageMetric)
+    header = ["stage", "config", "baseline"]
+    for metric in metrics:
+        header += [metric.value, f"{metric.value}_ratio"]
+    rows = []
+    for stage in diff.stages:
+        for i, label in enumerate(diff.labels):
+            row: list[object] = [stage.index, label, diff.labels[0]]
+            for metric in metrics:
+                change = stage.change(i, metric)
+                row += [change.value, None if change.ratio is None else round(change.ratio, 6)]
+            rows.append(row)
+    return csv_text(header, rows)
+
+
+#: What ``pvttrace diff --plot`` can draw per stage, with its axis label and unit.
+PLOT_METRICS: dict[str, tuple[StageMetric, str, str]] = {
+    "macs": (StageMetric.MACS, "stage MACs (multiply-accumulates)", "MACs"),
+    "attention_macs": (StageMetric.ATTENTION_MACS, "attention MACs (q@k^T + attn@v)", "MACs"),
+    "sr_macs": (StageMetric.SR_MACS, "SR conv MACs", "MACs"),
+    "attention_map_bytes": (StageMetric.ATTENTION_MAP_BYTES, "one block's attention map (bytes)", "bytes"),
+    "kv_tokens": (StageMetric.KV_TOKENS, "key/value tokens N'", "parameters"),
+    "params": (StageMetric.PARAMS, "stage parameters", "parameters"),
+}
+
+
+def diff_plot_data(diff: TraceDiff, metric: str) -> tuple[list[str], dict[str, list[float]]]:
+    """Stage names and, per configuration, one value of ``metric`` per stage (0 where a stage is missing)."""
+    stage_metric = PLOT_METRICS[metric][0]
+    names = [f"stage {stage.index}" for stage in diff.stages]
+    values = {
+        label: [float(stage.change(i, stage_metric).value or 0) for stage in diff.stages]
+        for i, label in enumerate(diff.labels)
+    }
+    return names, values
