@@ -308,3 +308,6 @@ def variants() -> None:
             "yes" if cfg.linear_sra else "",
         )
     make_console(None).print(table)
+
+
+from pvttrace import cli_snapshot as _cli_snapshot  # noqa: E402,F401  (registers commands)
