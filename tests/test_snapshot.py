@@ -546,3 +546,17 @@ def test_snapshot_modules_import_nothing_heavy_and_help_skips_torch() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "[]" and lines[-1] == "False"
+
+
+def test_the_github_actions_example_runs_snapshot_check() -> None:
+    text = (ROOT / "examples" / "github-actions-snapshot.yml").read_text()
+    assert "        run: pvttrace snapshot check snapshots/ --max-attention-map 512MiB\n" in text
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:  # not a test dependency; the text check above still holds
+        return
+    workflow = yaml.safe_load(text)
+    steps = workflow["jobs"]["snapshots"]["steps"]
+    assert [s["run"] for s in steps if "snapshot check" in s.get("run", "")] == [
+        "pvttrace snapshot check snapshots/ --max-attention-map 512MiB"
+    ]
