@@ -318,4 +318,5 @@ def variants() -> None:
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_snapshot as _cli_snapshot  # noqa: E402,F401  (registers commands)
 from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)
