@@ -110,11 +110,12 @@ def make_console(width: int | None) -> Console:
 
 
 class OutputFormat(StrEnum):
-    """Output formats of ``run``."""
+    """Output formats of ``run`` and ``sweep``."""
 
     TABLE = "table"
     JSON = "json"
     MARKDOWN = "markdown"
+    CSV = "csv"
 
 
 class Device(StrEnum):
@@ -316,7 +317,9 @@ def run(
     pos_size: PosSizeOpt = None,
     attention: AttentionOpt = None,
     device: DeviceOpt = Device.META,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or markdown.")] = OutputFormat.TABLE,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv (one row per op).")
+    ] = OutputFormat.TABLE,
     show_all: Annotated[bool, typer.Option("--all", help="Show every op (no block collapsing).")] = False,
     stage: Annotated[list[int] | None, typer.Option("--stage", help="Only this 1-based stage (repeatable).")] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
@@ -372,6 +375,10 @@ def run(
         from pvttrace.render import trace_markdown
 
         sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+    elif output_format == OutputFormat.CSV:
+        from pvttrace.tabular import trace_csv
+
+        sys.stdout.write(trace_csv(trace, stages=stage or None, kinds=kinds))
     else:
         from pvttrace.render import render_trace
 
@@ -396,6 +403,10 @@ def _print_coverage(trace: Any, output_format: OutputFormat, width: int | None) 
         from pvttrace.render import coverage_markdown
 
         sys.stdout.write(coverage_markdown(trace))
+    elif output_format == OutputFormat.CSV:
+        from pvttrace.coverage import coverage_csv
+
+        sys.stdout.write(coverage_csv(trace))
     else:
         from pvttrace.render import coverage_table
 
@@ -425,3 +436,8 @@ def variants() -> None:
             "yes" if cfg.linear_sra else "",
         )
     make_console(None).print(table)
+
+
+from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_snapshot as _cli_snapshot  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)

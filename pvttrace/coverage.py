@@ -8,13 +8,23 @@ Pure data: no torch, rich or typer.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from pvttrace.records import CostRule, OpKind, OpRecord, Trace
 
-__all__ = ["COVERAGE_SCHEMA", "RULE_TEXT", "CoverageRow", "coverage_document", "op_coverage", "uncosted_summary"]
+__all__ = [
+    "COVERAGE_SCHEMA",
+    "RULE_TEXT",
+    "CoverageRow",
+    "coverage_csv",
+    "coverage_document",
+    "op_coverage",
+    "uncosted_summary",
+]
 
 COVERAGE_SCHEMA = "pvttrace.coverage/1"
 
@@ -65,6 +75,16 @@ def coverage_document(trace: Trace) -> dict[str, Any]:
         "uncosted_ops": trace.totals.uncosted_ops,
         "op_names": [row.to_dict() for row in rows],
     }
+
+
+def coverage_csv(trace: Trace) -> str:
+    """The coverage rows as CSV (header ``op,kind,count,rule,macs``; one row per op name)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["op", "kind", "count", "rule", "macs"])
+    for row in op_coverage(trace):
+        writer.writerow([row.op, row.kind.value, row.count, row.rule.value, row.macs])
+    return buffer.getvalue()
 
 
 def uncosted_summary(trace: Trace, *, limit: int = 5) -> str | None:

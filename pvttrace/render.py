@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -169,52 +169,114 @@ def stage_macs_table(stages: Sequence[StageSummary], total_macs: int) -> Table:
     return table
 
 
-def _op_columns(table: Table, with_source: bool) -> None:
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("step")
-    table.add_column("op")
-    table.add_column("module", style="dim")
-    table.add_column("output", justify="left")
-    table.add_column("MACs", justify="right")
-    table.add_column("alloc", justify="right")
-    table.add_column("", justify="left")
+@dataclass(frozen=True, slots=True)
+class _Column:
+    header: str
+    right: bool = False
+    style: str = ""
+    shrink: bool = False
+    """May be cut (with an ellipsis) when the console is too narrow."""
+
+
+_OP_COLUMNS = (
+    _Column("#", right=True, style="dim"),
+    _Column("step", shrink=True),
+    _Column("op"),
+    _Column("module", style="dim", shrink=True),
+    _Column("output"),
+    _Column("MACs", right=True),
+    _Column("alloc", right=True),
+    _Column(""),
+)
+
+
+def _op_cells(op: OpRecord, shown_label: str, with_source: bool) -> list[str]:
+    note = "view" if op.view else ("copy" if op.kind.value in ("reshape", "contiguous") else "")
+    if op.cost_rule.value == "none":
+        note = "no cost rule"
+    cells = [
+        str(op.index),
+        shown_label,
+        short_op(op),
+        op.module or "(model)",
+        format_shape(op.output),
+        format_count(op.macs) if op.macs else "",
+        format_bytes(op.alloc_bytes) if op.alloc_bytes else "",
+        note,
+    ]
     if with_source:
-        table.add_column("source", style="dim")
+        cells.append(op.source or "")
+    return cells
 
 
-def op_table(sections: Sequence[OpSection], *, with_source: bool = False, title: str = "Ops") -> Table:
+class OpTable:
+    """The annotated op table as a light rich renderable.
+
+    Columns are laid out here rather than by ``rich.table.Table``, whose per-cell measuring cost
+    0.2 s for the ~150 rows of a default ``run`` (a sixth of a whole run). Section titles span
+    the row; when the console is narrow the step and module columns are cut with an ellipsis.
+    """
+
+    def __init__(self, sections: Sequence[OpSection], *, with_source: bool = False, title: str = "Ops") -> None:
+        self.title = title
+        self.columns = _OP_COLUMNS + ((_Column("source", style="dim"),) if with_source else ())
+        self.rows: list[tuple[str, list[str]]] = []
+        for section in sections:
+            self.rows.append(("section", [section.title]))
+            previous: str | None = None
+            for op in section.ops:
+                label = op.label or ""
+                self.rows.append(("op", _op_cells(op, label if label != previous else "", with_source)))
+                previous = label
+
+    def _widths(self, max_width: int) -> list[int]:
+        widths = [len(c.header) for c in self.columns]
+        for kind, cells in self.rows:
+            if kind == "op":
+                widths = [max(w, len(cell)) for w, cell in zip(widths, cells, strict=True)]
+        gaps = 2 * (len(widths) - 1)
+        excess = sum(widths) + gaps - max_width
+        for i, column in enumerate(self.columns):
+            if excess <= 0:
+                break
+            if column.shrink:
+                cut = min(excess, max(0, widths[i] - 12))
+                widths[i] -= cut
+                excess -= cut
+        return widths
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widths = self._widths(options.max_width)
+        yield Text(self.title, style="italic")
+        header = Text()
+        for i, (column, width) in enumerate(zip(self.columns, widths, strict=True)):
+            header.append(("  " if i else "") + _fit(column.header, width, column.right), style="bold")
+        header.rstrip()
+        yield header
+        yield Text("-" * min(options.max_width, sum(widths) + 2 * (len(widths) - 1)), style="dim")
+        for kind, cells in self.rows:
+            if kind == "section":
+                yield Text(cells[0], style="bold cyan", overflow="ellipsis", no_wrap=True)
+                continue
+            line = Text(no_wrap=True, overflow="ellipsis")
+            for i, (column, width, cell) in enumerate(zip(self.columns, widths, cells, strict=True)):
+                line.append(("  " if i else "") + _fit(cell, width, column.right), style=column.style)
+            line.rstrip()
+            yield line
+
+
+def _fit(text: str, width: int, right: bool) -> str:
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…"
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def op_table(sections: Sequence[OpSection], *, with_source: bool = False, title: str = "Ops") -> OpTable:
     """Annotated op table: step label, op, module, output shape, MACs, new bytes and a view/copy note."""
-    table = Table(title=title, title_justify="left")
-    _op_columns(table, with_source)
-    for section in sections:
-        table.add_section()
-        row: list[str | Text] = ["", Text(section.title, style="bold cyan"), "", "", "", "", "", ""]
-        table.add_row(*(row + ([""] if with_source else [])))
-        previous_label: str | None = None
-        for op in section.ops:
-            label = op.label or ""
-            shown = label if label != previous_label else ""
-            previous_label = label
-            note = "view" if op.view else ("copy" if op.kind.value in ("reshape", "contiguous") else "")
-            if op.cost_rule.value == "none":
-                note = "no cost rule"
-            cells: list[str | Text] = [
-                str(op.index),
-                shown,
-                Text(short_op(op)),
-                op.module or "(model)",
-                format_shape(op.output),
-                format_count(op.macs) if op.macs else "",
-                format_bytes(op.alloc_bytes) if op.alloc_bytes else "",
-                note,
-            ]
-            if with_source:
-                cells.append(op.source or "")
-            table.add_row(*cells)
-    return table
+    return OpTable(sections, with_source=with_source, title=title)
 
 
-def flat_op_table(ops: Sequence[OpRecord], *, with_source: bool = False, title: str = "Ops") -> Table:
+def flat_op_table(ops: Sequence[OpRecord], *, with_source: bool = False, title: str = "Ops") -> OpTable:
     """Every given op in execution order, without sections."""
     return op_table([OpSection("selected ops", tuple(ops))], with_source=with_source, title=title)
 

@@ -32,7 +32,7 @@ from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
 from pvttrace.costs import OP_KINDS, call_macs, cost_rule
-from pvttrace.errors import TraceError
+from pvttrace.errors import TraceError, UserInputError
 from pvttrace.labels import (
     attention_map,
     block_of,
@@ -42,6 +42,7 @@ from pvttrace.labels import (
     stage_macs_fields,
     stage_of_module,
 )
+from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 
@@ -53,7 +54,25 @@ _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.unty
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _SKIPPED_FILES = (_TORCH_DIR, os.path.dirname(__file__) + os.sep + "trace.py", os.sep + "contextlib.py")
 
-_name_cache: dict[Any, str] = {}
+def _known_names() -> dict[Any, str]:
+    """Map the torch functions named in the cost table to their names.
+
+    ``torch.overrides.resolve_name`` builds a table of every torch function on first use
+    (about 0.2 s); resolving our own few hundred names directly costs almost nothing.
+    """
+    names: dict[Any, str] = {}
+    for name in OP_KINDS:
+        target: Any = torch
+        for part in name.split("."):
+            target = getattr(target, part, None)
+            if target is None:
+                break
+        if target is not None:
+            names.setdefault(target, name)
+    return names
+
+
+_name_cache: dict[Any, str] = _known_names()
 
 
 def _op_name(func: Callable[..., Any]) -> str:
@@ -125,7 +144,9 @@ class _Recorder(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         try:
-            out = func(*args, **kwargs)
+            out = meta_stand_in(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
         except Exception:
             if self.failed_op is None:
                 self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
@@ -374,6 +395,8 @@ def trace_config(cfg: PvtConfig, *, device: str = "meta", convention: str = "mac
     Raises:
         TraceError: the forward failed.
     """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
     model = build_model(cfg, device=device)
     example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
     if device != "meta":

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant
-from pvttrace.coverage import coverage_document, op_coverage, uncosted_summary
+from pvttrace.coverage import coverage_csv, coverage_document, op_coverage, uncosted_summary
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.records import CostRule, OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render import coverage_table, render_trace
@@ -177,8 +177,8 @@ def test_mha_einsum_bmm_addmm_and_conv_transpose_are_costed() -> None:
     # L=256, N=2, E=8: q/k/v in-projections 3*L*N*E*E, scores and attn@v 2*N*L*S*E, out-projection L*N*E*E
     assert mha.macs == 3 * 256 * 2 * 8 * 8 + 2 * 2 * 256 * 256 * 8 + 256 * 2 * 8 * 8
     assert mha.kind == OpKind.MHA and mha.label == "multi-head attention"
-    assert by_op["functional.einsum"].macs == 2 * 256 * 256 * 8
-    assert by_op["nn.functional.conv_transpose2d"].macs == 2 * 16 * 16 * 16 * 8 * 2 * 2
+    assert by_op["einsum"].macs == 2 * 256 * 256 * 8
+    assert by_op["conv_transpose2d"].macs == 2 * 16 * 16 * 16 * 8 * 2 * 2
     assert by_op["addmm"].macs == 512 * 8 * 8
     # need_weights=False takes the fused path inside MHA: the same MACs (torch's CPU counter misses that SDPA)
     assert trace_target(parse_model_spec("anymodel_zoo:mix_fused", input_shape="2,3,8,8")).totals.macs == 5724160
@@ -220,6 +220,7 @@ def test_coverage_lists_every_op_and_flags_missing_rules() -> None:
     assert coverage_document(trace)["op_names"][0] == {
         "op": "Tensor.abs", "kind": "other", "count": 1, "rule": "none", "macs": 0
     }
+    assert coverage_csv(trace).splitlines()[:2] == ["op,kind,count,rule,macs", "Tensor.abs,other,1,none,0"]
     console = Console(width=100, file=io.StringIO(), color_system=None, _environ={})
     console.print(coverage_table(trace))
     _expect("coverage_reads_values.txt", console.file.getvalue())  # type: ignore[attr-defined]

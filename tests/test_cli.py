@@ -155,3 +155,13 @@ def test_help_does_not_import_torch() -> None:
 def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "pvttrace", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("pvttrace ")
+
+
+def test_unavailable_cuda_is_bad_input(runner: CliRunner) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code, _, err = _invoke(runner, "run", "--device", "cuda")
+    assert code == 2
+    assert err == "error: device='cuda' is not available: this torch build sees no CUDA GPU (use meta or cpu)\n"

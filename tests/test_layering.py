@@ -14,7 +14,8 @@ def test_data_modules_import_nothing_heavy() -> None:
     probe = (
         "import sys\n"
         "import pvttrace, pvttrace.config, pvttrace.records, pvttrace.costs, pvttrace.units, pvttrace.errors\n"
-        "print(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+        "import pvttrace.sweep, pvttrace.tabular, pvttrace.plot\n"
+        "print(sorted(m for m in ('torch', 'rich', 'typer', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,0 +1,266 @@
+"""Whole-process benchmarks of pvttrace against the import-torch floor and against its peers.
+
+Usage:
+    python benchmarks/run.py [--repeat 5] [--quick] [--no-peers] [--output docs/benchmarks.md]
+
+Each case runs as its own process, so start-up (imports) counts the way a user feels it. Cases
+run interleaved (case A, B, C, A, B, C, ...) so that drift of the machine spreads over all of
+them, and the table reports the median wall time and the median peak RSS of each case, plus the
+ratio of both to the floor case (``python -c "import torch"``) measured in the same run.
+
+Peers (``torch.utils.flop_counter`` on real CPU tensors, fvcore's ``FlopCountAnalysis``,
+torchinfo's ``summary``) trace the same built-in model at the same sizes; each runs under a
+memory cap (``RLIMIT_AS``) and a time limit, and a run that exceeds either is recorded as such,
+with the bound. fvcore is optional (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+GIB = 2**30
+
+
+@dataclass
+class Case:
+    """One command to time as a whole process."""
+
+    name: str
+    argv: list[str]
+    group: str = "pvttrace"
+    timeout_s: float = 120.0
+    memory_cap_bytes: int | None = None
+    repeat: int | None = None
+    """Runs of this case (None: the global --repeat); heavy peer cases run once."""
+    walls: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _pvttrace(*args: str) -> list[str]:
+    return [PYTHON, "-m", "pvttrace", *args]
+
+
+_PEER_SCRIPT = """
+import sys, torch
+from pvttrace.config import resolve_config
+from pvttrace.model import build_model
+tool, variant, img, sr, task = sys.argv[1:6]
+cfg = resolve_config(variant, img=img, sr=sr or None, task=task)
+model = build_model(cfg, device="cpu")
+x = torch.randn(cfg.input_shape)
+with torch.no_grad():
+    if tool == "flop_counter":
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        print(counter.get_total_flops() // 2)
+    elif tool == "fvcore":
+        from fvcore.nn import FlopCountAnalysis
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        print(analysis.total())
+    elif tool == "torchinfo":
+        import torchinfo
+        print(torchinfo.summary(model, input_data=x, verbose=0).total_mult_adds)
+"""
+
+
+def _peer(tool: str, variant: str, img: str, sr: str = "", task: str = "cls") -> list[str]:
+    return [PYTHON, "-c", _PEER_SCRIPT, tool, variant, img, sr, task]
+
+
+def build_cases(*, quick: bool, peers: bool) -> list[Case]:
+    """The benchmark matrix of the performance issue; ``quick`` keeps only the pvttrace side."""
+    cases = [
+        Case("floor: python -c 'import torch'", [PYTHON, "-c", "import torch"], group="floor"),
+        Case("pvttrace --help", _pvttrace("--help")),
+        Case("run tiny @224", _pvttrace("run", "--variant", "tiny", "--img", "224")),
+        Case("run large @224", _pvttrace("run", "--variant", "large", "--img", "224")),
+        Case("run b5 @224", _pvttrace("run", "--variant", "b5", "--img", "224")),
+        Case("run b2 backbone @800x1333", _pvttrace("run", "--variant", "b2", "--img", "800x1333", "--task", "backbone")),
+        Case("run tiny @1024 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "1024", "--sr", "1,1,1,1")),
+        Case("run tiny @2048 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "2048", "--sr", "1,1,1,1")),
+        Case("run tiny @224 --format json", _pvttrace("run", "--variant", "tiny", "--format", "json")),
+    ]
+    if _has_command("diff"):
+        cases += [
+            Case("diff sr 8,4,2,1 vs 1,1,1,1 @224", _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1")),
+            Case(
+                "diff sr 8,4,2,1 vs 1,1,1,1 @1024",
+                _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--img", "1024"),
+            ),
+        ]
+    if quick or not peers:
+        return cases
+    cap = 20 * GIB
+    tools = ["flop_counter", "torchinfo"] + (["fvcore"] if _importable("fvcore") else [])
+    sizes = [
+        ("tiny", "224", "", "cls", None),
+        ("large", "224", "", "cls", None),
+        ("b5", "224", "", "cls", None),
+        ("b2", "800x1333", "", "backbone", 1),
+        ("tiny", "768", "1,1,1,1", "cls", 1),
+        ("tiny", "1024", "1,1,1,1", "cls", 1),
+    ]
+    for tool in tools:
+        for variant, img, sr, task, repeat in sizes:
+            label = f"{tool}: {variant} @{img}" + (f" sr {sr}" if sr else "") + (" backbone" if task == "backbone" else "")
+            cases.append(
+                Case(label, _peer(tool, variant, img, sr, task), group="peer", timeout_s=180, memory_cap_bytes=cap,
+                     repeat=repeat)
+            )
+    return cases
+
+
+def _has_command(name: str) -> bool:
+    out = subprocess.run(_pvttrace("--help"), capture_output=True, text=True, cwd=ROOT)
+    return any(line.strip().startswith(name + " ") for line in out.stdout.splitlines())
+
+
+def _importable(module: str) -> bool:
+    return subprocess.run([PYTHON, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _limit(cap: int | None):  # type: ignore[no-untyped-def]
+    def apply() -> None:
+        if cap is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    return apply
+
+
+def run_once(case: Case) -> None:
+    """Run ``case`` once as a child process; record wall seconds and peak RSS (or why it failed)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            case.argv, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, preexec_fn=_limit(case.memory_cap_bytes)
+        )
+        try:
+            _, status, usage = _wait(proc, case.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            proc.wait()
+            case.failures.append(f"timed out (> {case.timeout_s:.0f} s)")
+            return
+        wall = time.perf_counter() - start
+        if status != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")
+            oom = any(s in tail for s in ("can't allocate memory", "MemoryError", "out of memory"))
+            cap = case.memory_cap_bytes
+            reason = f"out of memory (cap {cap / GIB:.0f} GiB)" if oom and cap else f"failed (exit {status})"
+            case.failures.append(reason)
+            return
+    case.walls.append(wall)
+    case.rss.append(usage.ru_maxrss * 1024)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, resource.struct_rusage]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return pid, proc.returncode, usage
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.01)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def _versions() -> str:
+    probe = "import torch, rich, typer, torchinfo, pvttrace; print(torch.__version__, typer.__version__, pvttrace.__version__)"
+    out = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    torch_v, typer_v, ours = (out + ["?", "?", "?"])[:3]
+    return f"Python {platform.python_version()}, torch {torch_v}, typer {typer_v}, pvttrace {ours}"
+
+
+def report(cases: list[Case], repeat: int) -> str:
+    """Markdown table of medians and ratios to the floor case."""
+    floor = cases[0]
+    floor_wall = statistics.median(floor.walls)
+    floor_rss = statistics.median(floor.rss)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python benchmarks/run.py` on {datetime.date.today().isoformat()}.",
+        "",
+        f"- machine: {_machine()}",
+        f"- software: {_versions()}",
+        f"- method: every case is a whole process; cases interleaved; median of {repeat} runs (heavy peer cases: 1);",
+        "  peak RSS from the child's rusage; ratios are against the floor case of the same run.",
+        "",
+        "| case | wall (s) | x floor | peak RSS (MiB) | RSS - floor (MiB) | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for case in cases:
+        if case.walls:
+            wall = statistics.median(case.walls)
+            rss = statistics.median(case.rss)
+            note = "; ".join(sorted(set(case.failures)))
+            lines.append(
+                f"| {case.name} | {wall:.2f} | {wall / floor_wall:.2f} | {rss / 2**20:.0f} | "
+                f"{(rss - floor_rss) / 2**20:+.0f} | {note} |"
+            )
+        else:
+            note = "; ".join(sorted(set(case.failures))) or "not run"
+            lines.append(f"| {case.name} | - | - | - | - | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case (median reported)")
+    parser.add_argument("--quick", action="store_true", help="pvttrace cases only")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to write")
+    args = parser.parse_args()
+    cases = build_cases(quick=args.quick, peers=not args.no_peers)
+    for i in range(args.repeat):
+        for case in cases:
+            limit = case.repeat if case.repeat is not None else args.repeat
+            if i < limit:
+                failures = len(case.failures)
+                run_once(case)
+                result = case.failures[-1] if len(case.failures) > failures else f"{case.walls[-1]:.2f} s"
+                print(f"[{i + 1}/{args.repeat}] {case.name}: {result}", file=sys.stderr)
+    text = report(cases, args.repeat)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

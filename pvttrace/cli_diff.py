@@ -1,0 +1,259 @@
+"""``pvttrace diff``: compare configurations (or saved traces) side by side.
+
+Each repeated option defines one configuration column; an option given once applies to
+every column. Repeated options must come in equal counts. Parsing and printing only: the
+comparison is :mod:`pvttrace.diff`, the views are :mod:`pvttrace.render_diff`.
+
+``--linear-sra`` takes a value here (``on`` or ``off``) instead of being the
+``--linear-sra/--no-linear-sra`` flag pair of ``run``: a flag cannot be repeated, so a
+per-column on/off needs a value (``--linear-sra off --linear-sra on``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pvttrace.cli import (
+    AttentionOpt,
+    ClassesOpt,
+    Device,
+    DeviceOpt,
+    InChansOpt,
+    OutputFormat,
+    PatchOpt,
+    PosSizeOpt,
+    QkvBiasOpt,
+    TaskOpt,
+    WidthOpt,
+    app,
+    errors_to_exit_codes,
+    make_console,
+    warn,
+)
+from pvttrace.errors import UserInputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pvttrace.config import PvtConfig
+    from pvttrace.diff import TraceDiff
+    from pvttrace.records import Trace
+
+_ON = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+
+ColumnsOpt = list[str] | None
+
+
+def _column_count(repeated: dict[str, list[Any] | None]) -> int:
+    """How many columns the repeated options define, checked to come in equal counts."""
+    counts = {name: len(values) for name, values in repeated.items() if values}
+    multi = {name: count for name, count in counts.items() if count > 1}
+    if len(set(multi.values())) > 1:
+        spelled = ", ".join(f"{name} {count} times" for name, count in multi.items())
+        raise UserInputError(
+            f"repeated options must come in equal counts (one per configuration), got {spelled}; "
+            "give an option once to apply it to every configuration"
+        )
+    return max(multi.values(), default=1)
+
+
+def _pick(values: list[Any] | None, column: int) -> Any:
+    if not values:
+        return None
+    return values[column] if len(values) > 1 else values[0]
+
+
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    flag = _ON.get(value.strip().lower())
+    if flag is None:
+        raise UserInputError(f"linear-sra={value!r} must be on or off (also true/false, yes/no, 1/0)")
+    return flag
+
+
+def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str, Any]) -> list[PvtConfig]:
+    from pvttrace.config import resolve_config
+
+    columns = _column_count(repeated)
+    if columns < 2:
+        raise UserInputError(
+            "diff needs at least two configurations: repeat an option such as --sr "
+            "(--sr 8,4,2,1 --sr 1,1,1,1) or give two trace files"
+        )
+    configs = []
+    for column in range(columns):
+        picked = {name.removeprefix("--").replace("-", "_"): _pick(values, column) for name, values in repeated.items()}
+        picked["linear_sra"] = _on_off(picked["linear_sra"])
+        picked["variant"] = picked["variant"] or "tiny"
+        configs.append(resolve_config(**picked, **once))
+    return configs
+
+
+def _check_stages(stages: list[int] | None, count: int) -> None:
+    for s in stages or ():
+        if not 1 <= s <= count:
+            raise UserInputError(f"stage={s} must be between 1 and {count}")
+
+
+def _retrace(device: str) -> Callable[[PvtConfig], Trace]:
+    """A tracer on ``device``; torch is imported on its first call only."""
+
+    def trace(cfg: PvtConfig) -> Trace:
+        from pvttrace.trace import trace_config
+
+        return trace_config(cfg, device=device)
+
+    return trace
+
+
+@app.command()
+def diff(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Saved traces to compare (pvttrace run --format json, or pvttrace.snapshot/1 files).",
+                       show_default=False),
+    ] = None,
+    variant: Annotated[ColumnsOpt, typer.Option("--variant", "-v", help="Preset per configuration (repeatable).")] = None,
+    img: Annotated[ColumnsOpt, typer.Option("--img", help="Image size per configuration: 224 or HxW (repeatable).")] = None,
+    batch: Annotated[list[int] | None, typer.Option("--batch", help="Batch size (repeatable).")] = None,
+    dims: Annotated[ColumnsOpt, typer.Option("--dims", help="Embedding dims per stage, e.g. 64,128,320,512 (repeatable).")] = None,
+    heads: Annotated[ColumnsOpt, typer.Option("--heads", help="Heads per stage (repeatable).")] = None,
+    depths: Annotated[ColumnsOpt, typer.Option("--depths", help="Blocks per stage (repeatable).")] = None,
+    mlp_ratios: Annotated[ColumnsOpt, typer.Option("--mlp-ratios", help="MLP ratio per stage (repeatable).")] = None,
+    sr: Annotated[ColumnsOpt, typer.Option("--sr", help="Spatial-reduction ratios, e.g. 8,4,2,1 (repeatable).")] = None,
+    linear_sra: Annotated[
+        ColumnsOpt,
+        typer.Option("--linear-sra", help="Linear SRA on or off (repeatable; takes a value because flags cannot repeat)."),
+    ] = None,
+    dtype: Annotated[ColumnsOpt, typer.Option("--dtype", help="float32, float16 or bfloat16 (repeatable).")] = None,
+    in_chans: InChansOpt = None,
+    patch: PatchOpt = None,
+    qkv_bias: QkvBiasOpt = None,
+    num_classes: ClassesOpt = None,
+    task: TaskOpt = None,
+    pos_size: PosSizeOpt = None,
+    attention: AttentionOpt = None,
+    device: DeviceOpt = Device.META,
+    label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
+    ops: Annotated[bool, typer.Option("--ops", help="Add the op-level side-by-side table.")] = False,
+    stage: Annotated[list[int] | None, typer.Option("--stage", help="With --ops: only this 1-based stage (repeatable).")] = None,
+    changed_only: Annotated[bool, typer.Option("--changed-only", help="With --ops: only ops that differ.")] = False,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib).")
+    ] = None,
+    plot_metric: Annotated[
+        str, typer.Option("--plot-metric", help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.")
+    ] = "macs",
+    width: WidthOpt = None,
+) -> None:
+    """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
+
+    Each repeated option makes one column; options given once apply to every column; the
+    first column is the baseline.
+
+    Example: pvttrace diff --sr 8,4,2,1 --sr 1,1,1,1
+    Example: pvttrace diff --variant b2 --variant b2-li --img 512
+    Example: pvttrace diff before.json after.json
+    """
+    from pvttrace.diff import (
+        check_labels,
+        default_labels,
+        diff_traces,
+        file_labels,
+        load_diff_input,
+        trace_distinct,
+    )
+
+    repeated: dict[str, list[Any] | None] = {
+        "--variant": variant,
+        "--img": img,
+        "--batch": batch,
+        "--dims": dims,
+        "--heads": heads,
+        "--depths": depths,
+        "--mlp-ratios": mlp_ratios,
+        "--sr": sr,
+        "--linear-sra": linear_sra,
+        "--dtype": dtype,
+    }
+    once: dict[str, Any] = {
+        "in_chans": in_chans,
+        "patch": patch,
+        "qkv_bias": qkv_bias,
+        "num_classes": num_classes,
+        "task": task,
+        "pos_size": pos_size,
+        "attention": attention,
+    }
+    with errors_to_exit_codes():
+        if plot is not None:
+            from pvttrace.plot import plot_format, require_matplotlib
+            from pvttrace.render_diff import PLOT_METRICS
+
+            if plot_metric not in PLOT_METRICS:
+                raise UserInputError(f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}")
+            plot_format(plot)
+            require_matplotlib()
+        if paths:
+            given = [name for name, values in repeated.items() if values]
+            given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
+            if given:
+                raise UserInputError(
+                    f"give either trace files or configuration options, not both (got files and {', '.join(given)})"
+                )
+            if len(paths) < 2:
+                raise UserInputError(f"diff needs at least two trace files, got {len(paths)}: {paths[0]}")
+            names = label or file_labels(paths)
+            check_labels(names, len(paths))
+            loaded = [load_diff_input(path, retrace=_retrace(device.value)) for path in paths]
+            traces = [trace for trace, _ in loaded]
+            _check_stages(stage, max(len(t.stages) for t in traces))
+            warn([note for _, notes in loaded for note in notes])
+        else:
+            configs = _configs_from_options(repeated, once)
+            names = label or default_labels(configs)
+            check_labels(names, len(configs))
+            _check_stages(stage, max(cfg.num_stages for cfg in configs))
+            warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
+            traces = trace_distinct(configs, _retrace(device.value))
+        result = diff_traces(traces, names, with_ops=ops)
+        if plot is not None:
+            _write_plot(result, plot, plot_metric)
+    if output_format == OutputFormat.CSV:
+        from pvttrace.render_diff import diff_csv
+
+        sys.stdout.write(diff_csv(result))
+    elif output_format == OutputFormat.JSON:
+        from pvttrace.records import dumps_json
+
+        sys.stdout.write(dumps_json(result.to_dict()))
+    elif output_format == OutputFormat.MARKDOWN:
+        from pvttrace.render_diff import diff_markdown
+
+        sys.stdout.write(diff_markdown(result, ops=ops, stages=stage or None, changed_only=changed_only))
+    else:
+        from pvttrace.render_diff import render_diff
+
+        make_console(width).print(render_diff(result, ops=ops, stages=stage or None, changed_only=changed_only))
+
+
+def _write_plot(result: TraceDiff, path: str, metric: str) -> None:
+    """Grouped bars of one per-stage metric, one bar per configuration."""
+    from pvttrace.plot import plot_stage_bars, save_figure
+    from pvttrace.render_diff import PLOT_METRICS, diff_plot_data
+
+    _, ylabel, unit = PLOT_METRICS[metric]
+    stages, values = diff_plot_data(result, metric)
+    model = result.baseline.config.variant if result.baseline.config is not None else "model"
+    flat = [v for row in values.values() for v in row]
+    # A log axis only where every bar is positive and they span orders of magnitude.
+    log = min(flat) > 0 and max(flat) / min(flat) > 20
+    figure = plot_stage_bars(
+        stages, values, title=f"pvttrace diff: {model}, {metric} per stage", ylabel=ylabel, unit=unit, log=log
+    )
+    save_figure(figure, path)

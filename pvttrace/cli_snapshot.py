@@ -1,0 +1,228 @@
+"""``pvttrace snapshot write|check``: shape snapshots for CI.
+
+Parsing, printing and exit codes only; the work is done by :mod:`pvttrace.snapshot`. Torch is
+imported inside the commands, after every option has been validated.
+
+Exit codes of ``check``: 0 every file matches (or was updated); 1 a file differs or a budget is
+exceeded; 2 a file is missing or invalid, or an option is bad. Every file is checked even when an
+earlier one failed; the worst code wins.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from pvttrace.cli import (
+    AttentionOpt,
+    BatchOpt,
+    ClassesOpt,
+    DepthsOpt,
+    DimsOpt,
+    DtypeOpt,
+    HeadsOpt,
+    ImgOpt,
+    InChansOpt,
+    LinearOpt,
+    MlpOpt,
+    PatchOpt,
+    PosSizeOpt,
+    QkvBiasOpt,
+    SrOpt,
+    TaskOpt,
+    VariantOpt,
+    app,
+    config_options,
+    errors_to_exit_codes,
+    warn,
+)
+from pvttrace.errors import TraceError, TraceFileError, UserInputError
+from pvttrace.snapshot import (
+    Budgets,
+    check_budgets,
+    check_snapshot_file,
+    load_snapshot,
+    snapshot_from_trace,
+    write_snapshot,
+)
+from pvttrace.snapshot_report import budget_line, result_lines
+from pvttrace.units import format_count, parse_bytes, parse_count
+
+snapshot_app = typer.Typer(
+    name="snapshot",
+    help="Write shape snapshots and check them in CI (exit 1 with a report when a shape or cost changes).",
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.callback(invoke_without_command=True)
+def _snapshot_root(ctx: typer.Context) -> None:
+    """Plain ``pvttrace snapshot`` prints its help (exit 0), as plain ``pvttrace`` does."""
+    if ctx.invoked_subcommand is None:
+        sys.stdout.write(ctx.get_help() + "\n")
+        raise typer.Exit(0)
+
+MaxMacsOpt = Annotated[str | None, typer.Option("--max-macs", help="Budget: total MACs at most this, e.g. 2G.")]
+MaxParamsOpt = Annotated[str | None, typer.Option("--max-params", help="Budget: parameters at most this, e.g. 15M.")]
+MaxMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-attention-map",
+        help="Budget: largest materialised attention score map of one block at most this, e.g. 64MiB.",
+    ),
+]
+
+
+def _parse_budgets(max_macs: str | None, max_params: str | None, max_attention_map: str | None) -> Budgets:
+    """The budget options as :class:`pvttrace.snapshot.Budgets` (raises UserInputError on a bad value)."""
+    return Budgets(
+        max_macs=None if max_macs is None else parse_count(max_macs, "max_macs"),
+        max_params=None if max_params is None else parse_count(max_params, "max_params"),
+        max_attention_map=None if max_attention_map is None else parse_bytes(max_attention_map, "max_attention_map"),
+    )
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+@snapshot_app.command("write")
+def write(
+    path: Annotated[
+        str, typer.Argument(metavar="PATH", help="Snapshot file to write, e.g. snapshots/b2-800x1333.json.")
+    ],
+    variant: VariantOpt = "tiny",
+    img: ImgOpt = None,
+    batch: BatchOpt = None,
+    in_chans: InChansOpt = None,
+    dims: DimsOpt = None,
+    heads: HeadsOpt = None,
+    depths: DepthsOpt = None,
+    mlp_ratios: MlpOpt = None,
+    sr: SrOpt = None,
+    patch: PatchOpt = None,
+    qkv_bias: QkvBiasOpt = None,
+    linear_sra: LinearOpt = None,
+    num_classes: ClassesOpt = None,
+    dtype: DtypeOpt = None,
+    task: TaskOpt = None,
+    pos_size: PosSizeOpt = None,
+    attention: AttentionOpt = None,
+    max_macs: MaxMacsOpt = None,
+    max_params: MaxParamsOpt = None,
+    max_attention_map: MaxMapOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite PATH even when it is not a readable pvttrace snapshot.")
+    ] = False,
+) -> None:
+    """Trace one configuration (the run options) and store its snapshot at PATH, atomically.
+
+    Budgets given here are stored and enforced by every later check; budgets already stored in PATH
+    are kept unless given again. An unchanged snapshot is not rewritten.
+
+    Example: pvttrace snapshot write snapshots/b2.json --variant b2 --img 800x1333 --task backbone --max-macs 160G
+    """
+    from pvttrace.config import resolve_config
+
+    with errors_to_exit_codes():
+        cfg = resolve_config(**config_options(
+            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
+            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
+        ))
+        budgets = _parse_budgets(max_macs, max_params, max_attention_map)
+        kept = Budgets()
+        if os.path.lexists(path):
+            try:
+                kept = load_snapshot(path).budgets
+            except TraceFileError as exc:
+                if not force:
+                    raise TraceFileError(f"{exc}; refusing to overwrite it (pass --force)") from None
+        warn(cfg.warnings)
+        from pvttrace.trace import trace_config
+
+        snapshot = snapshot_from_trace(trace_config(cfg), kept.overridden_by(budgets))
+        written = write_snapshot(path, snapshot)
+    totals = snapshot.totals
+    sys.stdout.write(
+        f"{'wrote' if written else 'unchanged'} {path}: {cfg.describe()}; {totals.ops} ops, "
+        f"MACs {format_count(totals.macs)}, params {format_count(totals.params)}\n"
+    )
+    warn([f"{budget_line(v)}; the snapshot is written, but checks will fail" for v in check_budgets(snapshot)])
+
+
+def _snapshot_files(paths: list[str]) -> list[str]:
+    """Files as given; directories expand to the ``*.json`` files below them, sorted."""
+    files: list[str] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = sorted(
+            os.path.join(root, name)
+            for root, _dirs, names in os.walk(path)
+            for name in names
+            if name.endswith(".json") and not name.startswith(".")
+        )
+        if not found:
+            raise UserInputError(f"{path} is a directory with no snapshot files (*.json)")
+        files.extend(found)
+    return files
+
+
+@snapshot_app.command("check")
+def check(
+    paths: Annotated[
+        list[str], typer.Argument(metavar="PATH...", help="Snapshot files, or directories searched for *.json files.")
+    ],
+    rtol: Annotated[
+        float,
+        typer.Option("--rtol", help="Relative tolerance on costs (MACs, bytes, params); shapes are always exact."),
+    ] = 0.0,
+    update: Annotated[
+        bool, typer.Option("--update", help="Rewrite files that differ (or are unreadable but keep their config).")
+    ] = False,
+    max_macs: MaxMacsOpt = None,
+    max_params: MaxParamsOpt = None,
+    max_attention_map: MaxMapOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Op lines shown per stage (0: all).")] = 10,
+) -> None:
+    """Re-trace the configuration stored in each snapshot (one trace per file) and compare.
+
+    Exit 0 when all match, 1 with a report naming stages and ops when something differs or a budget
+    (stored in the file, or given here) is exceeded, 2 when a file is missing or invalid.
+
+    Example: pvttrace snapshot check snapshots/ --max-macs 5G
+    """
+    with errors_to_exit_codes():
+        if not math.isfinite(rtol) or rtol < 0:
+            raise UserInputError(f"rtol={rtol} must be a finite number >= 0")
+        if limit < 0:
+            raise UserInputError(f"limit={limit} must be 0 (show all) or positive")
+        budgets = _parse_budgets(max_macs, max_params, max_attention_map)
+        files = _snapshot_files(paths)
+    from pvttrace.trace import trace_config
+
+    worst = 0
+    failed = invalid = 0
+    for path in files:
+        try:
+            result = check_snapshot_file(path, trace=trace_config, rtol=rtol, budgets=budgets, update=update)
+        except (UserInputError, TraceError) as exc:
+            sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+            worst, invalid = 2, invalid + 1
+            continue
+        sys.stdout.write("\n".join(result_lines(result, limit=limit)) + "\n")
+        if not result.passed:
+            worst, failed = max(worst, 1), failed + 1
+    if len(files) > 1:
+        ok = len(files) - failed - invalid
+        sys.stdout.write(f"{len(files)} snapshot(s): {ok} ok, {failed} failed, {invalid} invalid\n")
+    if worst:
+        raise typer.Exit(worst)

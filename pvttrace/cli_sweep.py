@@ -1,0 +1,155 @@
+"""``pvttrace sweep``: trace configurations across image sizes; tables, growth exponents, charts and plots.
+
+CLI only: parse, validate everything up front, call the library, print. Torch is imported in
+the command body (through ``pvttrace.trace``), matplotlib only when ``--plot`` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from pvttrace.cli import (
+    ClassesOpt,
+    LinearOpt,
+    OutputFormat,
+    PosSizeOpt,
+    QkvBiasOpt,
+    WidthOpt,
+    app,
+    errors_to_exit_codes,
+    make_console,
+    warn,
+)
+from pvttrace.sweep import DEFAULT_SIZES
+
+__all__ = ["sweep"]
+
+_REPEAT = "Repeatable."
+
+VariantsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--variant", "-v", help=f"Preset: tiny ... b5, b2-li (default tiny). {_REPEAT}"),
+]
+SrsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sr", help=f"SR ratio per stage, e.g. 8,4,2,1. {_REPEAT}"),
+]
+
+
+def _list_option(flag: str, what: str) -> Any:
+    return typer.Option(flag, help=f"{what} {_REPEAT}")
+
+
+@app.command()
+def sweep(
+    variant: VariantsOpt = None,
+    img: Annotated[
+        str, typer.Option("--img", help="Image sizes to sweep, comma-separated: 224,512 or 800x1333,1024.")
+    ] = DEFAULT_SIZES,
+    sr: SrsOpt = None,
+    dims: Annotated[list[str] | None, _list_option("--dims", "Embedding dim per stage, e.g. 64,128,320,512.")] = None,
+    heads: Annotated[list[str] | None, _list_option("--heads", "Attention heads per stage, e.g. 1,2,5,8.")] = None,
+    depths: Annotated[list[str] | None, _list_option("--depths", "Blocks per stage, e.g. 2,2,2,2.")] = None,
+    mlp_ratios: Annotated[list[str] | None, _list_option("--mlp-ratios", "MLP ratio per stage, e.g. 8,8,4,4.")] = None,
+    patch: Annotated[list[str] | None, _list_option("--patch", "Patch stride (stage 1, or one per stage).")] = None,
+    attention: Annotated[list[str] | None, _list_option("--attention", "explicit (materialised map) or sdpa.")] = None,
+    dtype: Annotated[list[str] | None, _list_option("--dtype", "float32, float16 or bfloat16.")] = None,
+    task: Annotated[list[str] | None, _list_option("--task", "cls or backbone.")] = None,
+    batch: Annotated[list[int] | None, _list_option("--batch", "Batch size.")] = None,
+    in_chans: Annotated[list[int] | None, _list_option("--in-chans", "Input channels.")] = None,
+    qkv_bias: QkvBiasOpt = None,
+    linear_sra: LinearOpt = None,
+    num_classes: ClassesOpt = None,
+    pos_size: PosSizeOpt = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="Name of each configuration (one per configuration).")
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Metrics, comma-separated: macs, attention_macs, sr_macs, projection_macs, mlp_macs, "
+            "attention_map_bytes, largest_activation_bytes, peak_activation_bytes (when available), params, "
+            "param_bytes. Default: macs, attention_macs, attention_map_bytes, params (and peak_activation_bytes "
+            "when available).",
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table (with charts), json, markdown or csv.")
+    ] = OutputFormat.TABLE,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Also write a log-log plot: FILE.png or FILE.svg (needs matplotlib).")
+    ] = None,
+    chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
+    width: WidthOpt = None,
+) -> None:
+    """Trace configurations at several image sizes: how MACs, attention and memory grow with resolution.
+
+    One table per metric (rows: sizes, columns: configurations), the fitted growth exponent k
+    (value ~ N^k, N = stage-1 tokens), the dominant stage, and a log-log chart.
+
+    A repeatable option given k times makes k configurations (every repeated option must be
+    given the same k times); given once, it applies to all; the value '-' keeps the preset's.
+
+    Example: pvttrace sweep --variant b2 --variant b2 --variant b2-li --sr 8,4,2,1 --sr 1,1,1,1 --sr -
+    """
+    from pvttrace.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
+
+    with errors_to_exit_codes():
+        options: dict[str, list[Any]] = {
+            "variant": variant or [],
+            "sr": sr or [],
+            "dims": dims or [],
+            "heads": heads or [],
+            "depths": depths or [],
+            "mlp_ratios": mlp_ratios or [],
+            "patch": patch or [],
+            "attention": attention or [],
+            "dtype": dtype or [],
+            "task": task or [],
+            "batch": batch or [],
+            "in_chans": in_chans or [],
+            "qkv_bias": [] if qkv_bias is None else [qkv_bias],
+            "linear_sra": [] if linear_sra is None else [linear_sra],
+            "num_classes": [] if num_classes is None else [num_classes],
+            "pos_size": [] if pos_size is None else [pos_size],
+        }
+        columns = build_columns(options, labels=label)
+        sizes = parse_sizes(img)
+        metrics = parse_metrics(metric)
+        if plot is not None:
+            from pvttrace.plot import plot_format, require_matplotlib
+
+            plot_format(plot)
+            require_matplotlib()
+        plan_sweep(columns, sizes)  # every config validated before the first trace
+        from pvttrace.trace import trace_config
+
+        result = run_sweep(columns, sizes, metrics, trace=trace_config)
+        warn(result.warnings)
+        if plot is not None:
+            from pvttrace.plot import plot_sweep, save_figure
+
+            save_figure(plot_sweep(result), plot)
+    if output_format == OutputFormat.JSON:
+        from pvttrace.records import dumps_json
+
+        sys.stdout.write(dumps_json(result.to_dict()))
+    elif output_format == OutputFormat.MARKDOWN:
+        from pvttrace.render_sweep import sweep_markdown
+
+        sys.stdout.write(sweep_markdown(result))
+    elif output_format == OutputFormat.CSV:
+        from pvttrace.render_sweep import sweep_csv
+
+        sys.stdout.write(sweep_csv(result))
+    else:
+        from pvttrace.render_sweep import render_sweep
+
+        make_console(width).print(render_sweep(result, chart=chart))
+    if plot is not None:
+        sys.stderr.write(f"plot written to {plot}\n")

@@ -1,0 +1,239 @@
+"""Shape-only stand-ins for a few torch functions on the ``meta`` device.
+
+On ``meta`` tensors, torch runs ``layer_norm``, ``conv2d``, ``linear``, ``gelu``, bilinear ``interpolate`` and
+element-wise ``add``/``mul``, ``cat``, ``mean`` and batched ``matmul`` through Python reference decompositions: about 1 ms per call, and the
+first ``add`` of a process imports ``torch._dynamo`` (about 1 s). That is most of a trace's wall time,
+though a trace only needs the output's shape, dtype and layout. Here each such op gets a
+stand-in that allocates the (meta) output directly with the layout torch's kernel would give:
+contiguous for norms, convs and interpolation, the input's layout for element-wise activations.
+
+``tests/test_trace.py`` checks that meta traces, which use these stand-ins, equal CPU traces,
+which run the real kernels, record for record (shapes, dtype, views and allocation sizes).
+Anything a stand-in does not handle exactly (unusual arguments) returns None and falls back
+to the real function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["meta_stand_in"]
+
+_Args = tuple[Any, ...]
+_Kwargs = dict[str, Any]
+
+
+def _arg(args: _Args, kwargs: _Kwargs, index: int, name: str, default: Any = None) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def _layer_norm(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x = args[0]
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _elementwise(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x = args[0]
+    if kwargs.get("inplace") is True or not x.is_contiguous():
+        return None
+    # torch.empty rather than empty_like: on meta, empty_like runs a Python reference that imports sympy.
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _linear(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x, weight = args[0], _arg(args, kwargs, 1, "weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        return None
+    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
+
+
+def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    if len(args) != 2 or kwargs:
+        return None  # alpha=, out= and friends take the real path
+    a, b = args
+    tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
+    if not all(t.is_meta for t in tensors) or not all(isinstance(v, (torch.Tensor, int, float)) for v in (a, b)):
+        return None
+    shape = _broadcast([tuple(t.shape) for t in tensors])
+    # A contiguous first operand of the full shape makes the output contiguous (TensorIterator
+    # follows the first operand's layout); other layouts take the real path.
+    if shape is None or not tensors[0].is_contiguous() or tuple(tensors[0].shape) != shape:
+        return None
+    return torch.empty(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
+
+
+def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """NumPy broadcasting of shapes; None when they do not broadcast (the real op then raises)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(ndim):
+        sizes = {s[len(s) - ndim + i] for s in shapes if len(s) - ndim + i >= 0} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _cat(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    tensors = args[0]
+    dim = _arg(args, kwargs, 1, "dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or set(kwargs) - {"dim"}:
+        return None
+    if not all(isinstance(t, torch.Tensor) and t.is_meta and t.dim() == tensors[0].dim() for t in tensors):
+        return None
+    first = tensors[0]
+    dim = dim % first.dim()
+    if any(t.shape[:dim] != first.shape[:dim] or t.shape[dim + 1 :] != first.shape[dim + 1 :] for t in tensors):
+        return None
+    dtype = first.dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    shape = (*first.shape[:dim], sum(t.shape[dim] for t in tensors), *first.shape[dim + 1 :])
+    return torch.empty(shape, dtype=dtype, device=first.device)
+
+
+def _mean(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x = args[0]
+    dim = _arg(args, kwargs, 1, "dim")
+    keepdim = _arg(args, kwargs, 2, "keepdim", False)
+    if set(kwargs) - {"dim", "keepdim"} or not x.dtype.is_floating_point or not isinstance(keepdim, bool):
+        return None
+    dims = (dim,) if isinstance(dim, int) else dim
+    if not isinstance(dims, (tuple, list)) or not dims or not all(isinstance(d, int) for d in dims):
+        return None
+    reduced = {d % x.dim() for d in dims}
+    shape = [1 if i in reduced else n for i, n in enumerate(x.shape) if keepdim or i not in reduced]
+    return torch.empty(shape, dtype=x.dtype, device=x.device)
+
+
+def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    if len(args) != 2 or kwargs or not all(isinstance(t, torch.Tensor) and t.is_meta for t in args):
+        return None
+    a, b = args
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
+        return None
+    batch = _broadcast([tuple(a.shape[:-2]), tuple(b.shape[:-2])])
+    if batch is None:
+        return None
+    return torch.empty((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
+
+
+def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    q = args[0]
+    k = _arg(args, kwargs, 1, "key")
+    v = _arg(args, kwargs, 2, "value")
+    if not all(isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 4 for t in (q, k, v)):
+        return None
+    if _arg(args, kwargs, 3, "attn_mask") is not None or kwargs.get("enable_gqa"):
+        return None
+    batch, heads, length, _ = q.shape
+    # The CPU (and CUDA flash) kernels write the output in the query's layout: for a query made by
+    # permuting [B, N, heads, d] tokens the output is [B, N, heads, dv] transposed, so the "merge
+    # heads" reshape after it is a free view. torch's meta kernel returns a contiguous tensor
+    # instead; follow the real kernels.
+    if q.is_contiguous():
+        return torch.empty((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
+    if q.transpose(1, 2).is_contiguous():
+        out = torch.empty((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device)
+        return out.transpose(1, 2)
+    return None
+
+
+def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x, weight = args[0], args[1]
+    if x.dim() != 4 or not weight.is_contiguous():
+        return None
+    # torch's conv keeps a channels-last input channels-last (the SR conv's input, a permuted token
+    # matrix, is exactly that), which decides whether the reshape after it is a view.
+    if x.is_contiguous():
+        memory_format = torch.contiguous_format
+    elif x.is_contiguous(memory_format=torch.channels_last):
+        memory_format = torch.channels_last
+    else:
+        return None
+    stride = _pair(_arg(args, kwargs, 3, "stride", 1))
+    padding = _pair(_arg(args, kwargs, 4, "padding", 0))
+    dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
+    groups = _arg(args, kwargs, 6, "groups", 1)
+    if stride is None or padding is None or dilation is None or not isinstance(groups, int):
+        return None
+    if x.shape[1] != weight.shape[1] * groups:
+        return None  # let the real kernel raise its own error
+    out_hw = []
+    for i in range(2):
+        size = x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight.shape[2 + i] - 1) - 1
+        if size < 0:
+            return None
+        out_hw.append(size // stride[i] + 1)
+    shape = (x.shape[0], weight.shape[0], *out_hw)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+
+
+def _interpolate(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    x = args[0]
+    size = _pair(_arg(args, kwargs, 1, "size"))
+    if x.dim() != 4 or size is None or _arg(args, kwargs, 2, "scale_factor") is not None:
+        return None
+    return torch.empty((x.shape[0], x.shape[1], *size), dtype=x.dtype, device=x.device)
+
+
+_STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs], torch.Tensor | None]] = {
+    F.layer_norm: _layer_norm,
+    F.gelu: _elementwise,
+    F.relu: _elementwise,
+    torch.relu: _elementwise,
+    torch.Tensor.relu: _elementwise,
+    F.silu: _elementwise,
+    torch.sigmoid: _elementwise,
+    torch.Tensor.sigmoid: _elementwise,
+    torch.tanh: _elementwise,
+    torch.Tensor.tanh: _elementwise,
+    torch.Tensor.softmax: _elementwise,
+    torch.softmax: _elementwise,
+    F.softmax: _elementwise,
+    F.conv2d: _conv2d,
+    F.interpolate: _interpolate,
+    F.linear: _linear,
+    torch.Tensor.add: _binary,
+    torch.Tensor.__add__: _binary,
+    torch.Tensor.__radd__: _binary,
+    torch.Tensor.mul: _binary,
+    torch.Tensor.__mul__: _binary,
+    torch.Tensor.__rmul__: _binary,
+    torch.add: _binary,
+    torch.cat: _cat,
+    torch.Tensor.mean: _mean,
+    F.scaled_dot_product_attention: _sdpa,
+    torch.Tensor.matmul: _matmul,
+    torch.Tensor.__matmul__: _matmul,
+    torch.matmul: _matmul,
+    torch.mul: _binary,
+}
+
+
+def meta_stand_in(func: Callable[..., Any], args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+    """The output ``func(*args, **kwargs)`` would have, for supported ops on meta tensors; else None."""
+    stand_in = _STAND_INS.get(func)
+    if stand_in is None or not args:
+        return None
+    first = args[0][0] if func is torch.cat and isinstance(args[0], (list, tuple)) and args[0] else args[0]
+    if not isinstance(first, torch.Tensor) or not first.is_meta:
+        return None
+    flat = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,))]
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in flat):
+        return None  # autograd must see the real op (saved tensors, grad_fn)
+    return stand_in(args, kwargs)

@@ -1,0 +1,167 @@
+"""pytest integration: assert that a PVT configuration still traces to its stored shape snapshot.
+
+Registered as a pytest plugin through the ``pytest11`` entry point, so installing pvttrace is
+enough; without the entry point, enable it with ``-p pvttrace.pytest_plugin``. It adds
+
+* the ``pvt_snapshot`` fixture::
+
+      def test_backbone_shapes(pvt_snapshot):
+          cfg = resolve_config("b2", img="800x1333", task="backbone")
+          pvt_snapshot(cfg)                                  # snapshots/<test file>/<test name>.json
+          pvt_snapshot(cfg, "snapshots/b2-det.json", max_macs="160G")   # a path of your own, a budget
+
+  A mismatch fails the test with the report ``pvttrace snapshot check`` prints (stages, ops,
+  ``stored -> current``); a missing or unreadable snapshot fails with its reason.
+* ``pytest --pvttrace-update``: write missing snapshots and rewrite the ones that differ (budgets
+  still fail); the terminal summary lists every file written.
+
+Each configuration is traced once per session, however many tests use it. Snapshot files are the
+same ``pvttrace.snapshot/1`` files the command line reads, so CI can also check them with
+``pvttrace snapshot check``. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pvttrace.config import PvtConfig
+from pvttrace.errors import TraceFileError
+from pvttrace.records import Trace
+from pvttrace.snapshot import Budgets, Snapshot, load_snapshot, snapshot_from_trace, verify_snapshot
+from pvttrace.snapshot_report import result_lines
+from pvttrace.units import parse_bytes, parse_count
+
+__all__ = ["PvtSnapshot", "pvt_snapshot"]
+
+_WRITTEN = pytest.StashKey[list[str]]()
+_TRACES = pytest.StashKey[dict[PvtConfig, Trace]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--pvttrace-update``."""
+    group = parser.getgroup("pvttrace", "pvttrace shape snapshots")
+    group.addoption(
+        "--pvttrace-update",
+        action="store_true",
+        default=False,
+        help="Write missing pvttrace snapshots and rewrite the ones that differ.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the session's list of written files and its trace cache."""
+    config.stash[_WRITTEN] = []
+    config.stash[_TRACES] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """List the snapshot files this session wrote."""
+    written = config.stash.get(_WRITTEN, [])
+    if written:
+        terminalreporter.write_sep("-", f"pvttrace: {len(written)} snapshot(s) written")
+        for path in written:
+            terminalreporter.write_line(path)
+
+
+def _budget(value: int | str | None, field: str, parse: Callable[[str, str], int]) -> int | None:
+    return value if value is None or isinstance(value, int) else parse(value, field)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class PvtSnapshot:
+    """What the ``pvt_snapshot`` fixture returns: call it (or :meth:`assert_match`) with a config or a trace."""
+
+    def __init__(self, *, test_dir: Path, default_stem: Path, update: bool, config: pytest.Config) -> None:
+        self._test_dir = test_dir
+        self._default_stem = default_stem
+        self._update = update
+        self._config = config
+        self._calls = 0
+
+    def _path(self, path: str | os.PathLike[str] | None) -> Path:
+        self._calls += 1
+        if path is not None:
+            given = Path(path)
+            return given if given.is_absolute() else self._test_dir / given
+        suffix = "" if self._calls == 1 else f"-{self._calls}"
+        return self._default_stem.with_name(self._default_stem.name + suffix + ".json")
+
+    def _trace(self, config: PvtConfig) -> Trace:
+        cache = self._config.stash[_TRACES]
+        if config not in cache:
+            from pvttrace.trace import trace_config
+
+            cache[config] = trace_config(config)
+        return cache[config]
+
+    def assert_match(
+        self,
+        model: PvtConfig | Trace,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        rtol: float = 0.0,
+        max_macs: int | str | None = None,
+        max_params: int | str | None = None,
+        max_attention_map: int | str | None = None,
+        limit: int = 10,
+    ) -> None:
+        """Fail the test unless ``model`` (a config, traced on the meta device, or a trace) matches its snapshot.
+
+        Args:
+            model: the configuration, or an already computed trace of one.
+            path: snapshot file, relative to the test file's directory; default
+                ``snapshots/<test file>/<test name>.json`` (``-2``, ``-3`` ... for later calls in one test).
+            rtol: relative tolerance on costs; shapes are always exact.
+            max_macs, max_params, max_attention_map: budgets (``"2G"``, ``"15M"``, ``"64MiB"`` or ints),
+                checked together with the budgets stored in the snapshot.
+            limit: op lines shown per stage in the failure report (0: all).
+        """
+        target = self._path(path)
+        trace = model if isinstance(model, Trace) else self._trace(model)
+        budgets = Budgets(
+            max_macs=_budget(max_macs, "max_macs", parse_count),
+            max_params=_budget(max_params, "max_params", parse_count),
+            max_attention_map=_budget(max_attention_map, "max_attention_map", parse_bytes),
+        )
+        stored: Snapshot | None = None
+        unreadable = ""
+        try:
+            stored = load_snapshot(str(target))
+        except TraceFileError as exc:
+            unreadable = str(exc)
+        if unreadable and not self._update:
+            action = "write it" if not target.exists() else "rewrite it (or fix it by hand)"
+            hint = f"run pytest --pvttrace-update to {action}"
+            pytest.fail(f"pvttrace snapshot: {unreadable}; {hint}", pytrace=False)
+        current = snapshot_from_trace(trace, stored.budgets if stored else Budgets())
+        result = verify_snapshot(
+            str(target), stored, current, rtol=rtol, budgets=budgets, update=self._update, budgets_given_as="argument"
+        )
+        if result.written:
+            self._config.stash[_WRITTEN].append(str(target))
+        if not result.passed:
+            hint = "\n(run pytest --pvttrace-update to accept the current trace)" if not result.violations else ""
+            text = "\n".join(result_lines(result, limit=limit, show_all_hint="limit=0 shows all"))
+            pytest.fail(text + hint, pytrace=False)
+
+    __call__ = assert_match
+
+
+@pytest.fixture
+def pvt_snapshot(request: pytest.FixtureRequest) -> PvtSnapshot:
+    """Assert that a PVT configuration's trace matches its stored shape snapshot (see the module docstring)."""
+    test_file = Path(str(request.node.path))
+    name = _UNSAFE.sub("_", request.node.name).strip("_") or "test"
+    return PvtSnapshot(
+        test_dir=test_file.parent,
+        default_stem=test_file.parent / "snapshots" / test_file.stem / name,
+        update=bool(request.config.getoption("pvttrace_update")),
+        config=request.config,
+    )

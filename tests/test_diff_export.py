@@ -1,0 +1,47 @@
+"""`pvttrace diff --format csv` and `--plot`: values per stage and configuration."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+
+import pytest
+from typer.testing import CliRunner
+
+from pvttrace.cli import app
+
+
+def test_diff_csv_has_one_row_per_stage_and_configuration(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["stage"], r["config"]) for r in rows[:2]] == [("1", "sr=8,4,2,1"), ("1", "sr=1,1,1,1")]
+    assert len(rows) == 8
+    stage1 = rows[1]
+    assert int(stage1["kv_tokens"]) == 3136 and float(stage1["kv_tokens_ratio"]) == 64.0
+    assert int(stage1["attention_macs"]) == 2517630976 and float(stage1["attention_macs_ratio"]) == 64.0
+    assert sum(int(r["macs"]) for r in rows if r["config"] == "sr=8,4,2,1") == 1932911616 - 512000
+
+
+def test_diff_plot_draws_grouped_bars(runner: CliRunner, tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is the optional 'plot' extra")
+    target = tmp_path / "bars.svg"
+    args = ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", str(target), "--plot-metric", "attention_macs"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = target.read_text()
+    assert text.startswith("<?xml") and "<svg" in text
+    assert "sr=8,4,2,1" in text and "sr=1,1,1,1" in text and "stage 4" in text
+
+
+def test_diff_plot_metric_and_suffix_are_checked_before_tracing(runner: CliRunner, tmp_path: pathlib.Path) -> None:
+    result = runner.invoke(app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: plot=")
+    result = runner.invoke(
+        app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", str(tmp_path / "x.png"), "--plot-metric", "speed"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: plot-metric='speed' must be one of: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params\n"
+    )
