@@ -151,6 +151,25 @@ AttentionOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
 WidthOpt = Annotated[int | None, typer.Option("--width", help="Console width for tables (default: terminal, or 120).")]
+TrainOpt = Annotated[
+    bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
+]
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option("--optimizer", help="With --train: none, sgd, sgd-momentum, adam or adamw (default adamw)."),
+]
+
+
+def training_options(train: bool, optimizer: str | None) -> str:
+    """Validate ``--train``/``--optimizer``; return the optimizer name (adamw when not given)."""
+    from pvttrace.memory import optimizer_state_bytes
+
+    if optimizer is None:
+        return "adamw"
+    if not train:
+        raise UserInputError(f"optimizer={optimizer!r} needs --train (optimizer state exists only in training)")
+    optimizer_state_bytes(optimizer, 0)
+    return optimizer
 
 
 def config_options(
@@ -242,11 +261,14 @@ def run(
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Add a per-stage memory table and a block timeline.")] = False,
+    train: TrainOpt = False,
+    optimizer: OptimizerOpt = None,
     width: WidthOpt = None,
 ) -> None:
-    """Trace one configuration and show its stages and ops.
+    """Trace one configuration and show its stages, ops and peak memory.
 
-    Example: pvttrace run --variant tiny --img 224
+    Example: pvttrace run --variant tiny --img 224 --memory
     """
     from pvttrace.config import resolve_config
 
@@ -260,6 +282,7 @@ def run(
             for s in stage:
                 if not 1 <= s <= cfg.num_stages:
                     raise UserInputError(f"stage={s} must be between 1 and {cfg.num_stages}")
+        optimizer_name = training_options(train, optimizer)
         warn(cfg.warnings)
         if modules:
             from pvttrace.modules import module_summary
@@ -268,7 +291,7 @@ def run(
             return
         from pvttrace.trace import trace_config
 
-        trace = trace_config(cfg, device=device.value)
+        trace = trace_config(cfg, device=device.value, train=train, optimizer=optimizer_name)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
 
@@ -277,12 +300,19 @@ def run(
         from pvttrace.render import trace_markdown
 
         sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+        if memory:
+            from pvttrace.render_memory import memory_markdown
+
+            sys.stdout.write(memory_markdown(trace))
     else:
         from pvttrace.render import render_trace
 
-        make_console(width).print(
-            render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source)
-        )
+        console = make_console(width)
+        console.print(render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source))
+        if memory:
+            from pvttrace.render_memory import render_memory
+
+            console.print(render_memory(trace))
 
 
 @app.command()
@@ -308,3 +338,6 @@ def variants() -> None:
             "yes" if cfg.linear_sra else "",
         )
     make_console(None).print(table)
+
+
+from pvttrace import cli_fit as _cli_fit  # noqa: E402,F401  (registers commands)
