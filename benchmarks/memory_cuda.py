@@ -116,7 +116,7 @@ def measure(case: Case, device: str) -> int:
             torch.cuda.reset_peak_memory_stats()
             forward()
             torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - before + input_bytes
+            return int(torch.cuda.max_memory_allocated() - before + input_bytes)
         return _cpu_peak(forward) + input_bytes
 
     model.train()
@@ -139,8 +139,8 @@ def measure(case: Case, device: str) -> int:
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before + static + state + input_bytes
-    return _cpu_peak(step) + static + state + input_bytes
+        return int(torch.cuda.max_memory_allocated() - before + static + state + input_bytes)
+    return int(_cpu_peak(step) + static + state + input_bytes)
 
 
 def estimate(case: Case) -> int:

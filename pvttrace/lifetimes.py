@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pvttrace.memory import LifetimeLog, SavedTensor, StorageEvent, StorageKind
 
-__all__ = ["StorageTracker", "track_training_step"]
+__all__ = ["StorageTracker", "register_model", "report_saved_tensors", "run_backward"]
 
 
 def _storage(tensor: torch.Tensor) -> Any:
@@ -41,7 +41,7 @@ def _storage(tensor: torch.Tensor) -> Any:
         return None
 
 
-class StorageTracker(TorchDispatchMode):
+class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's mode is untyped
     """Records storage allocations and frees, positioned by the op the tracer is recording.
 
     The tracer calls :meth:`op_started` before each user-level op and :meth:`op_finished` after
@@ -50,7 +50,7 @@ class StorageTracker(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._keys: dict[int, tuple[int, int]] = {}  # id(storage object) -> (key, nbytes), while alive
         self._sizes: dict[int, int] = {}  # key -> nbytes
         self._kinds: dict[int, StorageKind] = {}
@@ -157,8 +157,8 @@ def register_model(tracker: StorageTracker, model: nn.Module, example: torch.Ten
 
 
 @contextmanager
-def track_training_step(tracker: StorageTracker) -> Iterator[None]:
-    """Inside: autograd's saved tensors are reported to ``tracker`` (wrap the forward with grad enabled)."""
+def report_saved_tensors(tracker: StorageTracker) -> Iterator[None]:
+    """Inside, every tensor autograd saves for backward is reported to ``tracker`` (wrap the forward with grad)."""
     with torch.autograd.graph.saved_tensors_hooks(tracker.saved, _unpack):
         yield
 

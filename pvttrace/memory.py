@@ -212,22 +212,18 @@ def activation_timeline(log: LifetimeLog, n_ops: int) -> ActivationTimeline:
     )
 
 
-def backward_peak(log: LifetimeLog) -> tuple[int, int]:
-    """(live activation bytes when backward starts, highest during backward); parameter gradients excluded."""
+def backward_peak(log: LifetimeLog) -> int:
+    """Highest activation bytes alive from the start of backward on (parameter gradients excluded)."""
     live = 0
-    start: int | None = None
-    peak = 0
+    peak: int | None = None
     for event in log.events:
-        if event.backward and start is None:
-            start = live
+        if event.backward and peak is None:
             peak = live
         if log.kind(event.key) in ACTIVATION_KINDS:
             live += event.delta
-        if event.backward:
+        if event.backward and peak is not None:
             peak = max(peak, live)
-    if start is None:
-        return live, live
-    return start, peak
+    return live if peak is None else peak
 
 
 def live_peak(log: LifetimeLog, kinds: frozenset[StorageKind] = ACTIVATION_KINDS) -> int:
@@ -335,7 +331,7 @@ def with_training_memory(
         for stage, saved in zip(stages, stage_saved, strict=True)
     )
     forward_peak = activation_timeline(log, len(ops)).peak
-    _, backward = backward_peak(log)
+    backward = backward_peak(log)
     state = optimizer_state_bytes(optimizer, trainable_param_bytes)
     grads = trainable_param_bytes
     peak = totals.param_bytes + totals.buffer_bytes + grads + state + max(forward_peak, backward)

@@ -382,9 +382,8 @@ class TrainingMemory:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingMemory:
         """Inverse of :meth:`to_dict`."""
-        return cls(
-            **{f.name: str(data[f.name]) if f.name == "optimizer" else _int(data[f.name]) for f in fields(cls)}
-        )
+        counts = {f.name: _int(data[f.name]) for f in fields(cls) if f.name != "optimizer"}
+        return cls(optimizer=str(data["optimizer"]), **counts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from pvttrace.annotate import current_label, current_stage
 from pvttrace.config import PvtConfig
 from pvttrace.costs import OP_KINDS, cost_rule, op_macs
 from pvttrace.errors import TraceError
-from pvttrace.lifetimes import StorageTracker, register_model, run_backward, track_training_step
+from pvttrace.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
 from pvttrace.memory import LifetimeLog
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import (
@@ -364,7 +364,7 @@ def memory_log(
     try:
         register_model(tracker, model, example)
         with tracker:
-            with track_training_step(tracker) if train else nullcontext():
+            with report_saved_tensors(tracker) if train else nullcontext():
                 ops, out = _run_recorded(model, example, observer=tracker, train=train)
             shapes = _output_shapes(out)
             if train:

@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -56,7 +57,7 @@ EXPECTED = pathlib.Path(__file__).parent / "expected"
 UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 
-def _cfg(variant: str, img: str, batch: int = 1, **extra: str) -> PvtConfig:
+def _cfg(variant: str, img: str, batch: int = 1, **extra: Any) -> PvtConfig:
     return resolve_config(variant, img=img, batch=batch, depths="1,1,1,1", **extra)
 
 
@@ -466,7 +467,7 @@ def _check_expected(name: str, text: str) -> None:
 def _render(renderable: object, width: int = 120) -> str:
     console = Console(width=width, file=io.StringIO(), color_system=None, _environ={})
     console.print(renderable)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    return str(console.file.getvalue())  # type: ignore[attr-defined]
 
 
 def test_memory_tables_render_as_expected(trace_of: Callable[[PvtConfig], Trace]) -> None:
