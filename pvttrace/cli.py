@@ -231,6 +231,25 @@ def resolve_spec(
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
     )
+TrainOpt = Annotated[
+    bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
+]
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option("--optimizer", help="With --train: none, sgd, sgd-momentum, adam or adamw (default adamw)."),
+]
+
+
+def training_options(train: bool, optimizer: str | None) -> str:
+    """Validate ``--train``/``--optimizer``; return the optimizer name (adamw when not given)."""
+    from pvttrace.memory import optimizer_state_bytes
+
+    if optimizer is None:
+        return "adamw"
+    if not train:
+        raise UserInputError(f"optimizer={optimizer!r} needs --train (optimizer state exists only in training)")
+    optimizer_state_bytes(optimizer, 0)
+    return optimizer
 
 
 def config_options(
@@ -325,15 +344,18 @@ def run(
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Add a per-stage memory table and a block timeline.")] = False,
+    train: TrainOpt = False,
+    optimizer: OptimizerOpt = None,
     width: WidthOpt = None,
     model: ModelOpt = None,
     input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
 ) -> None:
-    """Trace one configuration (or any model with --model) and show its stages and ops.
+    """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
-    Example: pvttrace run --variant tiny --img 224; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
+    Example: pvttrace run --variant tiny --img 224 --memory; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
     """
     with errors_to_exit_codes():
         spec = resolve_spec(ctx, model, input_shape, config_options(
@@ -346,6 +368,7 @@ def run(
             _check_stages(stage, cfg.num_stages)
         if cfg is not None:
             warn(cfg.warnings)
+        optimizer_name = training_options(train, optimizer)
         if modules:
             if cfg is None:
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
@@ -357,7 +380,12 @@ def run(
         from pvttrace.target import trace_target
 
         trace = trace_target(
-            spec, convention=convention.value, device=device.value, on_note=lambda note: warn([note])
+            spec,
+            convention=convention.value,
+            device=device.value,
+            on_note=lambda note: warn([note]),
+            train=train,
+            optimizer=optimizer_name,
         )
         if stage and cfg is None:
             _check_stages(stage, len(trace.stages))
@@ -375,6 +403,10 @@ def run(
         from pvttrace.render import trace_markdown
 
         sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+        if memory:
+            from pvttrace.render_memory import memory_markdown
+
+            sys.stdout.write(memory_markdown(trace))
     elif output_format == OutputFormat.CSV:
         from pvttrace.tabular import trace_csv
 
@@ -382,9 +414,12 @@ def run(
     else:
         from pvttrace.render import render_trace
 
-        make_console(width).print(
-            render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source)
-        )
+        console = make_console(width)
+        console.print(render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source))
+        if memory:
+            from pvttrace.render_memory import render_memory
+
+            console.print(render_memory(trace))
 
 
 def _check_stages(stages: list[int], count: int) -> None:
@@ -439,5 +474,6 @@ def variants() -> None:
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_fit as _cli_fit  # noqa: E402,F401  (registers commands)
 from pvttrace import cli_snapshot as _cli_snapshot  # noqa: E402,F401  (registers commands)
 from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)

@@ -10,7 +10,9 @@ contiguous for norms, convs and interpolation, the input's layout for element-wi
 ``tests/test_trace.py`` checks that meta traces, which use these stand-ins, equal CPU traces,
 which run the real kernels, record for record (shapes, dtype, views and allocation sizes).
 Anything a stand-in does not handle exactly (unusual arguments) returns None and falls back
-to the real function.
+to the real function. Stand-ins also allocate (and free) the scratch tensors the CPU kernels
+allocate inside the op (layer norm statistics, matmul's operand copies, SDPA's log-sum-exp), so
+the memory tracker sees the same in-op peaks as on a real device.
 """
 
 from __future__ import annotations
@@ -43,22 +45,60 @@ def _pair(value: Any) -> tuple[int, int] | None:
 
 def _layer_norm(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     x = args[0]
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    normalized = _arg(args, kwargs, 1, "normalized_shape")
+    if not isinstance(normalized, (tuple, list, torch.Size)) or not 0 < len(normalized) <= x.dim():
+        return None
+    # The CPU kernel also allocates mean and rstd (input dtype), alive together with the output.
+    stats = (*x.shape[: x.dim() - len(normalized)], *(1,) * len(normalized))
+    scratch = [torch.empty(stats, dtype=x.dtype, device=x.device) for _ in range(2)]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    del scratch
+    return out
 
 
 def _elementwise(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     x = args[0]
-    if kwargs.get("inplace") is True or not x.is_contiguous():
+    if kwargs.get("inplace") is True:
         return None
-    # torch.empty rather than empty_like: on meta, empty_like runs a Python reference that imports sympy.
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    # torch.empty rather than empty_like: on meta, empty_like runs a Python reference that imports
+    # sympy. Element-wise kernels keep a dense input's layout, so a transposed input (v2's MLP after
+    # the depthwise conv) gives an output with the same strides.
+    if x.is_contiguous():
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    if [x.stride(d) for d in order] != _dense_strides([x.shape[d] for d in order]):
+        return None
+    dense = torch.empty([x.shape[d] for d in order], dtype=x.dtype, device=x.device)
+    return dense.permute([order.index(d) for d in range(x.dim())])
+
+
+def _dense_strides(sizes: list[int]) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(sizes):
+        strides.append(step)
+        step *= max(size, 1)
+    return strides[::-1]
 
 
 def _linear(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     x, weight = args[0], _arg(args, kwargs, 1, "weight")
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or x.dim() < 2 or x.shape[-1] != weight.shape[1]:
         return None
-    return torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
+    shape = (*x.shape[:-1], weight.shape[0])
+    scratch = []
+    if x.dim() >= 3 and not x.is_contiguous():
+        # A non-contiguous token matrix (v2's MLP after the depthwise conv) misses linear's fused
+        # addmm: torch runs matmul, copying the input first if it cannot be flattened as a view,
+        # into a temporary product, then adds the bias into the output.
+        try:
+            x.view(-1, x.shape[-1])
+        except RuntimeError:
+            scratch.append(torch.empty(x.shape, dtype=x.dtype, device=x.device))
+        if _arg(args, kwargs, 2, "bias") is not None:
+            scratch.append(torch.empty(shape, dtype=x.dtype, device=x.device))
+    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    del scratch
+    return out
 
 
 def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
@@ -124,12 +164,32 @@ def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     if len(args) != 2 or kwargs or not all(isinstance(t, torch.Tensor) and t.is_meta for t in args):
         return None
     a, b = args
-    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
-        return None
+    if a.dim() < 3 or b.dim() < 3 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
+        return None  # 1-D/2-D operands take other matmul paths; leave them to torch
     batch = _broadcast([tuple(a.shape[:-2]), tuple(b.shape[:-2])])
     if batch is None:
         return None
-    return torch.empty((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
+    # torch.matmul expands both operands to the common batch and flattens it for one bmm; an
+    # operand whose layout does not allow that as a view (a permuted q, a transposed k) is copied
+    # first. Those copies live until the bmm is done, so they count towards the op's peak.
+    scratch = [copy for copy in (_bmm_operand(a, batch), _bmm_operand(b, batch)) if copy is not None]
+    out = torch.empty((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
+    del scratch
+    return out
+
+
+def _bmm_operand(t: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor | None:
+    """The contiguous copy matmul makes of ``t`` for its bmm, or None when a view suffices."""
+    rows, cols = t.shape[-2], t.shape[-1]
+    expanded = t.expand(*batch, rows, cols)
+    try:
+        expanded.view(-1, rows, cols)
+        return None
+    except RuntimeError:
+        count = 1
+        for size in batch:
+            count *= size
+        return torch.empty((count, rows, cols), dtype=t.dtype, device=t.device)
 
 
 def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
@@ -141,30 +201,30 @@ def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     if _arg(args, kwargs, 3, "attn_mask") is not None or kwargs.get("enable_gqa"):
         return None
     batch, heads, length, _ = q.shape
+    # The fused CPU kernel also returns the softmax's log-sum-exp [B, heads, L] in float32.
+    scratch = torch.empty((batch, heads, length), dtype=torch.float32, device=q.device)
     # The CPU (and CUDA flash) kernels write the output in the query's layout: for a query made by
     # permuting [B, N, heads, d] tokens the output is [B, N, heads, dv] transposed, so the "merge
     # heads" reshape after it is a free view. torch's meta kernel returns a contiguous tensor
     # instead; follow the real kernels.
+    out: torch.Tensor | None = None
     if q.is_contiguous():
-        return torch.empty((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
-    if q.transpose(1, 2).is_contiguous():
-        out = torch.empty((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device)
-        return out.transpose(1, 2)
-    return None
+        out = torch.empty((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
+    elif q.transpose(1, 2).is_contiguous():
+        out = torch.empty((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device).transpose(1, 2)
+    del scratch
+    return out
 
 
 def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     x, weight = args[0], args[1]
     if x.dim() != 4 or not weight.is_contiguous():
         return None
-    # torch's conv keeps a channels-last input channels-last (the SR conv's input, a permuted token
-    # matrix, is exactly that), which decides whether the reshape after it is a view.
-    if x.is_contiguous():
-        memory_format = torch.contiguous_format
-    elif x.is_contiguous(memory_format=torch.channels_last):
-        memory_format = torch.channels_last
-    else:
-        return None
+    # torch's conv gives a channels-last output for an input whose strides look channels-last (the
+    # SR conv's input, a permuted token matrix, is one), which decides whether the reshape after it
+    # is a view. "Look channels-last" is c10's stride rule, replicated below; any other layout
+    # gives a contiguous output.
+    memory_format = torch.channels_last if _strides_like_channels_last(x) else torch.contiguous_format
     stride = _pair(_arg(args, kwargs, 3, "stride", 1))
     padding = _pair(_arg(args, kwargs, 4, "padding", 0))
     dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
@@ -181,6 +241,21 @@ def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
         out_hw.append(size // stride[i] + 1)
     shape = (x.shape[0], weight.shape[0], *out_hw)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+
+
+def _strides_like_channels_last(x: torch.Tensor) -> bool:
+    """c10's ``is_channels_last_strides_2d_s4``: the layout rule torch's conv uses to pick its output format."""
+    sizes, strides = x.shape, x.stride()
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
 
 
 def _interpolate(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:

@@ -33,6 +33,7 @@ __all__ = [
     "StageSummary",
     "Totals",
     "Trace",
+    "TrainingMemory",
     "dumps_json",
     "load_trace",
     "loads_trace",
@@ -157,6 +158,12 @@ class OpRecord:
     block: int | None = None
     """0-based block index inside the stage, or None outside blocks."""
     cost_rule: CostRule = CostRule.MACS
+    live_bytes: int = 0
+    """Activation bytes alive after the op, once the forward has dropped what it no longer needs (see memory.py)."""
+    peak_bytes: int = 0
+    """Highest activation bytes alive while the op ran, its own temporaries included."""
+    saved_bytes: int = 0
+    """Training traces: activation bytes this op saved for backward first (each storage counted once)."""
 
     @property
     def flops(self) -> int:
@@ -187,6 +194,9 @@ class OpRecord:
             "stage": self.stage,
             "block": self.block,
             "cost_rule": self.cost_rule.value,
+            "live_bytes": self.live_bytes,
+            "peak_bytes": self.peak_bytes,
+            "saved_bytes": self.saved_bytes,
         }
         if with_source:
             out["source"] = self.source
@@ -212,6 +222,9 @@ class OpRecord:
             stage=None if data.get("stage") is None else _int(data["stage"]),
             block=None if data.get("block") is None else _int(data["block"]),
             cost_rule=CostRule(data.get("cost_rule", "macs")),
+            live_bytes=_int(data.get("live_bytes", 0)),
+            peak_bytes=_int(data.get("peak_bytes", 0)),
+            saved_bytes=_int(data.get("saved_bytes", 0)),
         )
 
 
@@ -230,6 +243,9 @@ def macs_category(op: OpRecord) -> MacsCategory:
     if _MLP_MODULE.search(op.module):
         return MacsCategory.MLP
     return MacsCategory.OTHER
+
+
+_OPTIONAL_STAGE_FIELDS = ("peak_activation_bytes", "saved_activation_bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +273,10 @@ class StageSummary:
     """Bytes of one materialised score map; 0 when attention is fused (SDPA)."""
     output: Shape | None
     """Shape of the stage's output (the pyramid map, or tokens for the last classifier stage)."""
+    peak_activation_bytes: int = 0
+    """Highest activation bytes alive while the stage's ops ran (earlier stages' live tensors included)."""
+    saved_activation_bytes: int = 0
+    """Training traces: activation bytes the stage's ops saved for backward (each storage counted once)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -271,6 +291,8 @@ class StageSummary:
         """Inverse of :meth:`to_dict`."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in data and f.name in _OPTIONAL_STAGE_FIELDS:
+                continue
             value = data[f.name]
             if f.name in ("hw", "attention_map_shape", "output"):
                 value = None if value is None else _shape(value)
@@ -293,6 +315,17 @@ class Totals:
     ops: int
     uncosted_ops: int
     """Ops that had no cost rule (recorded with 0 MACs and flagged)."""
+    input_bytes: int = 0
+    """Bytes of the model input (counted as an activation: it is alive during the whole forward)."""
+    peak_activation_bytes: int = 0
+    """Highest activation bytes alive at any moment of the (inference) forward, input included."""
+    peak_op: int | None = None
+    """Index of the op during which the activation peak occurs."""
+    peak_stage: int | None = None
+    """1-based stage of ``peak_op`` (None outside stages)."""
+    peak_memory_bytes: int = 0
+    """Estimated peak memory of what was traced: params + buffers + peak activations for inference;
+    the training-step peak (see :class:`TrainingMemory`) for a training trace."""
 
     @property
     def flops(self) -> int:
@@ -307,8 +340,68 @@ class Totals:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Totals:
+        """Inverse of :meth:`to_dict` (memory fields are optional: traces written before them still load)."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data and f.name in _OPTIONAL_TOTALS:
+                continue
+            value = data[f.name]
+            kwargs[f.name] = None if value is None and f.name in ("peak_op", "peak_stage") else _int(value)
+        return cls(**kwargs)
+
+
+_OPTIONAL_TOTALS = ("input_bytes", "peak_activation_bytes", "peak_op", "peak_stage", "peak_memory_bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingMemory:
+    """Memory of one training step (forward with grad, backward, optimizer step), estimated on the trace.
+
+    ``peak_bytes = param_bytes + buffer_bytes + grad_bytes + optimizer_state_bytes
+    + max(forward_peak_bytes, backward_peak_bytes)``; ``backward_peak_bytes`` is the saved
+    activations plus the largest transient during backward (see ``pvttrace.memory``).
+    """
+
+    optimizer: str
+    trainable_params: int
+    grad_bytes: int
+    """Gradients of the trainable parameters (= their bytes)."""
+    optimizer_state_bytes: int
+    """0 for none/sgd, 1x trainable param bytes for sgd-momentum, 2x for adam/adamw."""
+    saved_activation_bytes: int
+    """Activation storages autograd holds for backward at the end of the forward (each counted once)."""
+    saved_param_bytes: int
+    """Parameter/buffer storages autograd saved (no extra memory: they are already counted as params)."""
+    forward_peak_bytes: int
+    """Highest activation bytes alive during the forward with grad enabled."""
+    backward_peak_bytes: int
+    """Highest activation bytes alive during backward: saved tensors not yet released, gradients of
+    activations, temporaries (parameter gradients excluded: they are ``grad_bytes``)."""
+    peak_bytes: int
+    """Estimated peak of the training step (formula in the class docstring)."""
+
+    @property
+    def backward_transient_bytes(self) -> int:
+        """How far backward rises above the saved activations (activation gradients and temporaries)."""
+        return max(0, self.backward_peak_bytes - self.saved_activation_bytes)
+
+    @property
+    def peak_phase(self) -> str:
+        """``forward`` or ``backward``: which phase sets the activation term of the peak."""
+        return "backward" if self.backward_peak_bytes >= self.forward_peak_bytes else "forward"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (derived ``backward_transient_bytes`` and ``peak_phase`` included)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["backward_transient_bytes"] = self.backward_transient_bytes
+        out["peak_phase"] = self.peak_phase
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingMemory:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: _int(data[f.name]) for f in fields(cls)})
+        counts = {f.name: _int(data[f.name]) for f in fields(cls) if f.name != "optimizer"}
+        return cls(optimizer=str(data["optimizer"]), **counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +420,8 @@ class Trace:
     """Which counting convention ``macs`` follow: a key of :data:`CONVENTIONS`."""
     model: str | None = None
     """The traced model when it is not a built-in config, e.g. ``timm:pvt_v2_b0``."""
+    training: TrainingMemory | None = None
+    """Training-step memory, when traced with ``train=True`` (None for inference traces)."""
 
     def select(
         self,
@@ -356,6 +451,7 @@ class Trace:
             "totals": self.totals.to_dict(),
             "stages": [s.to_dict() for s in self.stages],
             "ops": [op.to_dict(with_source=with_source) for op in self.ops],
+            "training": None if self.training is None else self.training.to_dict(),
         }
         if self.model is not None:
             document["model"] = self.model
@@ -384,6 +480,7 @@ class Trace:
                 tool_version=str(data.get("tool_version", "")),
                 convention=_convention_name(data.get("convention")),
                 model=None if data.get("model") is None else str(data["model"]),
+                training=None if data.get("training") is None else TrainingMemory.from_dict(data["training"]),
             )
         except ConfigError as exc:
             raise TraceFileError(f"bad config in trace: {exc}") from None

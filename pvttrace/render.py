@@ -124,6 +124,11 @@ def _header(trace: Trace) -> Panel:
     lines.append(f"MACs {format_count(totals.macs)} ({totals.macs:,})   ", style="bold")
     lines.append(f"FLOPs {format_count(totals.flops)}   ")
     lines.append(f"largest activation {format_bytes(totals.largest_activation_bytes)}\n")
+    if totals.peak_memory_bytes:
+        from pvttrace.render_memory import memory_summary_lines
+
+        for line in memory_summary_lines(trace):
+            lines.append(line + "\n", style="bold" if line.startswith(("inference peak", "training peak")) else "")
     lines.append(f"convention: {CONVENTIONS[trace.convention]}", style="dim")
     if totals.uncosted_ops:
         lines.append(f"\n{totals.uncosted_ops} op(s) had no cost rule and count 0 MACs", style="yellow")
@@ -332,6 +337,10 @@ def trace_markdown(
     lines.append(f"- params: {t.params:,} ({format_count(t.params)}), param bytes {format_bytes(t.param_bytes)}")
     lines.append(f"- MACs: {t.macs:,} ({format_count(t.macs)}); FLOPs: {t.flops:,} ({format_count(t.flops)})")
     lines.append(f"- outputs: {', '.join(format_shape(s) for s in trace.outputs)}")
+    if t.peak_memory_bytes:
+        from pvttrace.render_memory import memory_summary_lines
+
+        lines.extend(f"- {line}" for line in memory_summary_lines(trace))
     lines.append(f"- convention: {CONVENTIONS[trace.convention]}")
     lines.append("")
     header = ["stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params", "MACs", "attention MACs", "attn map"]

@@ -216,6 +216,10 @@ class Snapshot:
     totals: Totals
     budgets: Budgets = Budgets()
     tool_version: str = field(default="", compare=False)
+    recorded: frozenset[str] | None = field(default=None, compare=False)
+    """Stage and total fields the file held (None: all). Figures a snapshot written by an older
+    pvttrace never stored (e.g. memory, added later) are not compared, so upgrading pvttrace
+    does not fail every existing snapshot."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (see :func:`dumps_snapshot` for its byte layout)."""
@@ -262,6 +266,7 @@ class Snapshot:
             totals=totals,
             budgets=Budgets.from_dict(data.get("budgets", {})),
             tool_version=str(data.get("tool_version", "")),
+            recorded=frozenset(data["totals"]).union(*(frozenset(st) for st in data["stages"])),
         )
 
 
@@ -626,7 +631,9 @@ def _compare_figures(stored: Snapshot, current: Snapshot, rtol: float) -> list[F
         figures.append(FigureChange("config", None, change.name, change.stored, change.current))
     old_stages = {s.index: s for s in stored.stages}
     new_stages = {s.index: s for s in current.stages}
-    stage_fields = [f.name for f in fields(StageSummary) if f.name != "index"]
+    stage_fields = [
+        f.name for f in fields(StageSummary) if f.name != "index" and (stored.recorded is None or f.name in stored.recorded)
+    ]
     for index in sorted(old_stages.keys() | new_stages.keys()):
         old, new = old_stages.get(index), new_stages.get(index)
         if old is None or new is None:
@@ -640,6 +647,8 @@ def _compare_figures(stored: Snapshot, current: Snapshot, rtol: float) -> list[F
     new_totals = {"input": current.input_shape, "outputs": current.outputs, **current.totals.to_dict()}
     old_totals.pop("flops")
     new_totals.pop("flops")
+    if stored.recorded is not None:
+        old_totals = {k: v for k, v in old_totals.items() if k in ("input", "outputs") or k in stored.recorded}
     for change in _field_changes(old_totals, new_totals, list(old_totals), rtol):
         figures.append(FigureChange("total", None, change.name, change.stored, change.current))
     return figures
@@ -753,17 +762,25 @@ def verify_snapshot(
 ) -> CheckResult:
     """Compare ``current`` with ``stored`` (None: no readable file), check budgets, and under ``update`` rewrite.
 
-    ``update`` writes ``current`` (which should carry the stored budgets) when it differs or nothing
-    readable was stored; budgets still fail, since a rewrite cannot fix a cost.
+    ``update`` writes ``current`` (which should carry the stored budgets) when it differs, when nothing
+    readable was stored, or when the file lacks figures this version records (written by an older
+    pvttrace); budgets still fail, since a rewrite cannot fix a cost.
     """
     report = None if stored is None else compare_snapshots(stored, current, rtol=rtol)
     written = False
-    if update and (report is None or not report.matches):
+    outdated = stored is not None and stored.recorded is not None and stored.recorded != _figure_fields(current)
+    if update and (report is None or not report.matches or outdated):
         # True also when a concurrent update already wrote these very bytes: the file is current either way.
         write_snapshot(path, current)
         written = True
     violations = check_budgets(current, budgets, given_as=budgets_given_as)
     return CheckResult(path, current.config, report, violations, written)
+
+
+def _figure_fields(snapshot: Snapshot) -> frozenset[str]:
+    """The stage and total field names ``snapshot`` writes (to spot files from an older pvttrace)."""
+    document = snapshot.to_dict()
+    return frozenset(document["totals"]).union(*(frozenset(stage) for stage in document["stages"]))
 
 
 def check_snapshot_file(

@@ -276,6 +276,8 @@ def trace_target(
     spec: ModelSpec,
     *,
     convention: str = "macs",
+    train: bool = False,
+    optimizer: str = "adamw",
     device: str = "meta",
     on_note: Callable[[str], None] | None = None,
 ) -> Trace:
@@ -299,7 +301,7 @@ def trace_target(
     if spec.source == "builtin":
         if spec.config is None:
             raise UserInputError("a builtin model spec needs a config")
-        return trace_config(spec.config, device=device, convention=convention)
+        return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
     import torch
 
     model, used = load_model(spec, device=device, on_note=on_note)
@@ -313,7 +315,9 @@ def trace_target(
         example = torch.empty(shape, device=on, dtype=dtype)
         if on != "meta":
             example.normal_(generator=torch.Generator(device=on).manual_seed(0))
-        return trace_model(model, example, convention=convention, model_name=spec.name, notes=notes)
+        return trace_model(
+            model, example, convention=convention, model_name=spec.name, notes=notes, train=train, optimizer=optimizer
+        )
 
     try:
         trace = run(model, used)

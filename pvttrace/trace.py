@@ -11,22 +11,29 @@ Two mechanisms work together:
 Every call that returns a tensor is recorded; costs come from ``pvttrace.costs``. On the
 ``meta`` device no tensor memory is allocated, so a trace at 2048x2048 costs what one at 224
 does. Hooks and the mode are removed in ``finally`` blocks even when the forward raises.
+
+Memory: a :class:`pvttrace.lifetimes.StorageTracker` follows every storage's real lifetime during
+the same forward (and, for training traces, a second forward with grad plus the backward); the
+analysis is in :mod:`pvttrace.memory`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch._prims_common import suggest_memory_format
 from torch.overrides import TorchFunctionMode, resolve_name
 
-from pvttrace import __version__
+from pvttrace import __version__, memory
 from pvttrace.annotate import current_label, current_stage
 from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
@@ -42,11 +49,13 @@ from pvttrace.labels import (
     stage_macs_fields,
     stage_of_module,
 )
+from pvttrace.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
+from pvttrace.memory import LifetimeLog
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 
-__all__ = ["trace_config", "trace_model"]
+__all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
 
 # Property getters and metadata calls that return tensors but are not ops of the model.
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
@@ -125,15 +134,89 @@ def _source(frame: FrameType | None) -> str | None:
     return None
 
 
+def _fused_sdpa_on_meta(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """SDPA as a fused kernel would run it. On meta, ``F.scaled_dot_product_attention`` falls back to
+    the math path, which materialises the [B, h, N, N'] map (and saves it for backward); the fused
+    CPU/CUDA kernels do not, and return a [B, N, h, d]-strided output. Same shapes and MACs."""
+    if enable_gqa or query.dim() != 4:
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+        )
+    out: torch.Tensor = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+    )[0]
+    return out
+
+
+def _conv2d_on_meta(
+    input: torch.Tensor,  # noqa: A002 - F.conv2d's own argument name
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    observer: OpObserver | None = None,
+) -> torch.Tensor:
+    """conv2d with the output layout a real backend gives. oneDNN (CPU) and cuDNN (CUDA) return a
+    channels_last output when the input's strides are channels_last (PVT's ``tokens -> map`` views
+    are, from batch 2 on); the meta kernel always returns NCHW (torch/_meta_registrations.py says
+    so), which would turn later views into copies. The NCHW result is re-laid out and the observer
+    told to count only the new storage, as the backend allocates just one."""
+    out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if input.dim() == 4 and suggest_memory_format(input) == torch.channels_last:
+        relaid = out.contiguous(memory_format=torch.channels_last)
+        if observer is not None:
+            observer.relayout(out, relaid)
+        out = relaid
+    return out
+
+
+class OpObserver(Protocol):
+    """Told when the recorder starts and finishes each op (the memory tracker positions its events so)."""
+
+    def op_started(self, index: int) -> None: ...  # noqa: D102
+
+    def op_finished(self, ops_recorded: int) -> None: ...  # noqa: D102
+
+    def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """``old`` was copied into ``new`` only to give it the layout a real backend produces directly."""
+
+
 class _Recorder(TorchFunctionMode):
     """Records one ``OpRecord`` per tensor-returning torch call."""
 
-    def __init__(self, module_stack: list[str], facts: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        module_stack: list[str],
+        facts: list[dict[str, Any]] | None = None,
+        observer: OpObserver | None = None,
+    ) -> None:
         super().__init__()
         self.module_stack = module_stack
         self.records: list[OpRecord] = []
         self.facts = facts
         self.failed_op: str | None = None
+        self.observer = observer
+
+    def _runner(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
+        """The real call, except two meta kernels that would differ from CPU/CUDA in layout or memory."""
+        if args and getattr(args[0], "is_meta", False):
+            if func is F.scaled_dot_product_attention:
+                return _fused_sdpa_on_meta
+            if func is F.conv2d:
+                return functools.partial(_conv2d_on_meta, observer=self.observer)
+        return func
 
     def __torch_function__(
         self,
@@ -143,23 +226,32 @@ class _Recorder(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if self.observer is not None:
+            self.observer.op_started(len(self.records))
         try:
-            out = meta_stand_in(func, args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        except Exception:
-            if self.failed_op is None:
-                self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
-            raise
-        name = _op_name(func)
-        if name in _IGNORED:
-            return out
-        outputs = [out] if isinstance(out, torch.Tensor) else _tensors(tuple(out), {}) if isinstance(out, (list, tuple)) else []
-        if outputs:
-            facts = call_facts(name, func, args, kwargs)
-            self._record(name, _tensors(args, kwargs), outputs, sys._getframe(1), facts)
-            if self.facts is not None:
-                self.facts.append(facts)
+            try:
+                out = meta_stand_in(func, args, kwargs)
+                if out is None:
+                    out = self._runner(func, args)(*args, **kwargs)
+            except Exception:
+                if self.failed_op is None:
+                    self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
+                raise
+            name = _op_name(func)
+            if name not in _IGNORED:
+                outputs = (
+                    [out]
+                    if isinstance(out, torch.Tensor)
+                    else _tensors(tuple(out), {}) if isinstance(out, (list, tuple)) else []
+                )
+                if outputs:
+                    facts = call_facts(name, func, args, kwargs)
+                    self._record(name, _tensors(args, kwargs), outputs, sys._getframe(1), facts)
+                    if self.facts is not None:
+                        self.facts.append(facts)
+        finally:
+            if self.observer is not None:
+                self.observer.op_finished(len(self.records))
         return out
 
     def _record(
@@ -243,22 +335,21 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     return ()
 
 
-def record_ops(
-    model: nn.Module, example: torch.Tensor, *, facts: list[dict[str, Any]] | None = None
-) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
-    """Run ``model(example)`` under the recorder; return the op records and the output shapes.
-
-    ``facts``, when given, receives each recorded call's non-tensor facts (``callfacts``), one per op.
-
-    Raises:
-        TraceError: the forward raised; the message names the failing op and module.
-    """
+def _run_recorded(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    observer: OpObserver | None = None,
+    train: bool = False,
+    facts: list[dict[str, Any]] | None = None,
+) -> tuple[tuple[OpRecord, ...], Any]:
+    """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output."""
     stack: list[str] = [""]
-    recorder = _Recorder(stack, facts)
+    recorder = _Recorder(stack, facts, observer)
     was_training = model.training
-    model.eval()
+    model.train(train)
     try:
-        with _module_path_hooks(model, stack), torch.no_grad(), recorder:
+        with _module_path_hooks(model, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
             out = model(example)
     except Exception as exc:
         where = recorder.failed_op or f"module {stack[-1] or 'the model'}"
@@ -268,7 +359,68 @@ def record_ops(
         raise TraceError(f"the forward failed at {where}: {type(exc).__name__}: {message}{after}") from exc
     finally:
         model.train(was_training)
-    return tuple(recorder.records), _output_shapes(out)
+    return tuple(recorder.records), out
+
+
+def record_ops(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    facts: list[dict[str, Any]] | None = None,
+    observer: OpObserver | None = None,
+) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
+    """Run ``model(example)`` under the recorder; return the op records and the output shapes.
+
+    ``facts``, when given, receives each recorded call's non-tensor facts (``callfacts``), one per op;
+    ``observer`` (e.g. a :class:`pvttrace.lifetimes.StorageTracker`) is told when each op starts and ends.
+
+    Raises:
+        TraceError: the forward raised; the message names the failing op and module.
+    """
+    ops, out = _run_recorded(model, example, observer=observer, facts=facts)
+    return ops, _output_shapes(out)
+
+
+def _output_tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+    return [t for t in values if isinstance(t, torch.Tensor)]
+
+
+def memory_log(
+    model: nn.Module, example: torch.Tensor, *, train: bool, facts: list[dict[str, Any]] | None = None
+) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
+    """Run one forward (inference) or forward + backward (training) under a storage tracker.
+
+    Returns the op records, the output shapes and the tracker's :class:`pvttrace.memory.LifetimeLog`
+    (every storage allocation and free, what autograd saved).
+    Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
+    """
+    tracker = StorageTracker()
+    out: Any = None
+    try:
+        register_model(tracker, model, example)
+        with tracker:
+            with report_saved_tensors(tracker) if train else nullcontext():
+                ops, out = _run_recorded(model, example, observer=tracker, train=train, facts=facts)
+            shapes = _output_shapes(out)
+            if train:
+                outputs, out = _output_tensors(out), None
+                try:
+                    run_backward(tracker, model, outputs)
+                except Exception as exc:
+                    message = " ".join(str(exc).split())
+                    raise TraceError(f"the backward failed: {type(exc).__name__}: {message}") from exc
+                finally:
+                    del outputs
+        return ops, shapes, tracker.log()
+    finally:
+        tracker.close()
+        del out  # only now: the outputs are alive after the forward, like the caller's
+        if train:
+            for param in model.parameters():
+                param.grad = None
 
 
 def _stage_params(model: nn.Module) -> dict[int | None, int]:
@@ -328,6 +480,8 @@ def trace_model(
     convention: str = "macs",
     model_name: str | None = None,
     notes: list[str] | None = None,
+    train: bool = False,
+    optimizer: str = "adamw",
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
 
@@ -335,11 +489,17 @@ def trace_model(
     are read back from the records. ``convention`` re-costs the ops (``pvttrace.conventions``);
     ``notes``, when given, receives non-fatal remarks about the counting.
 
+    Every trace carries its inference memory (per-op live and peak activation bytes, the peak);
+    with ``train`` a second forward with grad and a backward add the training-step memory for
+    ``optimizer`` (see :mod:`pvttrace.memory`).
+
     Raises:
-        TraceError: the forward failed.
+        TraceError: the forward (or backward) failed.
+        UserInputError: an unknown optimizer.
     """
+    memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
     facts: list[dict[str, Any]] = []
-    ops, outputs = record_ops(model, example, facts=facts)
+    ops, outputs, log = memory_log(model, example, train=False, facts=facts)
     if config is None:
         ops = label_ops(ops)
     params = list(model.parameters())
@@ -367,22 +527,51 @@ def trace_model(
         ops=len(ops),
         uncosted_ops=sum(1 for op in ops if op.cost_rule == CostRule.NONE),
     )
+    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
+    input_bytes = example.untyped_storage().nbytes()
+    timeline = memory.activation_timeline(log, len(ops))
+    ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
+    training = None
+    if train:
+        train_ops, _, train_log = memory_log(model, example, train=True)
+        if [op.op for op in train_ops] != [op.op for op in ops]:
+            raise TraceError("the forward with grad enabled issued different ops than the inference forward")
+        trainable = [p for p in params if p.requires_grad]
+        ops, stages, totals, training = memory.with_training_memory(
+            ops,
+            stages,
+            totals,
+            train_log,
+            optimizer=optimizer,
+            trainable_params=sum(p.numel() for p in trainable),
+            trainable_param_bytes=sum(p.numel() * p.element_size() for p in trainable),
+        )
     return Trace(
         config=config,
         input_shape=tuple(example.shape),
         outputs=outputs,
         ops=ops,
-        stages=summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params),
+        stages=stages,
         totals=totals,
         device=str(example.device.type),
         tool_version=__version__,
         convention=convention,
         model=model_name,
+        training=training,
     )
 
 
-def trace_config(cfg: PvtConfig, *, device: str = "meta", convention: str = "macs") -> Trace:
+def trace_config(
+    cfg: PvtConfig,
+    *,
+    device: str = "meta",
+    convention: str = "macs",
+    train: bool = False,
+    optimizer: str = "adamw",
+) -> Trace:
     """Build the PVT described by ``cfg`` on ``device`` and trace one forward of a ``cfg.input_shape`` batch.
+
+    With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state).
 
     Example:
         >>> from pvttrace.config import get_variant
@@ -401,5 +590,5 @@ def trace_config(cfg: PvtConfig, *, device: str = "meta", convention: str = "mac
     example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
     if device != "meta":
         example.normal_(generator=torch.Generator(device=device).manual_seed(0))
-    return trace_model(model, example, config=cfg, convention=convention)
+    return trace_model(model, example, config=cfg, convention=convention, train=train, optimizer=optimizer)
 

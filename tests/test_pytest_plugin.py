@@ -65,7 +65,7 @@ def test_a_changed_configuration_fails_with_the_report(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(
         [
             f"FAIL {target}: tiny (PVT v1, cls) @ 224x224, batch 1, float32",
-            "  30 op(s) changed, 0 added, 0 removed; 12 figure(s) differ (stored -> current)",
+            "  30 op(s) changed, 0 added, 0 removed; 13 figure(s) differ (stored -> current)",
             "  config:",
             "    config sr_ratios [[]8,4,2,1] -> [[]4,4,2,1]",
             "  stage 1: 8 figure(s), 30 op(s) differ",

@@ -134,7 +134,7 @@ def test_an_sr_change_in_a_copy_fails_with_a_report_naming_stage_and_ops(tmp_pat
     assert code == 1 and err == ""
     lines = out.splitlines()
     assert lines[0] == f"FAIL {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32"
-    assert lines[1] == "  30 op(s) changed, 0 added, 0 removed; 11 figure(s) differ (stored -> current)"
+    assert lines[1] == "  30 op(s) changed, 0 added, 0 removed; 12 figure(s) differ (stored -> current)"
     assert "    stage 1 attention MACs 39.3 M -> 157.4 M (x4)" in lines
     assert "    stage 1 kv tokens 49 -> 196 (x4)" in lines
     assert (
@@ -229,7 +229,7 @@ INVALID = {
     "missing": (None, "{p} does not exist"),
     "empty": (lambda p: p.write_text(""), "{p} is empty"),
     "blank": (lambda p: p.write_text("  \n"), "{p} is empty"),
-    "truncated": (_truncated, "{p} is truncated: the JSON ends early (line 232, column 33)"),
+    "truncated": (_truncated, "{p} is truncated: the JSON ends early (line 233, column 19)"),
     "truncated in a label": (_truncated_in_a_label, "{p} is truncated: the JSON ends early (line 87, column 134)"),
     "not JSON": (
         lambda p: p.write_text("shapes: [1, 64]\n"), "{p} is not valid JSON (Expecting value at line 1, column 1)"
@@ -321,7 +321,7 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     assert code == 2
     assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32"
     assert f"FAIL {stale}" in out and "  stage 4: 6 figure(s), 32 op(s) differ" in out
-    assert "  0 op(s) changed, 0 added, 32 removed; 10 figure(s) differ (stored -> current)" in out
+    assert "  0 op(s) changed, 0 added, 32 removed; 11 figure(s) differ (stored -> current)" in out
     assert '    stage 4, block 1, attn: matmul "scores q@k^T" removed (output [1,8,49,49], MACs 1.2 M)' in out
     assert out.splitlines()[-1] == "3 snapshot(s): 1 ok, 1 failed, 1 invalid"
     assert err == f"error: {tmp_path / 'zz.json'} is empty\n"
