@@ -49,6 +49,13 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
     (and backward), then read :meth:`log` and call :meth:`close`.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a dispatch mode's handler in dynamo's "disable" unless the mode opts out (the
+        # documented switch); the wrapper imports torch._dynamo on first use, about 1 s per process.
+        # This mode never runs under torch.compile, so it opts out.
+        return False
+
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._keys: dict[int, tuple[int, int]] = {}  # id(storage object) -> (key, nbytes), while alive
