@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pvttrace.cli import (
-    AttentionOpt,
     ClassesOpt,
     Device,
     DeviceOpt,
@@ -136,7 +135,9 @@ def diff(
     num_classes: ClassesOpt = None,
     task: TaskOpt = None,
     pos_size: PosSizeOpt = None,
-    attention: AttentionOpt = None,
+    attention: Annotated[
+        ColumnsOpt, typer.Option("--attention", help="explicit (materialised map) or sdpa (fused), repeatable.")
+    ] = None,
     device: DeviceOpt = Device.META,
     label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
@@ -180,6 +181,7 @@ def diff(
         "--sr": sr,
         "--linear-sra": linear_sra,
         "--dtype": dtype,
+        "--attention": attention,
     }
     once: dict[str, Any] = {
         "in_chans": in_chans,
@@ -188,7 +190,6 @@ def diff(
         "num_classes": num_classes,
         "task": task,
         "pos_size": pos_size,
-        "attention": attention,
     }
     with errors_to_exit_codes():
         if plot is not None:

@@ -88,6 +88,8 @@ class TotalMetric(StrEnum):
     FLOPS = "flops"
     PARAM_BYTES = "param_bytes"
     LARGEST_ACTIVATION_BYTES = "largest_activation_bytes"
+    PEAK_ACTIVATION_BYTES = "peak_activation_bytes"
+    PEAK_MEMORY_BYTES = "peak_memory_bytes"
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,8 @@ _TOTALS: tuple[tuple[str, TotalMetric, bool], ...] = (
     ("FLOPs", TotalMetric.FLOPS, False),
     ("param bytes", TotalMetric.PARAM_BYTES, True),
     ("largest activation", TotalMetric.LARGEST_ACTIVATION_BYTES, True),
+    ("activation peak", TotalMetric.PEAK_ACTIVATION_BYTES, True),
+    ("peak memory", TotalMetric.PEAK_MEMORY_BYTES, True),
 )
 
 

@@ -45,3 +45,20 @@ def test_diff_plot_metric_and_suffix_are_checked_before_tracing(runner: CliRunne
     assert result.stderr == (
         "error: plot-metric='speed' must be one of: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params\n"
     )
+
+
+def test_diff_shows_what_fused_attention_saves_in_memory(runner: CliRunner) -> None:
+    args = ["diff", "--variant", "b2", "--img", "1280x800", "--sr", "1,1,1,1",
+            "--attention", "explicit", "--attention", "sdpa", "--format", "json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    import json
+
+    doc = json.loads(result.stdout)
+    assert doc["labels"] == ["attention=explicit", "attention=sdpa"]
+    explicit, fused = (c["totals"] for c in doc["configurations"])
+    assert explicit["macs"] == fused["macs"] == 1981686272000
+    # stage 1: one [1, 1, 64000, 64000] float32 score map is 15.26 GiB; explicit attention keeps it and its softmax
+    assert explicit["largest_activation_bytes"] == 64000 * 64000 * 4
+    assert explicit["peak_memory_bytes"] > 24 * 2**30 > 2**30 > fused["peak_memory_bytes"]
+    assert doc["totals"][0]["peak_memory_bytes"]["ratio"] < 0.02
