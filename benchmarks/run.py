@@ -233,7 +233,47 @@ def report(cases: list[Case], repeat: int) -> str:
         else:
             note = "; ".join(sorted(set(case.failures))) or "not run"
             lines.append(f"| {case.name} | - | - | - | - | {note} |")
+    lines += ["", *_targets(cases, floor_wall, floor_rss)]
     return "\n".join(lines) + "\n"
+
+
+#: The performance issue's targets: (case, limit as a multiple of the floor's wall time).
+WALL_TARGETS = (
+    ("run tiny @224", 1.3),
+    ("run large @224", 1.5),
+    ("run b5 @224", 1.5),
+)
+
+
+def _targets(cases: list[Case], floor_wall: float, floor_rss: float) -> list[str]:
+    """The targets of the performance issue, checked against this run's medians."""
+    by_name = {case.name: case for case in cases}
+
+    def wall(name: str) -> float | None:
+        case = by_name.get(name)
+        return statistics.median(case.walls) if case and case.walls else None
+
+    lines = ["## Targets (this run)", "", "| target | measured | met |", "|---|---|---|"]
+    for name, limit in WALL_TARGETS:
+        value = wall(name)
+        if value is not None:
+            ratio = value / floor_wall
+            lines.append(f"| {name} wall <= {limit}x floor | {ratio:.2f}x | {'yes' if ratio <= limit else 'NO'} |")
+    help_wall = wall("pvttrace --help")
+    if help_wall is not None:
+        lines.append(f"| pvttrace --help <= 0.3 s | {help_wall:.2f} s | {'yes' if help_wall <= 0.3 else 'NO'} |")
+    base = wall("run tiny @224")
+    for size in ("1024", "2048"):
+        value = wall(f"run tiny @{size} sr 1,1,1,1")
+        if base is not None and value is not None:
+            change = value / base - 1
+            met = "yes" if abs(change) <= 0.10 else "NO"
+            lines.append(f"| tiny @{size} sr 1 within 10% of tiny @224 | {change:+.1%} | {met} |")
+    worst = max(
+        (statistics.median(c.rss) - floor_rss for c in cases if c.group == "pvttrace" and c.rss), default=0.0
+    )
+    lines.append(f"| every pvttrace case's peak RSS <= floor + 150 MB | +{worst / 1e6:.0f} MB | {'yes' if worst <= 150e6 else 'NO'} |")
+    return lines
 
 
 def main() -> int:
