@@ -96,6 +96,20 @@ def test_an_option_without_a_hint_is_fuzzed_by_its_type() -> None:
     assert {"1", "2", "3", "4"} & seen and len(seen) > 10
 
 
+def test_the_fuzzer_never_asks_for_a_real_device() -> None:
+    run = next(spec for spec in command_specs() if spec.path == ("run",))
+    device = next(p for p in run.params if p.name == "device")
+    seen: set[str] = set()
+
+    @settings(max_examples=100, derandomize=True, database=None)
+    @given(values_for(device, run))
+    def collect(value: str) -> None:
+        seen.add(value)
+
+    collect()
+    assert "meta" in seen and not {"cpu", "CPU"} & seen
+
+
 # ---------------------------------------------------------------------------------- corpus
 #: (what once broke, arguments, environment, exit code, exact stderr or None) -- each runs in the sandbox.
 CLI_CORPUS: list[tuple[str, list[str], dict[str, str], int, str | None]] = [

@@ -12,8 +12,8 @@ Values are mostly small (a traced case costs milliseconds) or invalid, with a sh
 huge numbers (also beyond int64 and beyond Python's 4300-digit int parsing limit), NaN and infinities,
 empty and blank strings, unicode (also digits of other scripts and lone surrogates, which is how Python
 passes non-UTF-8 argv bytes), option-like values and very long values. ``--device cpu`` is never
-generated: it allocates real memory for whatever size is asked, so it is fuzzed only with small
-configurations in tests/test_fuzz.py. NUL bytes are never generated: argv cannot hold them.
+generated (:data:`HINT_ONLY`): it allocates real memory for whatever size is asked; the CPU path is covered
+by the property tests on small configurations. NUL bytes are never generated: argv cannot hold them.
 """
 
 from __future__ import annotations
@@ -227,11 +227,18 @@ def _typed(value_type: Any) -> st.SearchStrategy[str]:
     return st.one_of(_choices(_SMALL), odd_strings)
 
 
+#: Parameters whose values come from their hint only: a value outside it could do real harm (``--device cpu``
+#: allocates whatever size is asked). An option that loads code or files named by its value belongs here too.
+HINT_ONLY = frozenset({"device"})
+
+
 def values_for(param: ParamSpec, command: CommandSpec) -> st.SearchStrategy[str]:
-    """Values of one parameter: its hint (twice as likely), its type's values, odd strings."""
+    """Values of one parameter: its hint (three times as likely), its type's values, odd strings."""
     hints = value_hints()
     specific = ".".join((*command.path, param.name))
     hint = hints[specific] if specific in hints else hints.get(param.name)
+    if param.name in HINT_ONLY:
+        return hint if hint is not None else st.just("")
     if hint is None:
         return st.one_of(_typed(param.value_type), odd_strings)
     return st.one_of(hint, hint, hint, _typed(param.value_type), odd_strings)
