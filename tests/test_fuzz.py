@@ -183,6 +183,10 @@ CLI_CORPUS: list[tuple[str, list[str], dict[str, str], int, str | None]] = [
         "block costs about 120 KiB and 3.5 ms to trace\n",
     ),
     (
+        "the fuzz harness, not pvttrace: it missed that click runs 'snapshot -- write' as 'snapshot write'",
+        ["snapshot", "--", "write", "stale.json", "-v", "b0", "--depths", "1,1,1,1", "--img", "32"], {}, 0, "",
+    ),
+    (
         "'error:  does not exist' (an empty path named nothing)",
         ["snapshot", "check", ""], {}, 2,
         "error: path='' is empty; give a snapshot file or a directory\n",

@@ -223,6 +223,8 @@ def command_path(args: Sequence[str]) -> tuple[str, ...]:
     path: list[str] = []
     group: Any = _command()
     for token in args:
+        if token == "--":  # click reads the subcommand after "--" all the same: "snapshot -- write"
+            continue
         commands = getattr(group, "commands", None)
         if not commands or token not in commands:
             break
