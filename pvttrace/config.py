@@ -238,7 +238,9 @@ class PvtConfig:
 
 
 def _plain_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, int):  # float() of an int of 309 digits or more overflows
+        return value
+    return int(value) if value.is_integer() else float(value)
 
 
 _TUPLE_INT_FIELDS = ("dims", "heads", "depths", "sr_ratios", "patch")
@@ -249,7 +251,10 @@ def _normalise_field(name: str, value: Any) -> Any:
     if name in _TUPLE_INT_FIELDS:
         return _as_int_tuple(_require_sequence(name, value))
     if name == "mlp_ratios":
-        return tuple(float(v) for v in _require_sequence(name, value))
+        try:
+            return tuple(float(v) for v in _require_sequence(name, value))
+        except OverflowError:  # an int of 309 digits or more
+            raise ConfigError(f"mlp_ratios={list(value)!r} holds a number too large for a float") from None
     if name in ("img", "pos_size"):
         if isinstance(value, int) and not isinstance(value, bool):
             return (value, value)

@@ -7,9 +7,9 @@ checks an extreme configuration (``--dims 4294967296``, ``--img 4000000000``) va
 crashed in the middle of building the model. Checking up front gives a one-line error that names
 the field, the value and the rule instead, before any torch work.
 
-The block budget bounds what one trace may cost: each block is about 30 op records, 120 KiB of
-memory and 3.5 ms on meta, so ``MAX_BLOCKS`` (4096 = 64 stages of 64 blocks) traces in about 15 s
-and 0.5 GiB, while a typo such as ``--depths 2,2,2000000,2`` is refused instead of exhausting memory.
+The block budget bounds what one trace may cost: each block is about 36 op records, 140 KiB of
+memory and 3 ms on meta, so ``MAX_BLOCKS`` (4096 = 64 stages of 64 blocks) traces in about 12 s with
+a peak under 0.8 GiB, while a typo such as ``--depths 2,2,2000000,2`` is refused instead of exhausting memory.
 
 Pure functions of the config; no torch, rich or typer.
 """
@@ -60,7 +60,7 @@ def check_magnitudes(cfg: PvtConfig) -> None:
     if blocks > MAX_BLOCKS:
         raise ConfigError(
             f"depths={','.join(map(str, cfg.depths))} add up to {blocks} blocks; pvttrace builds at most "
-            f"{MAX_BLOCKS} (64 stages of 64), since each block costs about 120 KiB and 3.5 ms to trace"
+            f"{MAX_BLOCKS} (64 stages of 64), since each block costs about 140 KiB and 3 ms to trace"
         )
 
 

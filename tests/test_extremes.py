@@ -169,7 +169,7 @@ def test_the_block_budget() -> None:
         resolve_config("b0", depths=f"{MAX_BLOCKS - 2},1,1,1")
     assert str(error.value) == (
         "depths=4094,1,1,1 add up to 4097 blocks; pvttrace builds at most 4096 (64 stages of 64), "
-        "since each block costs about 120 KiB and 3.5 ms to trace"
+        "since each block costs about 140 KiB and 3 ms to trace"
     )
 
 

@@ -32,6 +32,7 @@ BOUNDED = settings(
     suppress_health_check=list(HealthCheck),
 )
 CORPUS = Path(__file__).parent / "fuzz_corpus"
+PAST_FLOAT = "1" + "0" * 400  # an int of 401 digits: Python parses it, a float cannot hold it
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,11 @@ CLI_CORPUS: list[tuple[str, list[str], dict[str, str], int, str | None]] = [
         "error: max_macs='1000000000000000000000000000000000000000'... is too large to be a number\n",
     ),
     (
+        "OverflowError traceback printing a stage list that holds an int beyond a float",
+        ["run", "-v", "b0", "--dims", f"0,{PAST_FLOAT},1,1"], {}, 2,
+        f"error: dims=0,{PAST_FLOAT},1,1 must hold positive values\n",
+    ),
+    (
         "a torch reshape error in the middle of the forward instead of up-front validation",
         ["run", "-v", "tiny", "--pos-size", "1"], {}, 2,
         "error: pos_size=1x1 is too small for the pyramid: stage 1's positional table would have a 0x0 grid after "
@@ -180,7 +186,7 @@ CLI_CORPUS: list[tuple[str, list[str], dict[str, str], int, str | None]] = [
         "a million-block model built until memory ran out (a typo in --depths)",
         ["run", "-v", "b0", "--depths", "5000,1,1,1"], {}, 2,
         "error: depths=5000,1,1,1 add up to 5003 blocks; pvttrace builds at most 4096 (64 stages of 64), since each "
-        "block costs about 120 KiB and 3.5 ms to trace\n",
+        "block costs about 140 KiB and 3 ms to trace\n",
     ),
     (
         "the fuzz harness, not pvttrace: it missed that click runs 'snapshot -- write' as 'snapshot write'",
@@ -273,6 +279,17 @@ FILE_CORPUS: dict[str, tuple[list[str], int, str]] = {
     # OverflowError traceback (integer division result too large for a float) in diff's ratios and in
     # format_bytes, for a stored count of 401 digits.
     "totals-macs-of-401-digits.json": (["diff", "one-stage.json", "{path}", "-f", "markdown", "--ops"], 0, ""),
+    # OverflowError traceback turning the stored stage MACs into floats for the plot.
+    "stage-macs-of-401-digits.json": (
+        ["diff", "one-stage.json", "{path}", "--plot", "plot.svg"], 2,
+        "error: cannot plot macs: a value is too large for a float\n",
+    ),
+    # OverflowError traceback (float() of a 401-digit int) in PvtConfig.from_dict.
+    "config-mlp-ratio-of-401-digits.json": (
+        ["snapshot", "check", "{path}"], 2,
+        f"error: {{path}} has a bad config: config has a value of the wrong type: mlp_ratios=[{PAST_FLOAT}] holds a "
+        "number too large for a float\n",
+    ),
     # UnicodeEncodeError traceback under --update: a "\\ud800" escape in the stored config, written back as text.
     "config-variant-lone-surrogate.json": (
         ["snapshot", "check", "{path}", "--update"], 2,

@@ -124,14 +124,17 @@ def _sizes(values: Sequence[int]) -> st.SearchStrategy[str]:
 #: Strings Python parses in surprising ways, or that no field accepts.
 _ODD_STRINGS = (
     "", " ", ",", ",,", "-", "--", "-1", "0", "+1", "1_000", "0x10", "1e3", "1.5", "nan", "NaN", "inf", "-inf",
-    "1e309", "9" * 30, "9223372036854775808", "-9223372036854775809", "1" + "0" * 5000, "٣", "２２４", "²",
+    "1e309", "9" * 30, "9223372036854775808", "-9223372036854775809", "1" + "0" * 400, "1" + "0" * 5000, "٣",
+    "２２４", "²",
     "🙂", "ünïcødé", "\u200b", "a" * 3000, "\t\n", "\\", "'", '"', "{}", "[]", "null", "true", "--help",
     "-h", "--version", "=", "a=b", "\udcff",
 )
 
 _SMALL = ("1", "2", "3", "4")
 _HUGE_INTS = ("0", "-1", "-7", "4096", "65536", "2147483648", "9223372036854775807", "9223372036854775808",
-              "1" + "0" * 30, "9" * 5000)
+              "1" + "0" * 30, "1" + "0" * 400, "9" * 5000)
+#: An integer beyond a float (309 digits or more) but within Python's 4300-digit parsing limit.
+_PAST_FLOAT = "1" + "0" * 400
 
 odd_strings = st.one_of(
     st.sampled_from(_ODD_STRINGS),
@@ -153,12 +156,12 @@ def _config_hints() -> dict[str, st.SearchStrategy[str]]:
     from pvttrace.records import OpKind
 
     stage_items = {
-        "dims": ("8", "16", "24", "32", "64", "512", "4096", "4294967296"),
-        "heads": ("1", "1", "2", "4", "8"),
-        "depths": ("1", "1", "1", "2", "5000"),
-        "mlp_ratios": ("1", "2", "4", "0.5", "1.5", "8", "1e308", "1e-9"),
-        "sr": ("1", "1", "2", "4", "8"),
-        "patch": ("1", "2", "2", "4", "7"),
+        "dims": ("8", "16", "24", "32", "64", "512", "4096", "4294967296", _PAST_FLOAT),
+        "heads": ("1", "1", "2", "4", "8", _PAST_FLOAT),
+        "depths": ("1", "1", "1", "2", "5000", _PAST_FLOAT),
+        "mlp_ratios": ("1", "2", "4", "0.5", "1.5", "8", "1e308", "1e-9", _PAST_FLOAT),
+        "sr": ("1", "1", "2", "4", "8", _PAST_FLOAT),
+        "patch": ("1", "2", "2", "4", "7", _PAST_FLOAT),
     }
     hints = {name: _joined(_choices(items)) for name, items in stage_items.items()}
     metric_names = ("macs", "attention_macs", "sr_macs", "attention_map_bytes", "params", "param_bytes",

@@ -8,11 +8,13 @@ configurations, see :mod:`fuzz.harness`) and is damaged in one of these ways:
   type (null, bools, strings, unicode, lists, objects, floats), by a huge or negative number (beyond
   int64, 5000-digit literals, ``NaN``, ``Infinity``, ``1e999``), by a deeply nested list (up to 100,000
   levels), or by a valid but extreme configuration value (8192x8192 images, batch 4096, 64-stage lists,
-  4096-wide dims, a million blocks); a key deleted, an unknown key added, a list element duplicated;
+  4096-wide dims, a million blocks), or a stored count beyond int64 or a float; a key deleted, an unknown
+  key added, a list element duplicated;
 * another encoding (UTF-16, a UTF-8 BOM, Latin-1).
 
 :func:`file_commands` pairs each file with a command that reads it: ``snapshot check`` (with
-``--rtol``/``--limit``, sometimes ``--update``), ``diff`` against a valid file, or ``snapshot write`` onto it.
+``--rtol``/``--limit``, sometimes ``--update``), ``diff`` against a valid file (every output format, and
+``--plot``), or ``snapshot write`` onto it.
 """
 
 from __future__ import annotations
@@ -40,15 +42,21 @@ _RAW_FRAGMENTS = (
 _EXTREME_CONFIG_VALUES: dict[str, tuple[Any, ...]] = {
     "img": ([8192, 8192], [1, 1], [0, 5], [10**12, 10**12], [33, 4097], 64, [224]),
     "batch": (4096, 10**20, 0, 2**63),
-    "dims": ([4096, 4096, 4096, 4096], [8] * 64, [2**40, 8, 8, 8], [8.0, 16.0, 24.0, 32.0], [8.5, 16, 24, 32]),
+    "dims": ([4096, 4096, 4096, 4096], [8] * 64, [2**40, 8, 8, 8], [8.0, 16.0, 24.0, 32.0], [8.5, 16, 24, 32],
+             [0, 10**400, 8, 8]),
     "heads": ([64, 64, 64, 64], [1] * 64, [3, 1, 1, 1]),
     "depths": ([1] * 64, [10**6, 1, 1, 1], [64, 1, 1, 1]),
-    "mlp_ratios": ([1e308, 1, 1, 1], [0.01, 1, 1, 1], [1] * 64, [4096, 1, 1, 1]),
+    "mlp_ratios": ([1e308, 1, 1, 1], [0.01, 1, 1, 1], [1] * 64, [4096, 1, 1, 1], [10**400, 1, 1, 1]),
     "sr_ratios": ([1] * 64, [64, 1, 1, 1], [0, 1, 1, 1]),
     "patch": ([1] * 64, [4, 1, 1, 1], [8192, 2, 2, 2]),
     "pos_size": ([1, 1], [10**10, 10**10], [8192, 8192]),
     "num_classes": (10**9, 2**62),
     "in_chans": (4096, 10**15),
+    # Stored counts (ops, stages, totals): beyond int64 and beyond a float.
+    "macs": (10**400, 2**64, -1),
+    "params": (10**400, -(10**400)),
+    "attention_map_bytes": (10**400,),
+    "kv_tokens": (10**400, 0),
 }
 
 
@@ -189,7 +197,8 @@ def file_commands(draw: st.DrawFn) -> list[str]:
     if kind == "diff":
         other = draw(st.sampled_from(["good.json", "trace.json", "one-stage.json"]))
         pair = [FUZZED, other] if draw(st.booleans()) else [other, FUZZED]
-        formats = [[], ["--ops"], ["-f", "json"], ["--ops", "--changed-only"], ["-f", "markdown", "--ops"], ["-f", "csv"]]
+        formats = [[], ["--ops"], ["-f", "json"], ["--ops", "--changed-only"], ["-f", "markdown", "--ops"], ["-f", "csv"],
+                   ["--plot", "plot.svg"]]
         return ["diff", *pair, *draw(st.sampled_from(formats))]
     args = ["snapshot", "write", FUZZED, "--variant", "b0", "--depths", "1,1,1,1", "--img", "32"]
     return [*args, "--force"] if draw(st.booleans()) else args
