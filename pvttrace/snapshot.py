@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, Literal
 
 from pvttrace.config import PvtConfig
@@ -586,7 +587,8 @@ def _differs(name: str, stored: Any, current: Any, rtol: float) -> bool:
     if stored == current:
         return False
     if rtol > 0 and name in COST_FIELDS and isinstance(stored, int) and isinstance(current, int):
-        return abs(current - stored) > rtol * abs(stored)
+        # Exact (Fraction): a float product overflows past 1e308 and rounds past 2**53.
+        return abs(current - stored) > Fraction(rtol) * abs(stored)
     return True
 
 

@@ -64,8 +64,8 @@ class Report:
         codes = ", ".join(f"exit {code}: {count}" for code, count in sorted(self.exit_codes.items()))
         commands = ", ".join(f"{name}: {count}" for name, count in self.commands.most_common())
         lines = [
-            f"{self.kind}: {self.cases} cases in {self.seconds:.0f} s ({1000 * self.seconds / max(1, self.cases):.1f} ms "
-            f"per case), {len(self.distinct)} distinct; {codes}",
+            f"{self.kind}: {self.cases} cases in {self.seconds:.0f} s "
+            f"({1000 * self.seconds / max(1, self.cases):.1f} ms per case), {len(self.distinct)} distinct; {codes}",
             f"  by command: {commands}",
             f"  slowest case: {self.slowest[0]:.2f} s: {self.slowest[1]}",
             f"  distinct failures: {len(self.failures)}",
@@ -78,7 +78,9 @@ def _label(args: list[str]) -> str:
     return " ".join(command_path(args)) or "(root)"
 
 
-def run_campaign(kind: str, examples: int, *, seed_value: int, timeout_s: int, progress: Callable[[str], Any]) -> Report:
+def run_campaign(
+    kind: str, examples: int, *, seed_value: int, timeout_s: int, progress: Callable[[str], Any]
+) -> Report:
     """Run ``examples`` cases of ``kind`` (``cli`` or ``files``) and return the counts."""
     report = Report(kind)
     started = time.perf_counter()

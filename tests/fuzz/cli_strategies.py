@@ -118,7 +118,8 @@ def _joined(items: st.SearchStrategy[str], min_size: int = 1, max_size: int = 5)
 
 def _sizes(values: Sequence[int]) -> st.SearchStrategy[str]:
     side = st.sampled_from([str(v) for v in values])
-    return st.one_of(side, st.tuples(side, side, st.sampled_from(["x", "X", "*", " x "])).map(lambda t: t[0] + t[2] + t[1]))
+    pairs = st.tuples(side, side, st.sampled_from(["x", "X", "*", " x "])).map(lambda t: t[0] + t[2] + t[1])
+    return st.one_of(side, pairs)
 
 
 #: Strings Python parses in surprising ways, or that no field accepts.

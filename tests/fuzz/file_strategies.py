@@ -83,7 +83,9 @@ def _parent(document: Any, path: tuple[Any, ...]) -> Any:
 
 
 _numbers = st.one_of(
-    st.sampled_from([0, -1, 1, 2, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, 10**400, -(10**400)]),
+    st.sampled_from(
+        [0, -1, 1, 2, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, 10**400, -(10**400)]
+    ),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([0.5, -0.0, 1e308, 5e-324, 1.0, 64.0]),
@@ -197,8 +199,10 @@ def file_commands(draw: st.DrawFn) -> list[str]:
     if kind == "diff":
         other = draw(st.sampled_from(["good.json", "trace.json", "one-stage.json"]))
         pair = [FUZZED, other] if draw(st.booleans()) else [other, FUZZED]
-        formats = [[], ["--ops"], ["-f", "json"], ["--ops", "--changed-only"], ["-f", "markdown", "--ops"], ["-f", "csv"],
-                   ["--plot", "plot.svg"]]
+        formats = [
+            [], ["--ops"], ["-f", "json"], ["--ops", "--changed-only"], ["-f", "markdown", "--ops"], ["-f", "csv"],
+            ["--plot", "plot.svg"],
+        ]
         return ["diff", *pair, *draw(st.sampled_from(formats))]
     args = ["snapshot", "write", FUZZED, "--variant", "b0", "--depths", "1,1,1,1", "--img", "32"]
     return [*args, "--force"] if draw(st.booleans()) else args
