@@ -32,6 +32,11 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - the group's own signature
         kwargs["standalone_mode"] = False
+        # Non-UTF-8 bytes in argv (file names) arrive as lone surrogates; echo them as \udcXX escapes
+        # (valid JSON escapes, too) instead of failing in the middle of the output.
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
         try:
             result = super().main(*args, **kwargs)
         except typer.Exit as exc:
@@ -105,7 +110,9 @@ def errors_to_exit_codes() -> Iterator[None]:
 def make_console(width: int | None) -> Console:
     """A stdout console: the terminal's width when interactive, else ``width`` or 120 (stable bytes in pipes)."""
     if width is None and not sys.stdout.isatty():
-        width = int(os.environ.get("COLUMNS", "0")) or 120
+        columns = os.environ.get("COLUMNS", "").strip()
+        valid = columns.isascii() and columns.isdigit() and len(columns) <= 4 and MIN_WIDTH <= int(columns) <= MAX_WIDTH
+        width = int(columns) if valid else 120
     return Console(width=width, highlight=False, soft_wrap=False)
 
 
@@ -162,7 +169,20 @@ AttentionOpt = Annotated[
     str | None, typer.Option("--attention", help="explicit (official: materialises the map) or sdpa (fused).")
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
-WidthOpt = Annotated[int | None, typer.Option("--width", help="Console width for tables (default: terminal, or 120).")]
+MIN_WIDTH, MAX_WIDTH = 20, 1000
+
+
+def _check_width(value: int | None) -> int | None:
+    # rich prints nothing at width <= 0 and runs out of memory padding lines to a huge width.
+    if value is not None and not MIN_WIDTH <= value <= MAX_WIDTH:
+        raise typer.BadParameter(f"width={value} must be from {MIN_WIDTH} to {MAX_WIDTH} columns")
+    return value
+
+
+WidthOpt = Annotated[
+    int | None,
+    typer.Option("--width", callback=_check_width, help="Console width for tables (default: terminal, or 120)."),
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option(

@@ -161,6 +161,8 @@ def _snapshot_files(paths: list[str]) -> list[str]:
     """Files as given; directories expand to the ``*.json`` files below them, sorted."""
     files: list[str] = []
     for path in paths:
+        if not path.strip():
+            raise UserInputError(f"path={path!r} is empty; give a snapshot file or a directory")
         if not os.path.isdir(path):
             files.append(path)
             continue

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from pvttrace.errors import ConfigError
+from pvttrace.limits import check_magnitudes, check_tensor_sizes
 
 __all__ = [
     "DTYPE_BYTES",
@@ -237,7 +238,9 @@ class PvtConfig:
 
 
 def _plain_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, int):  # float() of an int of 309 digits or more overflows
+        return value
+    return int(value) if value.is_integer() else float(value)
 
 
 _TUPLE_INT_FIELDS = ("dims", "heads", "depths", "sr_ratios", "patch")
@@ -248,7 +251,10 @@ def _normalise_field(name: str, value: Any) -> Any:
     if name in _TUPLE_INT_FIELDS:
         return _as_int_tuple(_require_sequence(name, value))
     if name == "mlp_ratios":
-        return tuple(float(v) for v in _require_sequence(name, value))
+        try:
+            return tuple(float(v) for v in _require_sequence(name, value))
+        except OverflowError:  # an int of 309 digits or more
+            raise ConfigError(f"mlp_ratios={list(value)!r} holds a number too large for a float") from None
     if name in ("img", "pos_size"):
         if isinstance(value, int) and not isinstance(value, bool):
             return (value, value)
@@ -257,7 +263,8 @@ def _normalise_field(name: str, value: Any) -> Any:
             raise ConfigError(f"{name}={list(seq)} must have two values: height and width")
         return _as_int_tuple(seq)
     if name in ("batch", "in_chans", "num_classes", "version"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())  # NaN, inf: not whole
+        if isinstance(value, bool) or not whole:
             raise ConfigError(f"{name}={value!r} must be an integer")
         return int(value)
     if name in ("qkv_bias", "linear_sra"):
@@ -321,6 +328,7 @@ def _validate(cfg: PvtConfig) -> list[str]:
         for value in values:
             if value <= 0:
                 raise ConfigError(f"{name}={_fmt_list(values)} must hold positive values")
+    check_magnitudes(cfg)
     for i, (dim, heads) in enumerate(zip(cfg.dims, cfg.heads, strict=True)):
         if dim % heads:
             raise ConfigError(
@@ -336,7 +344,9 @@ def _validate(cfg: PvtConfig) -> list[str]:
             f"sr_ratios[{n - 1}]={cfg.sr_ratios[-1]} must be 1 for PVT v1 with task=cls: the class token makes "
             f"{n}-stage tokens H*W+1, which cannot be reshaped into a map for the SR conv (use --task backbone)"
         )
-    return _check_geometry(cfg)
+    warnings = _check_geometry(cfg)
+    check_tensor_sizes(cfg)
+    return warnings
 
 
 def _check_choice(name: str, value: str, enum: type[StrEnum]) -> None:
@@ -359,6 +369,12 @@ def _check_geometry(cfg: PvtConfig) -> list[str]:
             raise ConfigError(
                 f"img={cfg.img[0]}x{cfg.img[1]} is too small for the pyramid: stage {geo.index} gets a "
                 f"{in_h}x{in_w} input and a {h}x{w} grid after its stride-{stride} patch embedding"
+            )
+        if cfg.version == 1 and min(cfg.pos_grid(i)) < 1:
+            gh, gw = cfg.pos_grid(i)
+            raise ConfigError(
+                f"pos_size={cfg.pos_size[0]}x{cfg.pos_size[1]} is too small for the pyramid: stage {geo.index}'s "
+                f"positional table would have a {gh}x{gw} grid after the patch strides"
             )
         if in_h % stride or in_w % stride:
             rule = "floors (drops the remainder)" if cfg.version == 1 else "ceils (pads)"
@@ -500,8 +516,11 @@ def parse_img(text: str, field_name: str = "img") -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?", text)
     if not match:
         raise ConfigError(f"{field_name}={text!r} must be a size such as 224 or 800x1333 (height x width)")
-    h = int(match.group(1))
-    w = int(match.group(2)) if match.group(2) is not None else h
+    try:
+        h = int(match.group(1))
+        w = int(match.group(2)) if match.group(2) is not None else h
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ConfigError(f"{field_name}={text[:40]!r}... has too many digits to be a size") from None
     return h, w
 
 

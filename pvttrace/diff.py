@@ -38,6 +38,7 @@ from pvttrace.records import (
     StageSummary,
     Totals,
     Trace,
+    json_error_reason,
 )
 from pvttrace.units import format_bytes, format_count
 
@@ -108,12 +109,16 @@ class Change:
 
     @property
     def ratio(self) -> float | None:
-        """``value / baseline``; 1.0 when both are 0; None when the baseline is 0 (or missing) and the value is not."""
+        """``value / baseline``; 1.0 when both are 0; None when the baseline is 0 (or missing) and the value is not,
+        or when the quotient is beyond a float (integers of hundreds of digits, read from a damaged file)."""
         if self.value is None or self.baseline is None:
             return None
         if self.baseline == 0:
             return 1.0 if self.value == 0 else None
-        return self.value / self.baseline
+        try:
+            return self.value / self.baseline
+        except OverflowError:
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: value, baseline, delta and ratio."""
@@ -471,7 +476,7 @@ def _sig(value: int, as_bytes: bool) -> str:
     """Three significant digits with a unit: 19.7 M, 1.26 G, 600 KiB, 37.5 MiB."""
     text = format_bytes(value) if as_bytes else format_count(value)
     number, _, unit = text.partition(" ")
-    if not unit or "." not in number and len(number) >= 3:
+    if not unit or "e" in number or "." not in number and len(number) >= 3:
         return text
     magnitude = float(number)
     digits = 2 if magnitude < 10 else 1 if magnitude < 100 else 0
@@ -494,11 +499,12 @@ def _scaling(verb_object: str, change: Change, as_bytes: bool) -> str:
     if value == base:
         return f"leaves {verb_object} at {_sig(value, as_bytes)}"
     span = f"({_sig(base, as_bytes)} -> {_sig(value, as_bytes)})"
-    if base == 0 or value == 0:
+    up, down = Change(value, base).ratio, Change(base, value).ratio
+    if base == 0 or value == 0 or up is None or down is None:
         return f"changes {verb_object} {span}"
     if value > base:
-        return f"multiplies {verb_object} by {_factor(value / base)} {span}"
-    return f"divides {verb_object} by {_factor(base / value)} {span}"
+        return f"multiplies {verb_object} by {_factor(up)} {span}"
+    return f"divides {verb_object} by {_factor(down)} {span}"
 
 
 def _causes(diff: TraceDiff, config: int, new: StageSummary, old: StageSummary) -> list[str]:
@@ -581,8 +587,8 @@ def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None =
         raise TraceFileError(f"cannot read {path}: {reason}") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise TraceFileError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
+        raise TraceFileError(f"{path} is not valid JSON ({json_error_reason(exc)})") from None
     schema = data.get("schema") if isinstance(data, Mapping) else None
     if schema == TRACE_SCHEMA:
         try:
@@ -622,7 +628,7 @@ def _trace_from_snapshot(
             tool_version=str(data.get("tool_version", "")),
         )
         return trace, []
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: int(Infinity)
         if config is None or retrace is None:
             raise TraceFileError(f"{path}: malformed snapshot content ({type(exc).__name__}: {exc})") from None
         return retrace(config), [f"{path}: snapshot has no readable stages/totals; traced its config again"]

@@ -9,19 +9,22 @@ op (``q @ k^T``, ``attn @ v``) and is off by about 10x on transformers (referenc
 
 from __future__ import annotations
 
+import torch
 import torchinfo
 
 from pvttrace.config import PvtConfig
-from pvttrace.model import build_model
+from pvttrace.model import build_model, torch_dtype
 
 __all__ = ["module_summary", "torchinfo_param_count"]
 
 
 def _summary(cfg: PvtConfig, depth: int) -> torchinfo.ModelStatistics:
     model = build_model(cfg, device="meta")
+    # input_data, not input_size: torchinfo makes an input_size batch with torch.rand on the CPU before
+    # moving it, which allocates real memory (3 TiB for batch 4096 at 8192x8192).
     return torchinfo.summary(
         model,
-        input_size=cfg.input_shape,
+        input_data=torch.empty(cfg.input_shape, device="meta", dtype=torch_dtype(cfg.dtype)),
         device="meta",
         depth=depth,
         verbose=0,

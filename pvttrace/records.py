@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -35,6 +36,7 @@ __all__ = [
     "Trace",
     "TrainingMemory",
     "dumps_json",
+    "json_error_reason",
     "load_trace",
     "loads_trace",
     "macs_category",
@@ -295,10 +297,14 @@ class StageSummary:
                 continue
             value = data[f.name]
             if f.name in ("hw", "attention_map_shape", "output"):
-                value = None if value is None else _shape(value)
+                value = None if value is None and f.name != "hw" else _shape(value)
             else:
                 value = _int(value)
             kwargs[f.name] = value
+        # Reports index these (grid "HxW", the score map's N x N'): a wrong length must fail here, not there.
+        for name, length in (("hw", 2), ("attention_map_shape", 4)):
+            if kwargs[name] is not None and len(kwargs[name]) != length:
+                raise ValueError(f"stage {name}={list(kwargs[name])} must have {length} values")
         return cls(**kwargs)
 
 
@@ -511,6 +517,15 @@ def dumps_json(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def json_error_reason(exc: ValueError | RecursionError) -> str:
+    """Why ``json.loads`` failed, in one line: its own message, except two that read as Python internals."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if not isinstance(exc, json.JSONDecodeError) and "integer string conversion" in str(exc):
+        return f"it holds a number of more than {sys.get_int_max_str_digits()} digits"
+    return " ".join(str(exc).split())
+
+
 def loads_trace(text: str, *, origin: str = "trace") -> Trace:
     """Parse a ``pvttrace.trace/1`` JSON text.
 
@@ -519,8 +534,8 @@ def loads_trace(text: str, *, origin: str = "trace") -> Trace:
     """
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise TraceFileError(f"{origin} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
+        raise TraceFileError(f"{origin} is not valid JSON ({json_error_reason(exc)})") from None
     try:
         return Trace.from_dict(data)
     except TraceFileError as exc:

@@ -27,6 +27,7 @@ from pvttrace.diff import (
     differing_settings,
     summary_lines,
 )
+from pvttrace.errors import UserInputError
 from pvttrace.records import CONVENTION, StageSummary
 from pvttrace.render import short_op
 from pvttrace.units import format_bytes, format_count, format_ratio, format_shape
@@ -380,8 +381,11 @@ def diff_plot_data(diff: TraceDiff, metric: str) -> tuple[list[str], dict[str, l
     """Stage names and, per configuration, one value of ``metric`` per stage (0 where a stage is missing)."""
     stage_metric = PLOT_METRICS[metric][0]
     names = [f"stage {stage.index}" for stage in diff.stages]
-    values = {
-        label: [float(stage.change(i, stage_metric).value or 0) for stage in diff.stages]
-        for i, label in enumerate(diff.labels)
-    }
+    try:
+        values = {
+            label: [float(stage.change(i, stage_metric).value or 0) for stage in diff.stages]
+            for i, label in enumerate(diff.labels)
+        }
+    except OverflowError:  # a count of 309 digits or more, read from a damaged file
+        raise UserInputError(f"cannot plot {metric}: a value is too large for a float") from None
     return names, values

@@ -30,11 +30,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, Literal
 
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
-from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
+from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace, json_error_reason
 
 __all__ = [
     "SNAPSHOT_SCHEMA",
@@ -416,6 +417,8 @@ def loads_snapshot(text: str, *, origin: str = "snapshot") -> Snapshot:
         raise TraceFileError(f"{origin} {_describe_json_error(text, exc)}") from None
     except RecursionError:
         raise TraceFileError(f"{origin} is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a number of more than 4300 digits (sys.get_int_max_str_digits)
+        raise TraceFileError(f"{origin} is not valid JSON ({json_error_reason(exc)})") from None
     try:
         return Snapshot.from_dict(data)
     except TraceFileError as exc:
@@ -467,6 +470,10 @@ def write_text_atomic(path: str, text: str) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. read from a "\ud800" escape in a JSON file
+        raise TraceFileError(f"cannot write {path}: the text is not valid Unicode ({exc.reason})") from None
     try:
         os.makedirs(directory, exist_ok=True)
         try:
@@ -585,7 +592,8 @@ def _differs(name: str, stored: Any, current: Any, rtol: float) -> bool:
     if stored == current:
         return False
     if rtol > 0 and name in COST_FIELDS and isinstance(stored, int) and isinstance(current, int):
-        return abs(current - stored) > rtol * abs(stored)
+        # Exact (Fraction): a float product overflows past 1e308 and rounds past 2**53.
+        return abs(current - stored) > Fraction(rtol) * abs(stored)
     return True
 
 
@@ -810,7 +818,7 @@ def check_snapshot_file(
             raise
         try:
             config, stored_budgets = _recover_config(path)
-        except (TraceFileError, ValueError, KeyError, TypeError):
+        except (TraceFileError, ValueError, KeyError, TypeError, RecursionError):
             raise TraceFileError(f"{exc}; --update leaves it alone (no config this version can rebuild)") from None
     current = snapshot_from_trace(trace(config), stored_budgets)
     return verify_snapshot(path, stored, current, rtol=rtol, budgets=budgets, update=update)

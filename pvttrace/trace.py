@@ -582,13 +582,17 @@ def trace_config(
         49
 
     Raises:
-        TraceError: the forward failed.
+        TraceError: the model or its input does not fit on ``device``, or the forward failed.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
-    model = build_model(cfg, device=device)
-    example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
-    if device != "meta":
-        example.normal_(generator=torch.Generator(device=device).manual_seed(0))
+    try:
+        model = build_model(cfg, device=device)
+        example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
+        if device != "meta":
+            example.normal_(generator=torch.Generator(device=device).manual_seed(0))
+    except (RuntimeError, MemoryError) as exc:  # real devices: out of memory (meta allocates nothing)
+        message = " ".join(str(exc).split())[:300]
+        raise TraceError(f"cannot build the model and its input on {device}: {type(exc).__name__}: {message}") from exc
     return trace_model(model, example, config=cfg, convention=convention, train=train, optimizer=optimizer)
 

@@ -1,4 +1,4 @@
-"""Number formatting and parsing with units: counts (K/M/G/T/P) and bytes (KiB ... PiB).
+"""Number formatting and parsing with units: counts (K/M/G/T/P/E) and bytes (KiB ... EiB).
 
 Pure functions, no heavy imports. Counts use decimal prefixes (1 G = 10^9 MACs, as the
 papers print them); bytes use binary prefixes (1 MiB = 2^20 bytes), always spelled with
@@ -7,14 +7,16 @@ the ``i`` so the two never mix.
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 from pvttrace.errors import UserInputError
 
 __all__ = ["format_bytes", "format_count", "format_ratio", "format_shape", "parse_bytes", "parse_count"]
 
-_COUNT_UNITS = (("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3))
-_BYTE_UNITS = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+_COUNT_UNITS = (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3))
+_BYTE_UNITS = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def _trim(value: float, digits: int) -> str:
@@ -22,8 +24,18 @@ def _trim(value: float, digits: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _scientific(value: int | float, digits: int) -> str:
+    """``'4.72e21'``. Through Decimal, which takes an int of any size (a float stops at about 1e308)."""
+    mantissa, exponent = format(Decimal(value), f".{digits}e").split("e")
+    return f"{_trim(float(mantissa), digits)}e{int(exponent)}"
+
+
 def format_count(value: int | float, digits: int = 2) -> str:
-    """``1932911616 -> '1.93 G'``; values under 1000 print as they are."""
+    """``1932911616 -> '1.93 G'``; values under 1000 print as they are, past 1000 E in scientific notation."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000 * 10**18:
+        return _scientific(value, digits)
     for suffix, scale in _COUNT_UNITS:
         if abs(value) >= scale:
             return f"{_trim(value / scale, digits)} {suffix}"
@@ -31,7 +43,11 @@ def format_count(value: int | float, digits: int = 2) -> str:
 
 
 def format_bytes(value: int | float, digits: int = 2) -> str:
-    """``614656 -> '600.25 KiB'``; values under 1 KiB print as ``'512 B'``."""
+    """``614656 -> '600.25 KiB'``; values under 1 KiB print as ``'512 B'``, past 1024 EiB in scientific notation."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} B"
+    if abs(value) >= 2**70:
+        return _scientific(value, digits) + " B"
     for suffix, scale in _BYTE_UNITS:
         if abs(value) >= scale:
             return f"{_trim(value / scale, digits)} {suffix}"
@@ -44,7 +60,10 @@ def format_ratio(new: int | float, base: int | float) -> str:
         return "="
     if base == 0:
         return "new"
-    ratio = new / base
+    try:
+        ratio = new / base
+    except OverflowError:  # ints whose quotient is beyond a float (values read from a damaged file)
+        return f"x{_scientific(new // base, 2)}"
     if ratio >= 10:
         return f"x{ratio:.0f}" if abs(ratio - round(ratio)) < 0.05 else f"x{ratio:.1f}"
     return f"x{_trim(ratio, 2 if ratio >= 0.01 else 4)}"
@@ -64,15 +83,17 @@ def parse_count(text: str, field: str) -> int:
     """Parse ``'2G'``, ``'15M'``, ``'1.5e9'``-free counts such as ``'2.5G'`` or ``'1200'`` (decimal prefixes).
 
     Raises:
-        UserInputError: not a positive number with an optional K/M/G/T/P suffix.
+        UserInputError: not a positive number with an optional K/M/G/T/P/E suffix.
     """
     match = _SIZE.fullmatch(text)
     units = {"": 1, **{s: v for s, v in _COUNT_UNITS}}
     if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a number with an optional K/M/G/T/P suffix, e.g. 2G")
+        raise UserInputError(f"{field}={text!r} must be a number with an optional K/M/G/T/P/E suffix, e.g. 2G")
     value = float(match.group(1)) * units[match.group(2).upper()]
     if value <= 0:
         raise UserInputError(f"{field}={text!r} must be positive")
+    if not math.isfinite(value):  # more digits than a float holds
+        raise UserInputError(f"{field}={text[:40]!r}... is too large to be a number")
     return int(value)
 
 
@@ -80,7 +101,7 @@ def parse_bytes(text: str, field: str) -> int:
     """Parse ``'64MiB'``, ``'24GiB'``, ``'1.5GB'`` (``GB`` read as GiB) or plain bytes.
 
     Raises:
-        UserInputError: not a positive size with a B/KiB/MiB/GiB/TiB/PiB suffix.
+        UserInputError: not a positive size with a B/KiB/MiB/GiB/TiB/PiB/EiB suffix.
     """
     match = _SIZE.fullmatch(text)
     units = {"": 1, "B": 1}
@@ -93,4 +114,6 @@ def parse_bytes(text: str, field: str) -> int:
     value = float(match.group(1)) * units[match.group(2).upper()]
     if value <= 0:
         raise UserInputError(f"{field}={text!r} must be positive")
+    if not math.isfinite(value):  # more digits than a float holds
+        raise UserInputError(f"{field}={text[:40]!r}... is too large to be a number")
     return int(value)

@@ -2,26 +2,38 @@
 
 Each property draws configurations of 1 to 4 stages with small dims, odd and non-square image
 sizes, every sr ratio, linear SRA, both versions and both tasks, and checks the trace against
-an independent implementation of the closed forms of reference pvt.md section 5. The number of
-examples is bounded (``max_examples``) so the file runs in well under a minute; set
-``PVTTRACE_HYPOTHESIS_EXAMPLES`` to run more.
+an independent implementation of the closed forms of reference pvt.md section 5 (tests/closed_forms.py),
+the data flow from op to op, meta against CPU, tracing twice, the JSON round trip, a snapshot written
+and checked through the CLI, and a diff of a configuration with itself. The number of examples is
+bounded (``max_examples``, derandomized) so the file runs in well under a minute; set
+``PVTTRACE_HYPOTHESIS_EXAMPLES`` to run more (docs/reliability.md lists the counts).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from pvttrace.config import LINEAR_SRA_POOL, PvtConfig
+from closed_forms import closed_form_macs, closed_form_params
+
+from pvttrace.cli import app
+from pvttrace.config import PvtConfig
+from pvttrace.diff import OpStatus, StageMetric, TotalMetric, diff_traces
 from pvttrace.errors import ConfigError
 from pvttrace.model import build_model
 from pvttrace.records import OpKind, dumps_json, loads_trace
+from pvttrace.snapshot import load_snapshot
 from pvttrace.trace import trace_config
 
-EXAMPLES = int(os.environ.get("PVTTRACE_HYPOTHESIS_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("PVTTRACE_HYPOTHESIS_EXAMPLES", "60"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -65,61 +77,6 @@ def configs(draw: st.DrawFn) -> PvtConfig:
     except ConfigError:
         assume(False)
         raise
-
-
-def closed_form_macs(cfg: PvtConfig) -> int:
-    """Reference pvt.md section 5, 'pure' convention (conv + linear + matmul)."""
-    total = 0
-    in_chans = cfg.in_chans
-    for geo in cfg.geometry():
-        i = geo.index - 1
-        c, hid, n, nt, kv = cfg.dims[i], cfg.mlp_hidden(i), geo.hw[0] * geo.hw[1], geo.tokens, geo.kv_tokens
-        kernel = cfg.patch_kernel(i)[0]
-        total += kernel * kernel * in_chans * c * n
-        block = 2 * nt * c * c + 2 * nt * c * hid + 2 * kv * c * c + 2 * nt * kv * c
-        if cfg.linear_sra:
-            block += LINEAR_SRA_POOL**2 * c * c
-        elif cfg.sr_ratios[i] > 1:
-            block += cfg.sr_ratios[i] ** 2 * c * c * kv
-        if cfg.version == 2:
-            block += 9 * hid * n
-        total += cfg.depths[i] * block
-        in_chans = c
-    if cfg.task == "cls":
-        total += cfg.dims[-1] * cfg.num_classes
-    return cfg.batch * total
-
-
-def closed_form_params(cfg: PvtConfig) -> int:
-    """Reference pvt.md section 5 parameter formula, generalised to any stage count."""
-    total = 0
-    in_chans = cfg.in_chans
-    bias = 1 if cfg.qkv_bias else 0
-    last = cfg.num_stages - 1
-    for i in range(cfg.num_stages):
-        c, hid, r = cfg.dims[i], cfg.mlp_hidden(i), cfg.sr_ratios[i]
-        kernel = cfg.patch_kernel(i)[0]
-        total += kernel * kernel * in_chans * c + c + 2 * c
-        block = 2 * c + (c * c + bias * c) + (2 * c * c + 2 * bias * c) + (c * c + c) + 2 * c
-        block += (c * hid + hid) + (hid * c + c)
-        if cfg.linear_sra:
-            block += c * c + c + 2 * c
-        elif r > 1:
-            block += r * r * c * c + c + 2 * c
-        if cfg.version == 2:
-            block += 9 * hid + hid
-        total += cfg.depths[i] * block
-        if cfg.version == 1:
-            gh, gw = cfg.pos_grid(i)
-            total += (gh * gw + (1 if i == last else 0)) * c
-        else:
-            total += 2 * c
-        in_chans = c
-    if cfg.version == 1 and cfg.task == "cls":
-        total += cfg.dims[-1] + 2 * cfg.dims[-1]
-    if cfg.task == "cls":
-        total += cfg.dims[-1] * cfg.num_classes + cfg.num_classes
-    return total
 
 
 @SETTINGS
@@ -173,6 +130,84 @@ def test_tracing_twice_is_identical_and_json_round_trips(cfg: PvtConfig) -> None
     text = dumps_json(first.to_dict())
     assert loads_trace(text) == first
     assert dumps_json(loads_trace(text).to_dict()) == text
+
+
+def cli_options(cfg: PvtConfig) -> list[str]:
+    """The ``run`` options that rebuild ``cfg`` (from the preset of its version)."""
+
+    def joined(values: tuple[int, ...] | tuple[float, ...]) -> str:
+        return ",".join(repr(v) for v in values)
+
+    return [
+        "--variant", "tiny" if cfg.version == 1 else "b0",
+        "--img", f"{cfg.img[0]}x{cfg.img[1]}",
+        "--batch", str(cfg.batch),
+        "--in-chans", str(cfg.in_chans),
+        "--dims", joined(cfg.dims),
+        "--heads", joined(cfg.heads),
+        "--depths", joined(cfg.depths),
+        "--mlp-ratios", joined(cfg.mlp_ratios),
+        "--sr", joined(cfg.sr_ratios),
+        "--patch", joined(cfg.patch),
+        "--qkv-bias" if cfg.qkv_bias else "--no-qkv-bias",
+        "--linear-sra" if cfg.linear_sra else "--no-linear-sra",
+        "--num-classes", str(cfg.num_classes),
+        "--dtype", cfg.dtype,
+        "--task", cfg.task,
+        "--pos-size", f"{cfg.pos_size[0]}x{cfg.pos_size[1]}",
+        "--attention", cfg.attention,
+    ]
+
+
+@settings(SETTINGS, max_examples=max(5, EXAMPLES // 2))
+@given(configs())
+def test_a_snapshot_written_by_the_cli_checks_clean(cfg: PvtConfig) -> None:
+    options = cli_options(cfg)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "snap.json")
+        written = CliRunner().invoke(app, ["snapshot", "write", path, *options])
+        assert written.exit_code == 0, written.stderr
+        stored = load_snapshot(path)
+        assert dataclasses.replace(stored.config, variant=cfg.variant) == cfg
+        before = Path(path).read_bytes()
+        checked = CliRunner().invoke(app, ["snapshot", "check", path])
+        assert (checked.exit_code, checked.stderr) == (0, "")
+        assert checked.stdout.startswith(f"ok {path}")
+        assert Path(path).read_bytes() == before
+
+
+@settings(SETTINGS, max_examples=max(5, EXAMPLES // 2))
+@given(configs())
+def test_a_config_diffed_with_itself_changes_nothing(cfg: PvtConfig) -> None:
+    trace = trace_config(cfg)
+    diff = diff_traces([trace, trace], ["a", "b"], with_ops=True)
+    assert len(diff.stages) == cfg.num_stages
+    for stage in diff.stages:
+        for metric in StageMetric:
+            assert (stage.change(1, metric).delta, stage.change(1, metric).ratio) == (0, 1.0), metric
+    for total in TotalMetric:
+        assert (diff.total(1, total).delta, diff.total(1, total).ratio) == (0, 1.0), total
+    assert diff.op_rows is not None and len(diff.op_rows) == len(trace.ops)
+    assert {row.status for row in diff.op_rows} == {OpStatus.SAME}
+    # The same through the command line, from a saved trace compared with itself.
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "t.json")
+        Path(path).write_text(dumps_json(trace.to_dict()), encoding="utf-8")
+        result = CliRunner().invoke(app, ["diff", path, path, "--label", "a", "--label", "b", "-f", "json"])
+        assert result.exit_code == 0, result.stderr
+        ratios = _values_of(json.loads(result.stdout), "ratio")
+        assert ratios and set(ratios) == {1.0}
+
+
+def _values_of(document: object, key: str) -> list[object]:
+    """Every value stored under ``key`` anywhere in a JSON document."""
+    if isinstance(document, dict):
+        return [v for k, v in document.items() if k == key] + [
+            x for v in document.values() for x in _values_of(v, key)
+        ]
+    if isinstance(document, list):
+        return [x for v in document for x in _values_of(v, key)]
+    return []
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

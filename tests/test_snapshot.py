@@ -391,7 +391,7 @@ def test_command_line_budgets(tmp_path: pathlib.Path) -> None:
     assert _invoke("snapshot", "check", str(path), "--max-macs", "150G", "--max-params", "30M")[0] == 0
     code, _, err = _invoke("snapshot", "check", str(path), "--max-params", "lots")
     assert code == 2
-    assert err == "error: max_params='lots' must be a number with an optional K/M/G/T/P suffix, e.g. 2G\n"
+    assert err == "error: max_params='lots' must be a number with an optional K/M/G/T/P/E suffix, e.g. 2G\n"
 
 
 # ---------------------------------------------------------------------------------- atomic writes and crashes
