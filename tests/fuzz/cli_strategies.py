@@ -215,6 +215,8 @@ def value_hints() -> dict[str, st.SearchStrategy[str]]:
         _HINTS["path"] = _HINTS["paths"] = _choices(PATHS)
         # sweep's --img is a list of sizes.
         _HINTS["sweep.img"] = _joined(_sizes([16, 32, 33, 64, 224]), max_size=3)
+        _HINTS["model"] = _choices(_MODEL_HINTS)
+        _HINTS["input_shape"] = _choices(_INPUT_SHAPE_HINTS)
     return _HINTS
 
 
@@ -233,7 +235,23 @@ def _typed(value_type: Any) -> st.SearchStrategy[str]:
 
 #: Parameters whose values come from their hint only: a value outside it could do real harm (``--device cpu``
 #: allocates whatever size is asked). An option that loads code or files named by its value belongs here too.
-HINT_ONLY = frozenset({"device"})
+HINT_ONLY = frozenset({"device", "model", "input_shape"})
+
+#: ``--model`` imports the code it names and may fall back to the CPU: only the test zoo's models that build
+#: on meta (or fail cleanly) and malformed specs; ``--input-shape`` stays small for the same reason.
+_MODEL_HINTS = (
+    "anymodel_zoo:mix",
+    "anymodel_zoo:sdpa",
+    "anymodel_zoo:broken",
+    "anymodel_zoo:fails",
+    "anymodel_zoo:not_a_module",
+    "anymodel_zoo:missing",
+    "no_such_module_xyz:factory",
+    "not a spec",
+    ":",
+    "timm:",
+)
+_INPUT_SHAPE_HINTS = ("2,3,8,8", "1,3,16,16", "2,16,8", "1,3,0,8", "1,3,-8,8", "x", "", "1,,3")
 
 
 def values_for(param: ParamSpec, command: CommandSpec) -> st.SearchStrategy[str]:
