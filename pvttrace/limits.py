@@ -96,7 +96,7 @@ def _tensors(cfg: PvtConfig) -> list[tuple[str, tuple[int, ...]]]:
 
 def largest_tensor(cfg: PvtConfig) -> tuple[str, tuple[int, ...], int]:
     """(what, shape, bytes) of the largest tensor the built-in model of ``cfg`` creates in a forward."""
-    best = ("", (), -1)
+    best: tuple[str, tuple[int, ...], int] = ("", (), -1)
     for what, shape in _tensors(cfg):
         elements = 1
         for size in shape:

@@ -148,8 +148,8 @@ class Attention(nn.Module):
         with step("output projection"):
             out = self.proj(out)
         with step("projection dropout"):
-            out = self.proj_drop(out)
-        return out
+            result: Tensor = self.proj_drop(out)
+        return result
 
 
 class DWConv(nn.Module):

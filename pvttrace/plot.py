@@ -72,7 +72,7 @@ def _style() -> Iterator[None]:
 
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
-        matplotlib.rcParams.update(_RC)
+        matplotlib.rcParams.update(_RC)  # type: ignore[arg-type]  # rcParams keys are typed as literals
         yield
 
 
@@ -126,7 +126,7 @@ def _draw_metric(axes: Axes, result: SweepResult, metric: Metric) -> None:
         growth = "" if s.fit is None else f" (~N$^{{{s.fit.exponent:.2f}}}$)".replace("-0.00", "0.00")
         axes.plot(
             [p.tokens for p in points],
-            [p.value for p in points],
+            [float("nan") if p.value is None else p.value for p in points],
             marker="o",
             markersize=4,
             linewidth=1.6,

@@ -317,10 +317,10 @@ def diff_markdown(
         header += [label] if i == 0 else [label, "ratio", "change"]
     lines.append(_md_row(header))
     lines.append(_md_row(["---"] * len(header)))
-    for title, metric, as_bytes in _TOTALS:
+    for title, total_metric, as_bytes in _TOTALS:
         cells = [title]
         for i in range(len(diff.traces)):
-            change = diff.total(i, metric)
+            change = diff.total(i, total_metric)
             cells.append(_total_value(change.value or 0, as_bytes))
             if i > 0:
                 cells += [_md_ratio(change), _signed(change.delta, as_bytes)]
@@ -338,10 +338,12 @@ def diff_markdown(
         lines.append(_md_row(header))
         lines.append(_md_row(["---"] * len(header)))
         for row in _select_rows(diff, stages, changed_only):
-            first = next(op for op in row.ops if op is not None)
-            cells = [row.module or "(model)", row.label or "", f"`{short_op(first)}`"]
-            for op in row.ops:
-                cells += ["absent", ""] if op is None else [format_shape(op.output), format_count(op.macs) if op.macs else ""]
+            first_op = next(op for op in row.ops if op is not None)
+            cells = [row.module or "(model)", row.label or "", f"`{short_op(first_op)}`"]
+            for side in row.ops:
+                cells += (
+                    ["absent", ""] if side is None else [format_shape(side.output), format_count(side.macs) if side.macs else ""]
+                )
             cells.append(_op_mark(row, diff.labels))
             lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
@@ -349,16 +351,16 @@ def diff_markdown(
 
 def diff_csv(diff: TraceDiff) -> str:
     """One CSV row per stage and configuration: every stage metric with its ratio to the baseline."""
-    from pvttrace.tabular import csv_text
+    from pvttrace.tabular import CsvCell, csv_text
 
     metrics = list(StageMetric)
     header = ["stage", "config", "baseline"]
     for metric in metrics:
         header += [metric.value, f"{metric.value}_ratio"]
-    rows = []
+    rows: list[list[CsvCell]] = []
     for stage in diff.stages:
         for i, label in enumerate(diff.labels):
-            row: list[object] = [stage.index, label, diff.labels[0]]
+            row: list[CsvCell] = [stage.index, label, diff.labels[0]]
             for metric in metrics:
                 change = stage.change(i, metric)
                 row += [change.value, None if change.ratio is None else round(change.ratio, 6)]

@@ -169,7 +169,7 @@ class GrowthChart:
         return out
 
     def _x_axis(self, label_width: int, plot_width: int, x_low: int, x_high: int) -> list[Text]:
-        ticks = {}
+        ticks: dict[int, str] = {}
         for p in self.series[0].points:
             ticks.setdefault(_position(p.tokens, x_low, x_high, plot_width), _img(p))
         axis = ["─"] * plot_width
