@@ -135,23 +135,33 @@ def _header(trace: Trace) -> Panel:
     return Panel(lines, title=f"pvttrace  ({trace.device} device)", title_align="left")
 
 
+_STAGE_HEADER = ("stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params")
+
+
+def _stage_cells(s: StageSummary) -> list[str]:
+    """The cells under ``_STAGE_HEADER``, shared by the rich and markdown stage tables."""
+    return [
+        str(s.index),
+        f"{s.hw[0]}x{s.hw[1]}",
+        str(s.tokens),
+        str(s.kv_tokens),
+        str(s.dim),
+        str(s.heads),
+        str(s.sr_ratio),
+        str(s.depth),
+        format_count(s.params),
+    ]
+
+
 def stage_table(stages: Sequence[StageSummary]) -> Table:
     """Per-stage shapes: grid, tokens N, keys N' after spatial reduction, and one block's attention map."""
     table = Table(title="Stages", title_justify="left")
-    for name in ("stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params", "attn map (1 block)", "map bytes"):
+    for name in (*_STAGE_HEADER, "attn map (1 block)", "map bytes"):
         table.add_column(name, justify="left" if name.startswith("attn map") else "right")
     for s in stages:
         map_bytes = format_bytes(s.attention_map_bytes) if s.attention_map_bytes else "fused (0)"
         table.add_row(
-            str(s.index),
-            f"{s.hw[0]}x{s.hw[1]}",
-            str(s.tokens),
-            str(s.kv_tokens),
-            str(s.dim),
-            str(s.heads),
-            str(s.sr_ratio),
-            str(s.depth),
-            format_count(s.params),
+            *_stage_cells(s),
             format_shape(s.attention_map_shape),
             map_bytes if s.attention_map_shape is not None else "-",
         )
@@ -343,22 +353,14 @@ def trace_markdown(
         lines.extend(f"- {line}" for line in memory_summary_lines(trace))
     lines.append(f"- convention: {CONVENTIONS[trace.convention]}")
     lines.append("")
-    header = ["stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params", "MACs", "attention MACs", "attn map"]
+    header = [*_STAGE_HEADER, "MACs", "attention MACs", "attn map"]
     lines.append(_md_row(header))
     lines.append(_md_row(["---"] * len(header)))
     for s in trace.stages:
         lines.append(
             _md_row(
                 [
-                    str(s.index),
-                    f"{s.hw[0]}x{s.hw[1]}",
-                    str(s.tokens),
-                    str(s.kv_tokens),
-                    str(s.dim),
-                    str(s.heads),
-                    str(s.sr_ratio),
-                    str(s.depth),
-                    format_count(s.params),
+                    *_stage_cells(s),
                     format_count(s.macs),
                     format_count(s.attention_macs),
                     f"{format_shape(s.attention_map_shape)} {format_bytes(s.attention_map_bytes)}",
