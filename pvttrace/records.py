@@ -208,7 +208,7 @@ class OpRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> OpRecord:
         """Inverse of :meth:`to_dict` (``flops`` is derived, ``source`` optional)."""
         return cls(
-            index=int(data["index"]),
+            index=_int(data["index"]),
             module=str(data["module"]),
             op=str(data["op"]),
             kind=OpKind(data["kind"]),
@@ -490,7 +490,7 @@ class Trace:
             )
         except ConfigError as exc:
             raise TraceFileError(f"bad config in trace: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise TraceFileError(f"malformed trace content ({type(exc).__name__}: {exc})") from None
 
 

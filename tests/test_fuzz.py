@@ -293,6 +293,12 @@ FILE_CORPUS: list[tuple[str, list[str], int, str]] = [
         f"error: {{path}} has a bad config: config has a value of the wrong type: mlp_ratios=[{PAST_FLOAT}] holds a "
         "number too large for a float\n",
     ),
+    # OverflowError traceback (int() of Infinity) reading an op's index from a trace file; found by the campaign on
+    # the merged code (issue 9 re-run, seed 11).
+    (
+        "trace-op-index-infinity.json", ["diff", "trace-one-stage.json", "{path}", "--ops"], 2,
+        "error: {path}: malformed trace content (TypeError: expected an integer, got inf)\n",
+    ),
     # UnicodeEncodeError traceback under --update: a "\\ud800" escape in the stored config, written back as text.
     (
         "config-variant-lone-surrogate.json", ["snapshot", "check", "{path}", "--update"], 2,
