@@ -469,15 +469,16 @@ def _print_coverage(trace: Any, output_format: OutputFormat, width: int | None) 
 
 
 @app.command()
-def variants() -> None:
+def variants(width: WidthOpt = None) -> None:
     """List the built-in presets with their hyper-parameters."""
+    from rich import box
     from rich.table import Table
 
     from pvttrace.config import OFFICIAL_NAMES, VARIANTS
 
-    table = Table(title="Built-in PVT variants")
-    for column in ("variant", "official name", "version", "dims", "heads", "depths", "mlp ratios", "sr", "linear SRA"):
-        table.add_column(column)
+    table = Table(title="Built-in PVT variants", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("variant", "official name", "ver", "dims", "heads", "depths", "mlp", "sr", "linear"):
+        table.add_column(column, no_wrap=True)
     for name, cfg in VARIANTS.items():
         table.add_row(
             name,
@@ -490,7 +491,7 @@ def variants() -> None:
             ",".join(map(str, cfg.sr_ratios)),
             "yes" if cfg.linear_sra else "",
         )
-    make_console(None).print(table)
+    make_console(width).print(table)
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)

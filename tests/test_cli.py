@@ -165,3 +165,12 @@ def test_unavailable_cuda_is_bad_input(runner: CliRunner) -> None:
     code, _, err = _invoke(runner, "run", "--device", "cuda")
     assert code == 2
     assert err == "error: device='cuda' is not available: this torch build sees no CUDA GPU (use meta or cpu)\n"
+
+
+def test_variants_lists_every_preset_with_its_official_name(runner: CliRunner) -> None:
+    code, out, _ = _invoke(runner, "variants", "--width", "100")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("tiny", "small", "medium", "large", "b"))]
+    assert [r[0] for r in rows] == ["tiny", "small", "medium", "large", "b0", "b1", "b2", "b2-li", "b3", "b4", "b5"]
+    assert rows[7][1:] == ["pvt_v2_b2_li", "v2", "64,128,320,512", "1,2,5,8", "3,4,6,3", "8,8,4,4", "8,4,2,1", "yes"]
+    assert rows[10][5:7] == ["3,6,40,3", "4,4,4,4"]
