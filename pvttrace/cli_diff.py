@@ -46,19 +46,6 @@ _ON = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": 
 ColumnsOpt = list[str] | None
 
 
-def _column_count(repeated: dict[str, list[Any] | None]) -> int:
-    """How many columns the repeated options define, checked to come in equal counts."""
-    counts = {name: len(values) for name, values in repeated.items() if values}
-    multi = {name: count for name, count in counts.items() if count > 1}
-    if len(set(multi.values())) > 1:
-        spelled = ", ".join(f"{name} {count} times" for name, count in multi.items())
-        raise UserInputError(
-            f"repeated options must come in equal counts (one per configuration), got {spelled}; "
-            "give an option once to apply it to every configuration"
-        )
-    return max(multi.values(), default=1)
-
-
 def _pick(values: list[Any] | None, column: int) -> Any:
     if not values:
         return None
@@ -75,9 +62,9 @@ def _on_off(value: str | None) -> bool | None:
 
 
 def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str, Any]) -> list[PvtConfig]:
-    from pvttrace.config import resolve_config
+    from pvttrace.config import column_count, resolve_config
 
-    columns = _column_count(repeated)
+    columns = column_count(repeated)
     if columns < 2:
         raise UserInputError(
             "diff needs at least two configurations: repeat an option such as --sr "

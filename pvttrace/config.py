@@ -37,6 +37,7 @@ __all__ = [
     "PvtConfig",
     "StageGeometry",
     "Task",
+    "column_count",
     "get_variant",
     "parse_float_list",
     "parse_img",
@@ -522,6 +523,25 @@ def parse_img(text: str, field_name: str = "img") -> tuple[int, int]:
     except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
         raise ConfigError(f"{field_name}={text[:40]!r}... has too many digits to be a size") from None
     return h, w
+
+
+def column_count(repeated: Mapping[str, Sequence[Any] | None]) -> int:
+    """How many configurations repeated command-line options make (``diff``, ``sweep``).
+
+    ``repeated`` maps each option's flag (``--sr``) to the values given for it: none or one value
+    applies to every configuration; options given k > 1 times must all be given the same k times.
+
+    Raises:
+        ConfigError: two options repeated a different number of times.
+    """
+    multi = {flag: len(values) for flag, values in repeated.items() if values and len(values) > 1}
+    if len(set(multi.values())) > 1:
+        spelled = ", ".join(f"{flag} {count} times" for flag, count in multi.items())
+        raise ConfigError(
+            f"repeated options must come in equal counts (one per configuration), got {spelled}; "
+            "give an option once to apply it to every configuration"
+        )
+    return max(multi.values(), default=1)
 
 
 def resolve_config(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from pvttrace.config import PvtConfig, parse_img, resolve_config
+from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
 from pvttrace.errors import ConfigError, UserInputError
 from pvttrace.records import Totals, Trace
 from pvttrace.units import format_bytes, format_count
@@ -326,14 +326,7 @@ def build_columns(
         if name not in COLUMN_OPTIONS:
             raise UserInputError(f"option {name!r} cannot vary in a sweep; options: {', '.join(COLUMN_OPTIONS)}")
     repeated = {name: list(values) for name, values in options.items() if len(values) > 1}
-    counts = sorted({len(v) for v in repeated.values()})
-    if len(counts) > 1:
-        given = ", ".join(f"{_flag(n)} {len(v)} times" for n, v in repeated.items())
-        raise UserInputError(
-            f"repeated options must be given the same number of times ({given}); "
-            "an option given once applies to every configuration"
-        )
-    count = counts[0] if counts else 1
+    count = column_count({_flag(name): values for name, values in options.items()})
     if labels and len(labels) != count:
         raise UserInputError(f"label is given {len(labels)} time(s) but there are {count} configuration(s)")
     columns: list[SweepColumn] = []

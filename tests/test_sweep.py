@@ -402,7 +402,7 @@ def test_sweep_table_output_and_run_csv(runner: CliRunner) -> None:
     ("args", "message"),
     [
         (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--variant", "b0", "--variant", "b1", "--variant", "b2"],
-         "repeated options must be given the same number of times (--variant 3 times, --sr 2 times)"),
+         "repeated options must come in equal counts (one per configuration), got --variant 3 times, --sr 2 times"),
         (["--metric", "bogus"], "metric='bogus' is not a sweep metric"),
         (["--img", "224,abc"], "img='abc' must be a size"),
         (["--img", "224,224"], "lists 224x224 more than once"),
