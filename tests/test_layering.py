@@ -31,3 +31,12 @@ def test_library_never_prints_or_exits() -> None:
                 assert node.func.id not in ("print", "exit", "quit"), f"{path.name}:{node.lineno}"
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sys":
                 assert node.attr not in ("exit", "stdout", "stderr"), f"{path.name}:{node.lineno}"
+
+
+def test_library_example_runs() -> None:
+    import runpy
+
+    example = runpy.run_path(str(PACKAGE.parent / "examples" / "compare_sr_ratios.py"))
+    lines = example["main"]("224")
+    assert lines[0] == "stage 1: keys 49 -> 3136, attention MACs 39.34 M -> 2.52 G"
+    assert lines[4].startswith("inference peak: ")
