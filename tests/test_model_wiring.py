@@ -1,0 +1,86 @@
+"""``--model`` on diff, sweep and snapshot: any-model columns, sizes and stored specs.
+
+Models come from tests/anymodel_zoo.py (importable as ``anymodel_zoo:FACTORY``) and, where
+timm is installed, timm's pvt_v2 (whose MACs equal the built-in variants').
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pvttrace.cli import app
+
+MIX_MACS_BATCH_2 = 5724160  # tests/test_anymodel.py: anymodel_zoo:mix at 2,3,8,8
+
+
+def _one_error(result: object, message: str) -> None:
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # type: ignore[attr-defined]
+    assert len(errors) == 1 and message in errors[0], result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------ diff
+def test_diff_two_zoo_models_one_shape(runner: CliRunner) -> None:
+    result = runner.invoke(app, [
+        "diff", "--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--input-shape", "2,3,8,8",
+        "--format", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    columns = json.loads(result.stdout)["configurations"]
+    assert [c["label"] for c in columns] == ["anymodel_zoo:mix", "anymodel_zoo:mix_fused"]
+    assert [c["totals"]["macs"] for c in columns] == [MIX_MACS_BATCH_2, MIX_MACS_BATCH_2]
+    assert [c["config"] for c in columns] == [None, None]
+
+
+def test_diff_one_model_at_two_shapes_is_labelled_by_input(runner: CliRunner) -> None:
+    result = runner.invoke(app, [
+        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8", "--format", "csv",
+    ])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [
+        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8",
+        "--format", "json", "--label", "one", "--label", "two",
+    ])
+    columns = json.loads(result.stdout)["configurations"]
+    assert [c["label"] for c in columns] == ["one", "two"]
+    assert [c["totals"]["macs"] for c in columns] == [MIX_MACS_BATCH_2 // 2, MIX_MACS_BATCH_2]
+    table = runner.invoke(app, [
+        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8", "--width", "160",
+    ])
+    assert "anymodel_zoo:mix input=1x3x8x8" in table.stdout and "anymodel_zoo:mix input=2x3x8x8" in table.stdout
+
+
+def test_diff_timm_models_match_the_builtin_macs(runner: CliRunner) -> None:
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'pvttrace[timm]')")
+    result = runner.invoke(app, ["diff", "--model", "timm:pvt_v2_b0", "--model", "timm:pvt_v2_b1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    columns = json.loads(result.stdout)["configurations"]
+    assert [c["label"] for c in columns] == ["timm:pvt_v2_b0", "timm:pvt_v2_b1"]
+    assert [c["totals"]["macs"] for c in columns] == [566065664, 2108355584]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "anymodel_zoo:mix", "--model", "nope"], "model='nope' must be PACKAGE.MODULE:FACTORY"),
+        (
+            ["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--sr", "1,1,1,1", "--variant", "b0"],
+            "cannot be combined with --variant, --sr: those options describe built-in variants",
+        ),
+        (["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--patch", "4"], "cannot be combined with --patch"),
+        (["--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8"], "input_shape needs --model"),
+        (["--model", "anymodel_zoo:mix", "--input-shape", "1,x"], "input_shape='1,x' must be positive integers"),
+        (["--model", "anymodel_zoo:mix"], "diff needs at least two configurations"),
+        (
+            ["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--input-shape", "1,3,8,8", "--img", "8"],
+            "cannot be combined with img",
+        ),
+        (["a.json", "b.json", "--model", "anymodel_zoo:mix"], "give either trace files or configuration options"),
+    ],
+)
+def test_diff_model_bad_input_is_one_line_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
+    _one_error(runner.invoke(app, ["diff", *args]), message)
