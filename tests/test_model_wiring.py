@@ -84,3 +84,51 @@ def test_diff_timm_models_match_the_builtin_macs(runner: CliRunner) -> None:
 )
 def test_diff_model_bad_input_is_one_line_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
     _one_error(runner.invoke(app, ["diff", *args]), message)
+
+
+# ------------------------------------------------------------------------------------------ sweep
+def _sweep_macs(doc: dict) -> list[list[int]]:
+    macs = next(m for m in doc["metrics"] if m["name"] == "macs")
+    return [[p["value"] for p in series["points"]] for series in macs["series"]]
+
+
+def test_sweep_zoo_model_varies_h_and_w_of_the_input_shape(runner: CliRunner) -> None:
+    result = runner.invoke(app, [
+        "sweep", "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8", "--img", "8,4x6", "--metric", "macs",
+        "--format", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["columns"] == [
+        {"config": None, "input_shape": [2, 3, 4, 6], "label": "anymodel_zoo:mix", "model": "anymodel_zoo:mix"}
+    ]
+    assert doc["sizes"] == [[4, 6], [8, 8]]  # smallest first, as for built-in sweeps
+    assert _sweep_macs(doc)[0][1] == MIX_MACS_BATCH_2
+    # No stages: the growth variable falls back to the input's H*W.
+    assert [p["tokens"] for p in doc["metrics"][0]["series"][0]["points"]] == [24, 64]
+
+
+def test_sweep_timm_model_equals_the_builtin_variant(runner: CliRunner) -> None:
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'pvttrace[timm]')")
+    args = ["--img", "224,320", "--metric", "macs", "--format", "json"]
+    theirs = runner.invoke(app, ["sweep", "--model", "timm:pvt_v2_b0", *args])
+    ours = runner.invoke(app, ["sweep", "--variant", "b0", *args])
+    assert theirs.exit_code == ours.exit_code == 0, theirs.output + ours.output
+    theirs_doc, ours_doc = json.loads(theirs.stdout), json.loads(ours.stdout)
+    assert _sweep_macs(theirs_doc) == _sweep_macs(ours_doc) and _sweep_macs(ours_doc)[0][0] == 566065664
+    tokens = [p["tokens"] for p in theirs_doc["metrics"][0]["series"][0]["points"]]
+    assert tokens == [3136, 6400]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "anymodel_zoo:mix", "--sr", "1,1,1,1", "--dims", "8,8,8,8"], "cannot be combined with --sr, --dims"),
+        (["--input-shape", "1,3,8,8"], "input_shape needs --model"),
+        (["--model", "anymodel_zoo:mix", "--input-shape", "8,8"], "input_shape=8,8 needs at least 3 dims to sweep"),
+        (["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix"], "share the label 'anymodel_zoo:mix'"),
+        (["--model", "bad spec"], "model='bad spec' must be PACKAGE.MODULE:FACTORY"),
+    ],
+)
+def test_sweep_model_bad_input_is_one_line_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
+    _one_error(runner.invoke(app, ["sweep", "--img", "8", *args]), message)
