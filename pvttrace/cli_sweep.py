@@ -63,10 +63,12 @@ def _model_specs(models: list[str] | None, input_shape: str | None, options: dic
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UserInputError(f"model={models[0]!r} cannot be combined with {flags}: those options describe built-in variants")
     per_column = {"--model": models, **{f"--{name.replace('_', '-')}": options[name] for name in ("batch", "in_chans", "attention")}}
-    pick = lambda values, i: (values[i] if len(values) > 1 else values[0]) if values else None  # noqa: E731
+    def pick(values: list[Any], i: int) -> Any:
+        return (values[i] if len(values) > 1 else values[0]) if values else None
+
     return [
         parse_model_spec(
-            pick(models, i),
+            models[i] if len(models) > 1 else models[0],
             input_shape=input_shape,
             batch=pick(options["batch"], i),
             in_chans=pick(options["in_chans"], i),

@@ -526,13 +526,13 @@ class SweepResult:
         if any(cfg is None for cfg in self.configs):
             shape = format_shape(self.inputs[0]) if self.inputs else "?"
             return f"{' / '.join(c.label for c in self.columns)} (input {shape} at the first size)"
+        configs = [cfg for cfg in self.configs if cfg is not None]
         variants: list[str] = []
-        for cfg in self.configs:
+        for cfg in configs:
             if cfg.variant not in variants:
                 variants.append(cfg.variant)
-        first = self.configs[0]
-        assert first is not None  # mypy: the model branch returned above
-        versions = sorted({f"v{cfg.version}" for cfg in self.configs})
+        first = configs[0]
+        versions = sorted({f"v{cfg.version}" for cfg in configs})
         return (
             f"{' / '.join(variants)} (PVT {'/'.join(versions)}, {first.task}, batch {first.batch}, {first.dtype})"
         )

@@ -7,6 +7,7 @@ timm is installed, timm's pvt_v2 (whose MACs equal the built-in variants').
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 from typer.testing import CliRunner
@@ -132,3 +133,40 @@ def test_sweep_timm_model_equals_the_builtin_variant(runner: CliRunner) -> None:
 )
 def test_sweep_model_bad_input_is_one_line_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
     _one_error(runner.invoke(app, ["sweep", "--img", "8", *args]), message)
+
+
+# ------------------------------------------------------------------------------------------ snapshot
+def test_snapshot_of_a_zoo_model_stores_the_spec_and_checks_it(runner: CliRunner, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "mix.json"
+    result = runner.invoke(app, [
+        "snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8", "--max-macs", "10M",
+    ])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "wrote " + str(path) + ": anymodel_zoo:mix, input [2, 3, 8, 8]; 23 ops, MACs 5.72 M, params 1.39 K\n"
+    doc = json.loads(path.read_text())
+    assert (doc["model"], doc["config"], doc["input_shape"]) == ("anymodel_zoo:mix", None, [2, 3, 8, 8])
+    assert doc["totals"]["macs"] == MIX_MACS_BATCH_2 and doc["budgets"] == {"max_macs": 10_000_000}
+    check = runner.invoke(app, ["snapshot", "check", str(path)])
+    assert check.exit_code == 0 and check.stdout == f"ok {path}: anymodel_zoo:mix, input [2, 3, 8, 8]\n", check.output
+    # A budget the model exceeds fails the check (exit 1), as for built-in snapshots.
+    check = runner.invoke(app, ["snapshot", "check", str(path), "--max-macs", "5M"])
+    assert check.exit_code == 1 and check.stdout.startswith(f"FAIL {path}: anymodel_zoo:mix"), check.output
+
+
+def test_snapshot_of_a_model_detects_a_changed_model(runner: CliRunner, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "mix.json"
+    assert runner.invoke(app, ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8"]).exit_code == 0
+    doc = json.loads(path.read_text())
+    doc["model"] = "anymodel_zoo:sdpa"
+    doc["input_shape"] = [1, 16, 8]
+    path.write_text(json.dumps(doc))
+    check = runner.invoke(app, ["snapshot", "check", str(path)])
+    assert check.exit_code == 1, check.output
+    assert check.stdout.splitlines()[0] == f"FAIL {path}: anymodel_zoo:sdpa, input [1, 16, 8]"
+
+
+def test_snapshot_write_model_with_builtin_options_is_exit_2(runner: CliRunner, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "x.json"
+    result = runner.invoke(app, ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--sr", "1,1,1,1"])
+    _one_error(result, "model='anymodel_zoo:mix' cannot be combined with --sr")
+    assert not path.exists()
