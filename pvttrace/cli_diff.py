@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pvttrace.config import PvtConfig
     from pvttrace.diff import TraceDiff
     from pvttrace.records import Trace
+    from pvttrace.target import ModelSpec
 
 _ON = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 
@@ -77,6 +78,78 @@ def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str,
         picked["variant"] = picked["variant"] or "tiny"
         configs.append(resolve_config(**picked, **once))
     return configs
+
+
+#: Options that go with --model columns (they set the input or the attention switch); the rest describe built-ins.
+_MODEL_INPUT_OPTIONS = ("--img", "--batch", "--attention", "in_chans")
+
+
+def _specs_from_options(
+    models: list[str] | None,
+    input_shapes: list[str] | None,
+    repeated: dict[str, list[Any] | None],
+    once: dict[str, Any],
+) -> list[ModelSpec]:
+    """One :class:`ModelSpec` per ``--model`` column; built-in-only options are an error.
+
+    Raises:
+        UserInputError: no --model, built-in options given, or a bad spec or input option.
+    """
+    from pvttrace.config import column_count
+    from pvttrace.target import parse_model_spec
+
+    if not models:
+        raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+    given = [flag for flag, values in repeated.items() if values and flag not in _MODEL_INPUT_OPTIONS]
+    given += [
+        f"--{name.replace('_', '-')}" for name, value in once.items()
+        if value is not None and name not in _MODEL_INPUT_OPTIONS
+    ]
+    if given:
+        raise UserInputError(
+            f"model={models[0]!r} cannot be combined with {', '.join(given)}: those options describe built-in variants"
+        )
+    per_column = {
+        "--model": models, "--input-shape": input_shapes, "--img": repeated["--img"],
+        "--batch": repeated["--batch"], "--attention": repeated["--attention"],
+    }
+    return [
+        parse_model_spec(
+            _pick(models, column),
+            input_shape=_pick(input_shapes, column),
+            img=_pick(repeated["--img"], column),
+            batch=_pick(repeated["--batch"], column),
+            in_chans=once["in_chans"],
+            attention=_pick(repeated["--attention"], column),
+        )
+        for column in range(column_count(per_column))
+    ]
+
+
+def _spec_labels(specs: list[ModelSpec]) -> list[str]:
+    """Each column's model name, plus its input where two columns trace the same model."""
+    names = [spec.name for spec in specs]
+    if len(set(names)) == len(names):
+        return names
+    inputs = []
+    for spec in specs:
+        parts = [f"input={'x'.join(map(str, spec.input_shape))}" if spec.input_shape else ""]
+        parts += [f"img={spec.img[0]}x{spec.img[1]}" if spec.img else "", f"batch={spec.batch}" if spec.batch else ""]
+        parts += [f"attention={spec.attention}" if spec.attention else ""]
+        inputs.append(" ".join(part for part in parts if part))
+    labels = [f"{name} {where}".strip() for name, where in zip(names, inputs, strict=True)]
+    return labels if len(set(labels)) == len(labels) else [f"#{i}" for i in range(1, len(specs) + 1)]
+
+
+def _trace_specs(specs: list[ModelSpec], device: str) -> list[Trace]:
+    """Trace each distinct spec once (torch is imported here)."""
+    from pvttrace.target import trace_target
+
+    cache: dict[ModelSpec, Trace] = {}
+    for spec in specs:
+        if spec not in cache:
+            cache[spec] = trace_target(spec, device=device, on_note=lambda note: warn([note]))
+    return [cache[spec] for spec in specs]
 
 
 def _check_stages(stages: list[int] | None, count: int) -> None:
@@ -125,6 +198,14 @@ def diff(
     attention: Annotated[
         ColumnsOpt, typer.Option("--attention", help="explicit (materialised map) or sdpa (fused), repeatable.")
     ] = None,
+    model: Annotated[
+        ColumnsOpt,
+        typer.Option("--model", help="Any model per column instead of built-in variants: PACKAGE.MODULE:FACTORY or "
+                     "timm:NAME (repeatable; not with --variant, --sr, ... options).")
+    ] = None,
+    input_shape: Annotated[
+        ColumnsOpt, typer.Option("--input-shape", help="With --model: input tensor shape, e.g. 1,3,224,224 (repeatable).")
+    ] = None,
     device: DeviceOpt = Device.META,
     label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
@@ -147,6 +228,7 @@ def diff(
     Example: pvttrace diff --sr 8,4,2,1 --sr 1,1,1,1
     Example: pvttrace diff --variant b2 --variant b2-li --img 512
     Example: pvttrace diff before.json after.json
+    Example: pvttrace diff --model timm:pvt_v2_b0 --model timm:pvt_v2_b1
     """
     from pvttrace.diff import (
         check_labels,
@@ -188,7 +270,7 @@ def diff(
             plot_format(plot)
             require_matplotlib()
         if paths:
-            given = [name for name, values in repeated.items() if values]
+            given = [name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values]
             given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
             if given:
                 raise UserInputError(
@@ -202,6 +284,12 @@ def diff(
             traces = [trace for trace, _ in loaded]
             _check_stages(stage, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
+        elif model or input_shape:
+            specs = _specs_from_options(model, input_shape, repeated, once)
+            names = label or _spec_labels(specs)
+            check_labels(names, len(specs))
+            traces = _trace_specs(specs, device.value)
+            _check_stages(stage, max(len(t.stages) for t in traces))
         else:
             configs = _configs_from_options(repeated, once)
             names = label or default_labels(configs)

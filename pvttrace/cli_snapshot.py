@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,8 +27,10 @@ from pvttrace.cli import (
     HeadsOpt,
     ImgOpt,
     InChansOpt,
+    InputShapeOpt,
     LinearOpt,
     MlpOpt,
+    ModelOpt,
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
@@ -38,6 +40,7 @@ from pvttrace.cli import (
     app,
     config_options,
     errors_to_exit_codes,
+    resolve_spec,
     warn,
 )
 from pvttrace.errors import TraceError, TraceFileError, UserInputError
@@ -51,6 +54,9 @@ from pvttrace.snapshot import (
 )
 from pvttrace.snapshot_report import budget_line, result_lines
 from pvttrace.units import format_count, parse_bytes, parse_count
+
+if TYPE_CHECKING:
+    from pvttrace.records import Trace
 
 snapshot_app = typer.Typer(
     name="snapshot",
@@ -95,6 +101,7 @@ def _one_line(message: str) -> str:
 
 @snapshot_app.command("write")
 def write(
+    ctx: typer.Context,
     path: Annotated[
         str, typer.Argument(metavar="PATH", help="Snapshot file to write, e.g. snapshots/b2-800x1333.json.")
     ],
@@ -121,6 +128,8 @@ def write(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite PATH even when it is not a readable pvttrace snapshot.")
     ] = False,
+    model: ModelOpt = None,
+    input_shape: InputShapeOpt = None,
 ) -> None:
     """Trace one configuration (the run options) and store its snapshot at PATH, atomically.
 
@@ -128,11 +137,10 @@ def write(
     are kept unless given again. An unchanged snapshot is not rewritten.
 
     Example: pvttrace snapshot write snapshots/b2.json --variant b2 --img 800x1333 --task backbone --max-macs 160G
+    Example: pvttrace snapshot write snapshots/timm-b0.json --model timm:pvt_v2_b0 --input-shape 1,3,224,224
     """
-    from pvttrace.config import resolve_config
-
     with errors_to_exit_codes():
-        cfg = resolve_config(**config_options(
+        spec = resolve_spec(ctx, model, input_shape, config_options(
             variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
         ))
@@ -144,17 +152,28 @@ def write(
             except TraceFileError as exc:
                 if not force:
                     raise TraceFileError(f"{exc}; refusing to overwrite it (pass --force)") from None
-        warn(cfg.warnings)
-        from pvttrace.trace import trace_config
+        if spec.config is not None:
+            warn(spec.config.warnings)
+        from pvttrace.target import trace_target
 
-        snapshot = snapshot_from_trace(trace_config(cfg), kept.overridden_by(budgets))
+        snapshot = snapshot_from_trace(
+            trace_target(spec, on_note=lambda note: warn([note])), kept.overridden_by(budgets)
+        )
         written = write_snapshot(path, snapshot)
     totals = snapshot.totals
     sys.stdout.write(
-        f"{'wrote' if written else 'unchanged'} {path}: {cfg.describe()}; {totals.ops} ops, "
+        f"{'wrote' if written else 'unchanged'} {path}: {snapshot.describe()}; {totals.ops} ops, "
         f"MACs {format_count(totals.macs)}, params {format_count(totals.params)}\n"
     )
     warn([f"{budget_line(v)}; the snapshot is written, but checks will fail" for v in check_budgets(snapshot)])
+
+
+def _trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
+    """Re-trace a --model snapshot's spec at its stored input shape (torch is imported here)."""
+    from pvttrace.target import parse_model_spec, trace_target
+
+    spec = parse_model_spec(model, input_shape=",".join(map(str, input_shape)))
+    return trace_target(spec, on_note=lambda note: warn([note]))
 
 
 def _snapshot_files(paths: list[str]) -> list[str]:
@@ -215,7 +234,9 @@ def check(
     failed = invalid = 0
     for path in files:
         try:
-            result = check_snapshot_file(path, trace=trace_config, rtol=rtol, budgets=budgets, update=update)
+            result = check_snapshot_file(
+                path, trace=trace_config, rtol=rtol, budgets=budgets, update=update, trace_model=_trace_model
+            )
         except (UserInputError, TraceError) as exc:
             sys.stderr.write(f"error: {_one_line(str(exc))}\n")
             worst, invalid = 2, invalid + 1

@@ -7,7 +7,7 @@ the command body (through ``pvttrace.trace``), matplotlib only when ``--plot`` i
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,7 +23,11 @@ from pvttrace.cli import (
     make_console,
     warn,
 )
+from pvttrace.errors import UserInputError
 from pvttrace.sweep import DEFAULT_SIZES
+
+if TYPE_CHECKING:
+    from pvttrace.target import ModelSpec
 
 __all__ = ["sweep"]
 
@@ -41,6 +45,37 @@ SrsOpt = Annotated[
 
 def _list_option(flag: str, what: str) -> Any:
     return typer.Option(flag, help=f"{what} {_REPEAT}")
+
+
+def _model_specs(models: list[str] | None, input_shape: str | None, options: dict[str, list[Any]]) -> list[ModelSpec]:
+    """One spec per --model; the built-in options are an error, --batch/--in-chans/--attention apply.
+
+    Raises:
+        UserInputError: no --model, built-in options given, or a bad spec or input option.
+    """
+    from pvttrace.config import column_count
+    from pvttrace.target import parse_model_spec
+
+    if not models:
+        raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+    given = [name for name, values in options.items() if values and name not in ("batch", "in_chans", "attention")]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UserInputError(f"model={models[0]!r} cannot be combined with {flags}: those options describe built-in variants")
+    per_column = {"--model": models, **{f"--{name.replace('_', '-')}": options[name] for name in ("batch", "in_chans", "attention")}}
+    def pick(values: list[Any], i: int) -> Any:
+        return (values[i] if len(values) > 1 else values[0]) if values else None
+
+    return [
+        parse_model_spec(
+            models[i] if len(models) > 1 else models[0],
+            input_shape=input_shape,
+            batch=pick(options["batch"], i),
+            in_chans=pick(options["in_chans"], i),
+            attention=pick(options["attention"], i),
+        )
+        for i in range(column_count(per_column))
+    ]
 
 
 @app.command()
@@ -84,6 +119,15 @@ def sweep(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write a log-log plot: FILE.png or FILE.svg (needs matplotlib).")
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. "
+                     f"{_REPEAT}"),
+    ] = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option("--input-shape", help="With --model: input shape, e.g. 1,3,224,224; the sizes replace its H, W."),
+    ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
     width: WidthOpt = None,
 ) -> None:
@@ -96,6 +140,7 @@ def sweep(
     given the same k times); given once, it applies to all; the value '-' keeps the preset's.
 
     Example: pvttrace sweep --variant b2 --variant b2 --variant b2-li --sr 8,4,2,1 --sr 1,1,1,1 --sr -
+    Example: pvttrace sweep --model timm:pvt_v2_b0 --img 224,512
     """
     from pvttrace.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
 
@@ -118,18 +163,27 @@ def sweep(
             "num_classes": [] if num_classes is None else [num_classes],
             "pos_size": [] if pos_size is None else [pos_size],
         }
-        columns = build_columns(options, labels=label)
         sizes = parse_sizes(img)
         metrics = parse_metrics(metric)
+        specs = _model_specs(model, input_shape, options) if model or input_shape else None
+        columns = build_columns(options, labels=label) if specs is None else ()
         if plot is not None:
             from pvttrace.plot import plot_format, require_matplotlib
 
             plot_format(plot)
             require_matplotlib()
-        plan_sweep(columns, sizes)  # every config validated before the first trace
-        from pvttrace.trace import trace_config
+        if specs is not None:
+            from pvttrace.sweep import run_model_sweep
+            from pvttrace.target import trace_target
 
-        result = run_sweep(columns, sizes, metrics, trace=trace_config)
+            result = run_model_sweep(
+                specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
+            )
+        else:
+            plan_sweep(columns, sizes)  # every config validated before the first trace
+            from pvttrace.trace import trace_config
+
+            result = run_sweep(columns, sizes, metrics, trace=trace_config)
         warn(result.warnings)
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure

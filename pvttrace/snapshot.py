@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
 from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace, json_error_reason
+from pvttrace.units import format_shape
 
 __all__ = [
     "SNAPSHOT_SCHEMA",
@@ -209,26 +210,38 @@ class Budgets:
 class Snapshot:
     """Everything a ``pvttrace.snapshot/1`` file holds."""
 
-    config: PvtConfig
+    config: PvtConfig | None
+    """None for a ``--model`` snapshot, which names its ``model`` instead."""
     input_shape: Shape
     outputs: tuple[Shape, ...]
     ops: tuple[SnapshotOp, ...]
     stages: tuple[StageSummary, ...]
     totals: Totals
     budgets: Budgets = Budgets()
+    model: str | None = None
+    """A ``--model`` snapshot's spec (``timm:NAME`` or ``pkg.mod:factory``); re-traced at ``input_shape``."""
     tool_version: str = field(default="", compare=False)
     recorded: frozenset[str] | None = field(default=None, compare=False)
     """Stage and total fields the file held (None: all). Figures a snapshot written by an older
     pvttrace never stored (e.g. memory, added later) are not compared, so upgrading pvttrace
     does not fail every existing snapshot."""
 
+    def describe(self) -> str:
+        """The config in words, or the model and its input for a ``--model`` snapshot."""
+        if self.config is not None:
+            return self.config.describe()
+        return f"{self.model}, input {format_shape(self.input_shape)}"
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (see :func:`dumps_snapshot` for its byte layout)."""
+        # "model" is written only by --model snapshots, so config snapshots keep their bytes.
+        extra = {} if self.config is not None else {"model": self.model}
         return {
+            **extra,
             "schema": SNAPSHOT_SCHEMA,
             "tool_version": self.tool_version,
             "convention": CONVENTION,
-            "config": self.config.to_dict(),
+            "config": None if self.config is None else self.config.to_dict(),
             "input_shape": list(self.input_shape),
             "outputs": [list(s) for s in self.outputs],
             "budgets": self.budgets.to_dict(),
@@ -245,8 +258,11 @@ class Snapshot:
             TraceFileError: wrong or newer schema, or malformed content (one-line reason).
         """
         _check_schema(data)
+        model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise TraceFileError(f"has a bad model: {model!r} is not a string")
         try:
-            config = PvtConfig.from_dict(data["config"])
+            config = None if model is not None and data.get("config") is None else PvtConfig.from_dict(data["config"])
         except KeyError:
             raise TraceFileError("has no config") from None
         except ConfigError as exc:
@@ -266,21 +282,23 @@ class Snapshot:
             stages=stages,
             totals=totals,
             budgets=Budgets.from_dict(data.get("budgets", {})),
+            model=model,
             tool_version=str(data.get("tool_version", "")),
             recorded=frozenset(data["totals"]).union(*(frozenset(st) for st in data["stages"])),
         )
 
 
 def snapshot_from_trace(trace: Trace, budgets: Budgets | None = None) -> Snapshot:
-    """The snapshot of a trace (which must carry its config, as every built-in trace does).
+    """The snapshot of a trace: its config, or (any model) its model spec and input shape.
 
     Raises:
-        UserInputError: the trace has no config, so a snapshot of it could never be re-traced.
+        UserInputError: the trace has neither a config nor a model name, so it could never be re-traced.
     """
-    if trace.config is None:
-        raise UserInputError("trace has no config; snapshots need one to re-trace the model")
+    if trace.config is None and not trace.model:
+        raise UserInputError("trace has no config or model; snapshots need one to re-trace the model")
     return Snapshot(
         config=trace.config,
+        model=None if trace.config is not None else trace.model,
         input_shape=trace.input_shape,
         outputs=trace.outputs,
         ops=tuple(SnapshotOp.from_record(op) for op in trace.ops),
@@ -632,9 +650,13 @@ def _compare_ops(stored: Sequence[SnapshotOp], current: Sequence[SnapshotOp], rt
     return changes
 
 
+def _identity(snapshot: Snapshot) -> dict[str, Any]:
+    return snapshot.config.to_dict() if snapshot.config is not None else {"model": snapshot.model}
+
+
 def _compare_figures(stored: Snapshot, current: Snapshot, rtol: float) -> list[FigureChange]:
     figures: list[FigureChange] = []
-    old_config, new_config = stored.config.to_dict(), current.config.to_dict()
+    old_config, new_config = _identity(stored), _identity(current)
     for change in _field_changes(old_config, new_config, sorted(old_config.keys() | new_config.keys()), rtol):
         figures.append(FigureChange("config", None, change.name, change.stored, change.current))
     old_stages = {s.index: s for s in stored.stages}
@@ -738,12 +760,14 @@ class CheckResult:
     """What checking one snapshot file found (and did, under ``update``)."""
 
     path: str
-    config: PvtConfig
+    config: PvtConfig | None
     report: SnapshotReport | None
     """None when there was no readable stored snapshot to compare with (``update`` wrote a fresh one)."""
     violations: tuple[BudgetViolation, ...]
     written: bool = False
     """True when ``update`` brought the file up to date (also when a concurrent update had just written it)."""
+    description: str = ""
+    """What was checked, in words (:meth:`Snapshot.describe`)."""
 
     @property
     def status(self) -> CheckStatus:
@@ -782,7 +806,7 @@ def verify_snapshot(
         write_snapshot(path, current)
         written = True
     violations = check_budgets(current, budgets, given_as=budgets_given_as)
-    return CheckResult(path, current.config, report, violations, written)
+    return CheckResult(path, current.config, report, violations, written, current.describe())
 
 
 def _figure_fields(snapshot: Snapshot) -> frozenset[str]:
@@ -798,12 +822,13 @@ def check_snapshot_file(
     rtol: float = 0.0,
     budgets: Budgets | None = None,
     update: bool = False,
+    trace_model: Callable[[str, Shape], Trace] | None = None,
 ) -> CheckResult:
     """Rebuild the configuration stored in ``path``, trace it once with ``trace``, and compare.
 
     Under ``update`` a file that differs is rewritten, and so is one that is unreadable apart from its
     config (e.g. malformed ops or an older schema); a file without a readable config, or of a newer
-    schema, is never touched.
+    schema, is never touched. A ``--model`` snapshot is re-traced with ``trace_model(model, input_shape)``.
 
     Raises:
         TraceFileError: the file is missing or invalid (under ``update``: and its config unreadable).
@@ -820,5 +845,12 @@ def check_snapshot_file(
             config, stored_budgets = _recover_config(path)
         except (TraceFileError, ValueError, KeyError, TypeError, RecursionError):
             raise TraceFileError(f"{exc}; --update leaves it alone (no config this version can rebuild)") from None
-    current = snapshot_from_trace(trace(config), stored_budgets)
+    if stored is not None and stored.config is None:
+        if trace_model is None or stored.model is None:
+            raise UserInputError(f"{path}: a --model snapshot needs a model tracer to be checked")
+        current = snapshot_from_trace(trace_model(stored.model, stored.input_shape), stored_budgets)
+    elif config is None:
+        raise TraceFileError(f"{path} has no config to re-trace")
+    else:
+        current = snapshot_from_trace(trace(config), stored_budgets)
     return verify_snapshot(path, stored, current, rtol=rtol, budgets=budgets, update=update)

@@ -236,7 +236,8 @@ def budget_line(violation: BudgetViolation) -> str:
 
 def result_lines(result: CheckResult, *, limit: int = 10, show_all_hint: str = "--limit 0 shows all") -> list[str]:
     """A file's check as plain lines: a status line, then (when something differs) the report and budget lines."""
-    lines = [f"{result.status.value} {result.path}: {result.config.describe()}"]
+    described = result.config.describe() if result.config is not None else result.description
+    lines = [f"{result.status.value} {result.path}: {described}"]
     report = result.report
     if report is not None and not report.matches:
         changed, added, removed = (report.count(s) for s in ChangeStatus)

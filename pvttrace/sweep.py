@@ -18,16 +18,20 @@ how well one power law fits.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
 from pvttrace.errors import ConfigError, UserInputError
 from pvttrace.records import Totals, Trace
-from pvttrace.units import format_bytes, format_count
+from pvttrace.units import format_bytes, format_count, format_shape
+
+if TYPE_CHECKING:
+    from pvttrace.target import ModelSpec
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -44,9 +48,11 @@ __all__ = [
     "available_metrics",
     "build_columns",
     "fit_power_law",
+    "model_spec_at",
     "parse_metrics",
     "parse_sizes",
     "plan_sweep",
+    "run_model_sweep",
     "run_sweep",
 ]
 
@@ -500,12 +506,14 @@ class SweepResult:
 
     sizes: tuple[tuple[int, int], ...]
     columns: tuple[SweepColumn, ...]
-    configs: tuple[PvtConfig, ...]
-    """Each column's config at the first size (for titles and the JSON record)."""
+    configs: tuple[PvtConfig | None, ...]
+    """Each column's config at the first size (for titles and the JSON record); None for a --model column."""
     metrics: tuple[Metric, ...]
     series: tuple[SweepSeries, ...]
     """Metric-major: all columns of the first metric, then the next metric."""
     warnings: tuple[str, ...] = ()
+    inputs: tuple[tuple[int, ...], ...] = ()
+    """--model columns only: each column's input shape at the first size."""
 
     def series_of(self, metric: Metric | str) -> tuple[SweepSeries, ...]:
         """The series of one metric, one per column, in column order."""
@@ -515,12 +523,16 @@ class SweepResult:
     @property
     def title(self) -> str:
         """The model(s) swept, e.g. ``b2 / b2-li (PVT v2, cls, batch 1, float32)``."""
+        if any(cfg is None for cfg in self.configs):
+            shape = format_shape(self.inputs[0]) if self.inputs else "?"
+            return f"{' / '.join(c.label for c in self.columns)} (input {shape} at the first size)"
+        configs = [cfg for cfg in self.configs if cfg is not None]
         variants: list[str] = []
-        for cfg in self.configs:
+        for cfg in configs:
             if cfg.variant not in variants:
                 variants.append(cfg.variant)
-        first = self.configs[0]
-        versions = sorted({f"v{cfg.version}" for cfg in self.configs})
+        first = configs[0]
+        versions = sorted({f"v{cfg.version}" for cfg in configs})
         return (
             f"{' / '.join(variants)} (PVT {'/'.join(versions)}, {first.task}, batch {first.batch}, {first.dtype})"
         )
@@ -528,7 +540,11 @@ class SweepResult:
     def to_dict(self) -> dict[str, Any]:
         """The ``pvttrace.sweep/1`` JSON document."""
         configs = []
-        for column, cfg in zip(self.columns, self.configs, strict=True):
+        for i, (column, cfg) in enumerate(zip(self.columns, self.configs, strict=True)):
+            if cfg is None:
+                model = dict(column.options)["model"]
+                configs.append({"label": column.label, "config": None, "model": model, "input_shape": list(self.inputs[i])})
+                continue
             config = cfg.to_dict()
             config.pop("img")
             configs.append({"label": column.label, "config": config})
@@ -584,16 +600,35 @@ def run_sweep(
             warnings.extend(f"{column.label} at {cfg.img[0]}x{cfg.img[1]}: {w}" for w in cfg.warnings)
             row.append(trace(cfg))
         traces.append(row)
+    tokens = [[cfg.geometry()[0].tokens for cfg in configs] for configs in grid]
+    return SweepResult(
+        sizes=tuple(sizes),
+        columns=tuple(columns),
+        configs=tuple(configs[0] for configs in grid),
+        metrics=tuple(metrics),
+        series=_collect_series(columns, sizes, metrics, traces, tokens),
+        warnings=tuple(warnings),
+    )
+
+
+def _collect_series(
+    columns: Sequence[SweepColumn],
+    sizes: Sequence[tuple[int, int]],
+    metrics: Sequence[Metric],
+    traces: Sequence[Sequence[Trace]],
+    tokens: Sequence[Sequence[int]],
+) -> tuple[SweepSeries, ...]:
+    """One series per (metric, column): each size's value, stage values and the growth fit."""
     series: list[SweepSeries] = []
     for metric in metrics:
-        for column, configs, column_traces in zip(columns, grid, traces, strict=True):
+        for column, column_traces, column_tokens in zip(columns, traces, tokens, strict=True):
             points = []
-            for cfg, tr in zip(configs, column_traces, strict=True):
+            for size, tr, n in zip(sizes, column_traces, column_tokens, strict=True):
                 stage_values = metric.stages(tr)
                 points.append(
                     SweepPoint(
-                        img=cfg.img,
-                        tokens=cfg.geometry()[0].tokens,
+                        img=size,
+                        tokens=n,
                         value=metric.total(tr),
                         stage_values=stage_values,
                         dominant_stage=_dominant(stage_values),
@@ -603,11 +638,62 @@ def run_sweep(
             if all(p.value is not None for p in points):
                 fit = fit_power_law([p.tokens for p in points], [p.value or 0 for p in points])
             series.append(SweepSeries(metric, column, tuple(points), fit))
+    return tuple(series)
+
+
+# ---------------------------------------------------------------------------------- any model
+def model_spec_at(spec: ModelSpec, size: tuple[int, int]) -> ModelSpec:
+    """``spec`` at image size ``size``: the last two dims of its input shape, else its ``img``.
+
+    Raises:
+        UserInputError: an input shape with fewer than three dims (no H and W to vary).
+    """
+    if spec.input_shape is None:
+        return dataclasses.replace(spec, img=size)
+    if len(spec.input_shape) < 3:
+        raise UserInputError(
+            f"input_shape={','.join(map(str, spec.input_shape))} needs at least 3 dims to sweep (the last two are H, W)"
+        )
+    return dataclasses.replace(spec, input_shape=(*spec.input_shape[:-2], *size))
+
+
+def run_model_sweep(
+    specs: Sequence[ModelSpec],
+    sizes: Sequence[tuple[int, int]],
+    metrics: Sequence[Metric],
+    *,
+    trace: Callable[[ModelSpec], Trace],
+    labels: Sequence[str] | None = None,
+) -> SweepResult:
+    """Trace each ``--model`` spec at every size (see :func:`model_spec_at`) and collect the metrics.
+
+    The growth variable is stage 1's tokens where the trace found stages, else the input's H*W.
+    Columns are labelled by ``labels`` or the specs' names.
+
+    Raises:
+        UserInputError: labels that do not fit, two columns with one label, or an input shape
+            without H and W. ``trace`` raises what :func:`pvttrace.target.trace_target` raises.
+    """
+    if not specs:
+        raise UserInputError("a sweep needs at least one configuration")
+    if labels and len(labels) != len(specs):
+        raise UserInputError(f"label is given {len(labels)} time(s) but there are {len(specs)} configuration(s)")
+    names = list(labels) if labels else [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        repeated = next(name for name in names if names.count(name) > 1)
+        raise UserInputError(f"two configurations share the label {repeated!r}; give each its own --label")
+    grid = [[model_spec_at(spec, size) for size in sizes] for spec in specs]
+    traces = [[trace(spec) for spec in row] for row in grid]
+    tokens = [
+        [tr.stages[0].tokens if tr.stages else size[0] * size[1] for tr, size in zip(row, sizes, strict=True)]
+        for row in traces
+    ]
+    columns = tuple(SweepColumn(name, (("model", spec.name),)) for name, spec in zip(names, specs, strict=True))
     return SweepResult(
         sizes=tuple(sizes),
-        columns=tuple(columns),
-        configs=tuple(configs[0] for configs in grid),
+        columns=columns,
+        configs=tuple(None for _ in specs),
         metrics=tuple(metrics),
-        series=tuple(series),
-        warnings=tuple(warnings),
+        series=_collect_series(columns, sizes, metrics, traces, tokens),
+        inputs=tuple(row[0].input_shape for row in traces),
     )
