@@ -31,6 +31,7 @@ from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_na
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
 from pvttrace.records import (
     CONVENTION,
+    OPTIONAL_TOTALS,
     TRACE_SCHEMA,
     OpKind,
     OpRecord,
@@ -680,12 +681,9 @@ def _snapshot_totals(data: Mapping[str, Any], ops: Sequence[OpRecord], config: P
         largest_activation_bytes=int(data.get("largest_activation_bytes", max((op.out_bytes for op in ops), default=0))),
         ops=int(data.get("ops", len(ops))),
         uncosted_ops=int(data.get("uncosted_ops", 0)),
-        **{name: data[name] for name in _MEMORY_TOTALS if name in data},
+        **{name: data[name] for name in OPTIONAL_TOTALS if name in data},
     )
 
-
-#: Memory totals a snapshot may hold (written since pvttrace tracks memory); read as stored.
-_MEMORY_TOTALS = ("input_bytes", "peak_activation_bytes", "peak_op", "peak_stage", "peak_memory_bytes")
 
 
 def file_labels(paths: Iterable[str]) -> list[str]:

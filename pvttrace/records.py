@@ -349,14 +349,15 @@ class Totals:
         """Inverse of :meth:`to_dict` (memory fields are optional: traces written before them still load)."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name not in data and f.name in _OPTIONAL_TOTALS:
+            if f.name not in data and f.name in OPTIONAL_TOTALS:
                 continue
             value = data[f.name]
             kwargs[f.name] = None if value is None and f.name in ("peak_op", "peak_stage") else _int(value)
         return cls(**kwargs)
 
 
-_OPTIONAL_TOTALS = ("input_bytes", "peak_activation_bytes", "peak_op", "peak_stage", "peak_memory_bytes")
+#: Memory totals added after the first trace format; files without them still load.
+OPTIONAL_TOTALS = ("input_bytes", "peak_activation_bytes", "peak_op", "peak_stage", "peak_memory_bytes")
 
 
 @dataclass(frozen=True, slots=True)
