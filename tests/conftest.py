@@ -7,8 +7,18 @@ from collections.abc import Callable
 import pytest
 from typer.testing import CliRunner
 
+from optional import REASON_PREFIX, in_ci
 from pvttrace.config import PvtConfig, get_variant
 from pvttrace.records import Trace
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under CI=true a skip for an optional dependency that failed to import is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and REASON_PREFIX in str(report.longrepr):
+        report.outcome = "failed"
 
 
 @pytest.fixture(autouse=True)

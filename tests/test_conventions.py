@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from optional import needs, require
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.conventions import AttentionStage, apply_convention, paper_attention_term
@@ -105,15 +106,7 @@ def test_unknown_convention_is_refused() -> None:
 
 
 # -------------------------------------------------------------------------- against fvcore itself
-def _fvcore_available() -> bool:
-    try:
-        import fvcore.nn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_fvcore = pytest.mark.skipif(not _fvcore_available(), reason="fvcore is not installed (it is in the 'test' extra)")
+needs_fvcore = needs("fvcore.nn")
 
 
 def _fvcore_total(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -153,7 +146,7 @@ def test_fvcore_convention_matches_fvcore_on_every_spelling(factory: str) -> Non
 
 @needs_fvcore
 def test_fvcore_convention_matches_fvcore_on_timm() -> None:
-    timm = pytest.importorskip("timm", reason="timm is not installed (.ci/requirements-timm.txt)")
+    timm = require("timm")
     for fused in (True, False):
         trace = trace_target(
             parse_model_spec("timm:pvt_v2_b0", attention="sdpa" if fused else "explicit"), convention="fvcore"

@@ -9,6 +9,7 @@ import pathlib
 import pytest
 from typer.testing import CliRunner
 
+from optional import require
 from pvttrace.cli import app
 
 
@@ -25,7 +26,7 @@ def test_diff_csv_has_one_row_per_stage_and_configuration(runner: CliRunner) -> 
 
 
 def test_diff_plot_draws_grouped_bars(runner: CliRunner, tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib is the optional 'plot' extra")
+    require("matplotlib")
     target = tmp_path / "bars.svg"
     args = ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", str(target), "--plot-metric", "attention_macs"]
     result = runner.invoke(app, args)

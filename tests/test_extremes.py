@@ -117,9 +117,11 @@ def test_extreme_inputs_keep_memory_modest() -> None:
         "import json, resource, sys\n"
         "from pvttrace.config import resolve_config\n"
         "from pvttrace.trace import trace_config\n"
+        "trace_config(resolve_config(variant='tiny'))\n"
+        "floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "for options in json.loads(sys.argv[1]):\n"
         "    trace_config(resolve_config(**options))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - floor) // 1024)\n"
     )
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -127,9 +129,10 @@ def test_extreme_inputs_keep_memory_modest() -> None:
         [sys.executable, "-c", script, json.dumps(list(EXTREMES.values()))],
         capture_output=True, text=True, env=env, check=True,
     )
-    peak_mib = int(done.stdout.strip())
-    # Measured about 330 MiB (of which torch's import is about 220 MiB); a real 8192x8192 batch would be 3 TiB.
-    assert peak_mib < 1024, peak_mib
+    rise_mib = int(done.stdout.strip())
+    # The rise above a process that imported torch and traced tiny once (torch's import alone differs between its
+    # CPU and CUDA builds by hundreds of MiB); a real 8192x8192 batch would be 3 TiB.
+    assert rise_mib < 256, rise_mib  # measured 44 MiB
 
 
 # ---------------------------------------------------------------------------------- limits at their boundary

@@ -12,6 +12,7 @@ import pathlib
 import pytest
 from typer.testing import CliRunner
 
+from optional import require
 from pvttrace.cli import app
 
 MIX_MACS_BATCH_2 = 5724160  # tests/test_anymodel.py: anymodel_zoo:mix at 2,3,8,8
@@ -56,7 +57,7 @@ def test_diff_one_model_at_two_shapes_is_labelled_by_input(runner: CliRunner) ->
 
 
 def test_diff_timm_models_match_the_builtin_macs(runner: CliRunner) -> None:
-    pytest.importorskip("timm", reason="timm is not installed (pip install 'pvttrace[timm]')")
+    require("timm")
     result = runner.invoke(app, ["diff", "--model", "timm:pvt_v2_b0", "--model", "timm:pvt_v2_b1", "--format", "json"])
     assert result.exit_code == 0, result.output
     columns = json.loads(result.stdout)["configurations"]
@@ -110,7 +111,7 @@ def test_sweep_zoo_model_varies_h_and_w_of_the_input_shape(runner: CliRunner) ->
 
 
 def test_sweep_timm_model_equals_the_builtin_variant(runner: CliRunner) -> None:
-    pytest.importorskip("timm", reason="timm is not installed (pip install 'pvttrace[timm]')")
+    require("timm")
     args = ["--img", "224,320", "--metric", "macs", "--format", "json"]
     theirs = runner.invoke(app, ["sweep", "--model", "timm:pvt_v2_b0", *args])
     ours = runner.invoke(app, ["sweep", "--variant", "b0", *args])

@@ -22,6 +22,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from optional import needs
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, UserInputError
@@ -47,13 +48,7 @@ from pvttrace.tabular import TRACE_CSV_FIELDS, csv_text
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
-try:
-    import matplotlib  # noqa: F401
-
-    HAVE_MATPLOTLIB = True
-except ImportError:
-    HAVE_MATPLOTLIB = False
-needs_matplotlib = pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="matplotlib is not installed (extra 'plot')")
+needs_matplotlib = needs("matplotlib")
 
 B0_COLUMNS = (
     SweepColumn("sra", (("variant", "b0"),)),
