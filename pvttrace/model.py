@@ -177,7 +177,8 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, *, version: int, linear: bool, dd: dict[str, Any]) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, **dd)
-        self.relu = nn.ReLU() if linear else None
+        # In place, as in the official code: it writes over fc1's output and allocates nothing.
+        self.relu = nn.ReLU(inplace=True) if linear else None
         self.dwconv = DWConv(hidden, dd) if version == 2 else None
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim, **dd)
