@@ -145,9 +145,9 @@ def test_configurations_the_official_code_cannot_run_are_flagged(
     found = fidelity(cfg)
     assert not found.official_runs
     assert found.official_failures == (
-        f"stage {stage} has {tokens} tokens, equal to stage 1's table size, so the official v1 code adds stage "
+        (f"stage {stage} has {tokens} tokens, equal to stage 1's table size, so the official v1 code adds stage "
         f"{stage}'s {slots}-slot positional table without resizing it and the add fails; pvttrace resizes the "
-        f"{int(slots ** 0.5)}x{int(slots ** 0.5)} table to {int(tokens ** 0.5)}x{int(tokens ** 0.5)}",
+        f"{int(slots ** 0.5)}x{int(slots ** 0.5)} table to {int(tokens ** 0.5)}x{int(tokens ** 0.5)}"),
     )
     assert f"the official code would fail here: {found.official_failures[0]}" in cfg.warnings
     result = runner.invoke(app, ["run", "--variant", "tiny", "--img", img, "--task", task, "--format", "json"])
@@ -167,16 +167,16 @@ def test_same_token_count_on_another_grid_is_a_departure_not_a_failure() -> None
     found = fidelity(resolve_config("tiny", img="112x448"))
     assert found.official_runs and found.official_failures == ()
     assert found.departures == (
-        "stage 1: the official v1 code lays stage 1's 56x56 positional table over the 28x112 grid without "
-        "resizing it (same token count); pvttrace resizes it",
+        ("stage 1: the official v1 code lays stage 1's 56x56 positional table over the 28x112 grid without "
+        "resizing it (same token count); pvttrace resizes it"),
     )
 
 
 def test_the_official_backbone_asserts_divisible_table_sizes() -> None:
     found = fidelity(resolve_config("tiny", task="backbone", pos_size="225"))
     assert found.official_failures == (
-        "the official v1 backbone asserts that stage 1's nominal input 225x225 (from pos_size 225x225) divides "
-        "by its patch stride 4",
+        ("the official v1 backbone asserts that stage 1's nominal input 225x225 (from pos_size 225x225) divides "
+        "by its patch stride 4"),
     )
     assert fidelity(resolve_config("tiny", task="cls", pos_size="225")).official_runs  # the classifier has no assert
 
@@ -192,8 +192,8 @@ def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) ->
     cfg = resolve_config("b0", patch="8")
     assert cfg.patch == (8, 2, 2, 2) and cfg.patch_kernel(0) == (15, 8, 7)
     expected = (
-        "patch strides 8,2,2,2: the official v2 code and timm fix 7x7/4 then 3x3/2 patch embeddings; pvttrace "
-        "builds a (2P-1)x(2P-1) conv with stride P and padding P-1 per stride P",
+        ("patch strides 8,2,2,2: the official v2 code and timm fix 7x7/4 then 3x3/2 patch embeddings; pvttrace "
+        "builds a (2P-1)x(2P-1) conv with stride P and padding P-1 per stride P"),
     )
     assert fidelity(cfg).extensions == expected and fidelity(cfg).official_runs
     result = runner.invoke(app, ["run", "--variant", "b0", "--patch", "8", "--format", "json"])
