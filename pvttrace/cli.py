@@ -155,7 +155,13 @@ DepthsOpt = Annotated[str | None, typer.Option("--depths", help="Blocks per stag
 MlpOpt = Annotated[str | None, typer.Option("--mlp-ratios", help="MLP ratio per stage, e.g. 8,8,4,4.")]
 SrOpt = Annotated[str | None, typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1.")]
 PatchOpt = Annotated[
-    str | None, typer.Option("--patch", help="Patch stride: one value for stage 1 (official patch_size) or one per stage.")
+    str | None,
+    typer.Option(
+        "--patch",
+        help="Patch stride: one value for stage 1 or one per stage. v1's stage-1 value is the official patch_size; "
+        "v2 strides other than 4,2,2,2 and v1 later strides other than 2 are pvttrace extensions (no official "
+        "counterpart; run headers and JSON say so).",
+    ),
 ]
 QkvBiasOpt = Annotated[bool | None, typer.Option("--qkv-bias/--no-qkv-bias", help="Bias in the q and kv projections.")]
 LinearOpt = Annotated[bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")]

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from pvttrace.errors import ConfigError
+from pvttrace.fidelity import official_warnings
 from pvttrace.limits import check_magnitudes, check_tensor_sizes
 
 __all__ = [
@@ -74,6 +75,9 @@ class Attention(StrEnum):
 
 
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+#: Stride of stage 1 that the official v1 code assumes when it sizes the later positional tables.
+OFFICIAL_FIRST_STRIDE = 4
 
 #: Side length of linear SRA's adaptive average pool (fixed at 7 in the official code).
 LINEAR_SRA_POOL = 7
@@ -174,9 +178,17 @@ class PvtConfig:
         return _geometry(self)
 
     def pos_grid(self, stage: int) -> tuple[int, int]:
-        """Grid that v1's learned positional table of a 0-based stage is sized for (from ``pos_size``)."""
+        """Grid that v1's learned positional table of a 0-based stage is sized for (from ``pos_size``).
+
+        The official rule: stage 1's table divides ``pos_size`` by the first stride (``patch_size``);
+        the later tables are built from ``img_size // 2**(i+1)`` whatever ``patch_size`` is, i.e. as
+        if stage 1 had stride 4. So ``--patch 8`` keeps 28x28, 14x14, 7x7 tables at 224 for 14x14,
+        7x7, 3x3 grids, and the forward resizes them (parameter counts follow the tables).
+        """
         h, w = self.pos_size
-        for s in range(stage + 1):
+        first = self.patch[0] if stage == 0 else OFFICIAL_FIRST_STRIDE
+        h, w = h // first, w // first
+        for s in range(1, stage + 1):
             h, w = h // self.patch[s], w // self.patch[s]
         return h, w
 
@@ -347,6 +359,7 @@ def _validate(cfg: PvtConfig) -> list[str]:
         )
     warnings = _check_geometry(cfg)
     check_tensor_sizes(cfg)
+    warnings.extend(official_warnings(cfg))
     return warnings
 
 

@@ -10,10 +10,12 @@ needs shapes and costs, not trained values.
 
 Two documented departures from the official code, neither of which changes a parameter or a MAC:
 
-* v1 positional tables are resized when a stage's grid differs from the table's grid; the
-  official code compares every stage with stage 1's patch count, which resizes to the same
-  size at 224 (an identity op) and skips needed resizes for some non-square inputs
-  (reference pvt.md, pitfall 6).
+* v1 positional tables (sized as the official code sizes them, see ``PvtConfig.pos_grid``) are
+  resized when a stage's grid differs from the table's grid; the official code compares every
+  stage with stage 1's patch count, which resizes to the same size at 224 (an identity op) and
+  skips needed resizes when a later stage's token count equals stage 1's table size: it then
+  fails or lays the table out wrongly (reference pvt.md, pitfall 6; ``pvttrace.fidelity`` says
+  which configurations are affected).
 * ``attention="sdpa"`` swaps the explicit ``q@k^T -> softmax -> @v`` for one fused call.
 """
 
@@ -177,7 +179,8 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, *, version: int, linear: bool, dd: dict[str, Any]) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, **dd)
-        self.relu = nn.ReLU() if linear else None
+        # In place, as in the official code: it writes over fc1's output and allocates nothing.
+        self.relu = nn.ReLU(inplace=True) if linear else None
         self.dwconv = DWConv(hidden, dd) if version == 2 else None
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim, **dd)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, TraceFileError
+from pvttrace.fidelity import fidelity
 
 __all__ = [
     "CONVENTION",
@@ -453,6 +454,7 @@ class Trace:
             "convention": CONVENTIONS[self.convention],
             "device": self.device,
             "config": None if self.config is None else self.config.to_dict(),
+            "fidelity": None if self.config is None else fidelity(self.config).to_dict(),
             "input_shape": list(self.input_shape),
             "outputs": [list(s) for s in self.outputs],
             "totals": self.totals.to_dict(),

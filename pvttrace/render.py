@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pvttrace.coverage import RULE_TEXT, op_coverage
+from pvttrace.fidelity import fidelity
 from pvttrace.records import CONVENTIONS, OpRecord, StageSummary, Trace
 from pvttrace.units import format_bytes, format_count, format_shape
 
@@ -115,6 +116,8 @@ def _header(trace: Trace) -> Panel:
     lines = Text()
     if trace.config is not None:
         lines.append(trace.config.describe() + "\n", style="bold")
+        for note in fidelity(trace.config).notes():
+            lines.append(note + "\n", style="yellow")
     elif trace.model is not None:
         lines.append(f"{trace.model}\n", style="bold")
     lines.append(f"input {format_shape(trace.input_shape)}  ->  output ")
@@ -341,6 +344,7 @@ def trace_markdown(
     if trace.config is not None:
         lines.append(f"## {trace.config.describe()}")
         lines.append("")
+        lines.extend(f"- {note}" for note in fidelity(trace.config).notes())
     elif trace.model is not None:
         lines.append(f"## {trace.model}")
         lines.append("")
