@@ -398,7 +398,7 @@ def memory_log(
     (every storage allocation and free, what autograd saved).
     Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
     """
-    with preserved_state(model) if train else nullcontext():  # outside the tracker: its copies are not memory
+    with preserved_state(model, train=train):  # outside the tracker: its copies are not memory
         return _memory_log(model, example, train=train, facts=facts)
 
 

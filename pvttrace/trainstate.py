@@ -28,12 +28,13 @@ __all__ = ["preserved_state"]
 
 
 @contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Inside, batch-norm layers do not track running statistics and parameters hold no gradient;
-    on exit every buffer holds its old value and every parameter its old ``.grad``."""
-    toggled = [m for m in model.modules() if getattr(m, "track_running_stats", False) is True]
-    saved = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
-    grads = [(p, p.grad) for p in model.parameters()]
+def preserved_state(model: nn.Module, *, train: bool) -> Iterator[None]:
+    """On exit every submodule is back in its train/eval mode. With ``train``, inside, batch-norm layers
+    do not track running statistics and parameters hold no gradient; on exit every buffer holds its
+    old value and every parameter its old ``.grad``."""
+    toggled = [m for m in model.modules() if getattr(m, "track_running_stats", False) is True] if train else []
+    saved = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta] if train else []
+    grads = [(p, p.grad) for p in model.parameters()] if train else []
     modes = [(m, m.training) for m in model.modules()]  # a frozen BN inside a training model stays frozen
     for module in toggled:
         module.track_running_stats = False
