@@ -37,14 +37,14 @@ def preserved_state(model: nn.Module, *, train: bool) -> Iterator[None]:
     grads = [(p, p.grad) for p in model.parameters()] if train else []
     modes = [(m, m.training) for m in model.modules()]  # a frozen BN inside a training model stays frozen
     for module in toggled:
-        module.track_running_stats = False
+        setattr(module, "track_running_stats", False)  # noqa: B010 - nn.Module attribute typing
     for param, _ in grads:
         param.grad = None
     try:
         yield
     finally:
         for module in toggled:
-            module.track_running_stats = True
+            setattr(module, "track_running_stats", True)  # noqa: B010
         for param, grad in grads:
             param.grad = grad
         for module, mode in modes:
