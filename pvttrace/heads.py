@@ -27,12 +27,14 @@ from torch import Tensor, nn
 from pvttrace.annotate import step
 from pvttrace.config import PvtConfig, Task
 from pvttrace.dense import HeadConfig, HeadKind
+from pvttrace import memory
 from pvttrace.errors import TraceError, UserInputError
+from pvttrace.gpustep import GpuPeak, GpuSetting, gpu_training_peak
 from pvttrace.model import PyramidVisionTransformer, torch_dtype
 from pvttrace.records import Trace
-from pvttrace.trace import trace_model
+from pvttrace.trace import memory_log, trace_model
 
-__all__ = ["DenseModel", "build_dense_model", "part_of", "trace_dense"]
+__all__ = ["DenseModel", "build_dense_model", "part_of", "predict_gpu_peak", "trace_dense"]
 
 #: Parts of a whole model, in forward order (``part_of`` maps a module path to one).
 PARTS = ("backbone", "neck", "head", "loss")
@@ -377,3 +379,28 @@ def trace_dense(
         raise TraceError(f"cannot build the model and its input on {device}: {type(exc).__name__}: {message}") from exc
     name = f"{head.kind} on {backbone_cfg.variant}"
     return trace_model(model, example, config=model.cfg, model_name=name, train=train, optimizer=optimizer)
+
+
+def predict_gpu_peak(
+    backbone_cfg: PvtConfig, head: HeadConfig, *, optimizer: str = "adamw", setting: GpuSetting
+) -> GpuPeak:
+    """Predict ``torch.cuda.max_memory_allocated`` of training the whole model (see :mod:`pvttrace.gpustep`).
+
+    One forward with the loss and one backward run on the meta device under the storage tracker.
+
+    Raises:
+        TraceError: the forward or backward failed.
+        UserInputError: an unknown optimizer.
+    """
+    memory.optimizer_state_bytes(optimizer, 0)  # validates the name
+    model = build_dense_model(backbone_cfg, head, with_loss=True, device="meta")
+    example = torch.zeros(model.cfg.input_shape, device="meta", dtype=torch_dtype(backbone_cfg.dtype))
+    _, _, log = memory_log(model, example, train=True)
+    return gpu_training_peak(
+        log,
+        param_sizes=[p.numel() * p.element_size() for p in model.parameters()],
+        trainable_sizes=[p.numel() * p.element_size() for p in model.parameters() if p.requires_grad],
+        buffer_sizes=[b.numel() * b.element_size() for b in model.buffers()],
+        optimizer=optimizer,
+        setting=setting,
+    )
