@@ -50,13 +50,15 @@ class GpuSetting:
     """Multi-tensor optimizer step (PyTorch >= 2.0 default on CUDA) rather than the per-parameter loop."""
     ddp_buckets: bool
     """Multi-GPU DistributedDataParallel: gradient buckets hold a second copy of the gradients."""
+    softmax_saves_input: bool
+    """PyTorch < 1.11: softmax/log-softmax keep their input for backward (:mod:`pvttrace.legacy`)."""
 
 
 #: Documented settings, one per framework convention (see docs/dense-models.md).
 FRAMEWORKS: dict[str, GpuSetting] = {
-    "mmcv1-ddp": GpuSetting("mmcv1-ddp", grads_kept=True, foreach=False, ddp_buckets=True),
-    "torch2": GpuSetting("torch2", grads_kept=False, foreach=True, ddp_buckets=False),
-    "torch2-ddp": GpuSetting("torch2-ddp", grads_kept=False, foreach=True, ddp_buckets=True),
+    "mmcv1-ddp": GpuSetting("mmcv1-ddp", grads_kept=True, foreach=False, ddp_buckets=True, softmax_saves_input=True),
+    "torch2": GpuSetting("torch2", grads_kept=False, foreach=True, ddp_buckets=False, softmax_saves_input=False),
+    "torch2-ddp": GpuSetting("torch2-ddp", grads_kept=False, foreach=True, ddp_buckets=True, softmax_saves_input=False),
 }
 
 

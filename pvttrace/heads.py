@@ -30,6 +30,7 @@ from pvttrace.dense import HeadConfig, HeadKind
 from pvttrace import memory
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.gpustep import GpuPeak, GpuSetting, gpu_training_peak
+from pvttrace.legacy import legacy_softmax_autograd
 from pvttrace.model import PyramidVisionTransformer, torch_dtype
 from pvttrace.records import Trace
 from pvttrace.trace import memory_log, trace_model
@@ -395,7 +396,8 @@ def predict_gpu_peak(
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name
     model = build_dense_model(backbone_cfg, head, with_loss=True, device="meta")
     example = torch.zeros(model.cfg.input_shape, device="meta", dtype=torch_dtype(backbone_cfg.dtype))
-    _, _, log = memory_log(model, example, train=True)
+    with legacy_softmax_autograd(setting.softmax_saves_input):
+        _, _, log = memory_log(model, example, train=True)
     return gpu_training_peak(
         log,
         param_sizes=[p.numel() * p.element_size() for p in model.parameters()],
