@@ -251,6 +251,27 @@ def resolve_spec(
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
     )
+HeadOpt = Annotated[
+    str | None,
+    typer.Option("--head", help="Whole model: segformer, retinanet or semantic-fpn on the PVT (standard settings)."),
+]
+HeadWidthOpt = Annotated[
+    int | None,
+    typer.Option("--head-width", help="With --head: decoder width (segformer) or FPN width (default: the standard one)."),
+]
+
+
+def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
+    """The :class:`pvttrace.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
+    if head is None:
+        if head_width is not None:
+            raise UserInputError(f"head_width={head_width} needs --head")
+        return None
+    from pvttrace.dense import resolve_head
+
+    return resolve_head(head, cfg, num_classes=num_classes, channels=head_width)
+
+
 TrainOpt = Annotated[
     bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
 ]
@@ -372,10 +393,13 @@ def run(
     input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
+    head: HeadOpt = None,
+    head_width: HeadWidthOpt = None,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
     Example: pvttrace run --variant tiny --img 224 --memory; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
+    Example: pvttrace run --head segformer --variant mit-b2 --img 512 --batch 2 --train
     """
     with errors_to_exit_codes():
         spec = resolve_spec(ctx, model, input_shape, config_options(
@@ -384,6 +408,12 @@ def run(
         ))
         kinds = _parse_kinds(kind)
         cfg = spec.config
+        if head is not None or head_width is not None:
+            if cfg is None:
+                raise UserInputError(f"head={head!r} works on built-in variants only (not with --model)")
+            from dataclasses import replace
+
+            spec = replace(spec, head=head_options(head, head_width, num_classes, cfg))
         if stage and cfg is not None:
             _check_stages(stage, cfg.num_stages)
         if cfg is not None:

@@ -22,8 +22,41 @@ from typing import Any
 
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError
+from pvttrace.records import Trace
 
-__all__ = ["HeadConfig", "HeadKind", "default_head", "resolve_head"]
+__all__ = ["PARTS", "HeadConfig", "HeadKind", "default_head", "part_of", "resolve_head", "saved_by_part"]
+
+#: Parts of a whole model after its backbone stages, in forward order.
+PARTS = ("neck", "head", "loss")
+
+
+def part_of(module: str) -> str:
+    """The named part of a dense model that module path ``module`` belongs to.
+
+    ``backbone``, ``neck``, ``head`` (``decode_head``/``bbox_head``), ``loss``, or ``model`` for
+    ops issued by the whole model's own forward (the labels of the batch).
+    """
+    root = module.split(".", 1)[0]
+    if root in ("decode_head", "bbox_head"):
+        return "head"
+    return root if root in ("backbone", *PARTS) else "model"
+
+
+def saved_by_part(trace: Trace) -> list[tuple[str, int]]:
+    """Saved-for-backward bytes of a training trace per backbone stage, then per neck, head and loss.
+
+    These are what a training step holds between forward and backward, so they show where its
+    peak comes from. Parts the model lacks (a neck for SegFormer) are left out.
+    """
+    rows: dict[str, int] = {f"stage {s.index}": 0 for s in trace.stages}
+    present = {part_of(op.module) for op in trace.ops}
+    rows.update({part: 0 for part in PARTS if part in present})
+    for op in trace.ops:
+        part = part_of(op.module)
+        key = f"stage {op.stage}" if part == "backbone" and op.stage is not None else part
+        if key in rows:
+            rows[key] += op.saved_bytes
+    return list(rows.items())
 
 
 class HeadKind(StrEnum):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from pvttrace.annotate import step
 from pvttrace.config import PvtConfig, Task
-from pvttrace.dense import HeadConfig, HeadKind
+from pvttrace.dense import HeadConfig, HeadKind, part_of
 from pvttrace import memory
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.gpustep import GpuPeak, GpuSetting, gpu_training_peak
@@ -36,18 +36,6 @@ from pvttrace.records import Trace
 from pvttrace.trace import memory_log, trace_model
 
 __all__ = ["DenseModel", "build_dense_model", "part_of", "predict_gpu_peak", "trace_dense"]
-
-#: Parts of a whole model, in forward order (``part_of`` maps a module path to one).
-PARTS = ("backbone", "neck", "head", "loss")
-
-
-def part_of(module: str) -> str:
-    """The named part of a dense model that module path ``module`` belongs to (``""``: the model itself)."""
-    root = module.split(".", 1)[0]
-    if root in ("decode_head", "bbox_head"):
-        return "head"
-    return root if root in PARTS else "model"
-
 
 class SegFormerHead(nn.Module):
     """All-MLP decoder: per-stage linear projection to ``channels``, upsampling to 1/4, concatenation,

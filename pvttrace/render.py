@@ -114,7 +114,8 @@ def _header(trace: Trace) -> Panel:
     totals = trace.totals
     lines = Text()
     if trace.config is not None:
-        lines.append(trace.config.describe() + "\n", style="bold")
+        whole = f"{trace.model}: " if trace.model is not None else ""  # a head on the PVT (pvttrace.heads)
+        lines.append(whole + trace.config.describe() + "\n", style="bold")
     elif trace.model is not None:
         lines.append(f"{trace.model}\n", style="bold")
     lines.append(f"input {format_shape(trace.input_shape)}  ->  output ")
@@ -339,7 +340,7 @@ def trace_markdown(
     t = trace.totals
     lines: list[str] = []
     if trace.config is not None:
-        lines.append(f"## {trace.config.describe()}")
+        lines.append(f"## {trace.model + ': ' if trace.model is not None else ''}{trace.config.describe()}")
         lines.append("")
     elif trace.model is not None:
         lines.append(f"## {trace.model}")
