@@ -162,7 +162,7 @@ def _check_stages(stages: list[int] | None, count: int) -> None:
             raise UserInputError(f"stage={s} must be between 1 and {count}")
 
 
-def _retrace(
+def config_tracer(
     device: str,
     head: str | None = None,
     head_width: int | None = None,
@@ -301,7 +301,7 @@ def diff(
                 raise UserInputError(f"diff needs at least two trace files, got {len(paths)}: {paths[0]}")
             names = label or file_labels(paths)
             check_labels(names, len(paths))
-            loaded = [load_diff_input(path, retrace=_retrace(device.value)) for path in paths]
+            loaded = [load_diff_input(path, retrace=config_tracer(device.value)) for path in paths]
             traces = [trace for trace, _ in loaded]
             _check_stages(stage, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
@@ -319,7 +319,7 @@ def diff(
             check_labels(names, len(configs))
             _check_stages(stage, max(cfg.num_stages for cfg in configs))
             warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
-            traces = trace_distinct(configs, _retrace(device.value, head, head_width, num_classes, train))
+            traces = trace_distinct(configs, config_tracer(device.value, head, head_width, num_classes, train))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
             _write_plot(result, plot, plot_metric)
