@@ -8,7 +8,7 @@ PyTorch 1.x, DistributedDataParallel's gradient buckets), and the RetinaNet pred
 COCO setting: 1333x800 resize, padded to a multiple of 32: 800x1344; batch 2, 1 for PVTv2-B4/B5).
 "Mem (GB)" is ``max_memory_allocated / 2**20`` MB divided by 1024, i.e. GiB.
 
-Usage: python benchmarks/dense_memory.py [--markdown]   (about a minute on the meta device)
+Usage: python benchmarks/dense_memory.py [--ablation]   (about a minute on the meta device; 4x with --ablation)
 """
 
 from __future__ import annotations
@@ -68,8 +68,33 @@ def retinanet_table() -> list[str]:
     return lines
 
 
+def ablation() -> list[str]:
+    """Median and worst error of the SegFormer rows as the setting's switches are turned on one by one."""
+    from dataclasses import replace
+
+    steps = [
+        ("torch 2 step on one GPU (grads freed, foreach AdamW)", FRAMEWORKS["torch2"]),
+        ("+ gradients kept between steps, per-parameter AdamW (MMCV 1.x, torch 1.x)",
+         replace(SETTING, ddp_buckets=False, softmax_saves_input=False)),
+        ("+ DDP gradient buckets (8 GPUs)", replace(SETTING, softmax_saves_input=False)),
+        ("+ softmax/log-softmax keep their input (torch < 1.11) = mmcv1-ddp", SETTING),
+    ]
+    lines = ["| setting | median abs error | worst abs error |", "|---|---|---|"]
+    for title, setting in steps:
+        errors = []
+        for name, crop, batch, classes, published in SEGFORMER_ROWS:
+            cfg = get_variant(name).with_overrides(img=crop, batch=batch)
+            head = default_head("segformer", cfg).with_overrides(num_classes=classes)
+            errors.append(abs(predict_gpu_peak(cfg, head, setting=setting).peak / GIB / published - 1))
+        lines.append(f"| {title} | {statistics.median(errors):.1%} | {max(errors):.1%} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def main() -> None:
-    """Print both tables and the acceptance figures."""
+    """Print both tables and the acceptance figures (``--ablation``: also each switch's effect)."""
+    if "--ablation" in sys.argv[1:]:
+        print("\n".join(ablation()) + "\n")
     seg, errors = segformer_table()
     absolute = [abs(e) for e in errors]
     print(f"SegFormer, setting {SETTING.name}:")
