@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pvttrace import memory
 from pvttrace.annotate import step
 from pvttrace.config import PvtConfig, Task
 from pvttrace.dense import HeadConfig, HeadKind, part_of
-from pvttrace import memory
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.gpustep import GpuPeak, GpuSetting, gpu_training_peak
 from pvttrace.legacy import legacy_softmax_autograd
@@ -248,7 +248,7 @@ class DetLoss(nn.Module):
         total: Tensor | None = None
         start = 0
         for cls_score, box in outs:
-            b, _, h, w = cls_score.shape
+            _, _, h, w = cls_score.shape
             n = cls_score.shape[1] // self.num_classes * h * w
             level = slice(start, start + n)
             start += n
@@ -268,7 +268,7 @@ class DetLoss(nn.Module):
             with step("sum losses"):
                 level_loss = cls_loss + box_loss
                 total = level_loss if total is None else total + level_loss
-        assert total is not None  # noqa: S101 - a RetinaNet always has levels
+        assert total is not None
         return total
 
 
@@ -314,7 +314,7 @@ class DenseModel(nn.Module):
             if self.loss is None:
                 return [t for pair in outs for t in pair]
             return self.loss(outs, images.shape[0])
-        assert self.decode_head is not None  # noqa: S101 - set for every segmentation head
+        assert self.decode_head is not None
         logits = self.decode_head(feats)
         del feats
         if self.loss is None:

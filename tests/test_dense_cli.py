@@ -70,3 +70,13 @@ def test_head_input_errors_are_one_line_exit_2(runner: CliRunner) -> None:
         code, _, err = _invoke(runner, *args)
         assert code == 2, args
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None:
+    code, out, _ = _invoke(
+        runner, "fit", "--memory", "256MiB", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--train",
+        "--format", "json",
+    )
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["peak_bytes"] <= 256 * 2**20 < doc["next_peak_bytes"]
