@@ -161,7 +161,7 @@ OP_KINDS: dict[str, OpKind] = {
         "Tensor.log_softmax",
         "nn.functional.nll_loss",
     ),
-    **_names(OpKind.ELEMENTWISE, "Tensor.abs", "abs"),
+    **_names(OpKind.ELEMENTWISE, "nn.functional.l1_loss"),
     # Tensors a forward creates (labels, targets): memory, no arithmetic.
     **_names(OpKind.OTHER, "zeros", "zeros_like", "ones_like", "Tensor.new_zeros", "Tensor.new_ones", "empty"),
 }

@@ -264,7 +264,7 @@ class DetLoss(nn.Module):
             with step("L1 box loss"):
                 box_targets = torch.cat([t[2][level] for t in targets])
                 box_weights = torch.cat([t[3][level] for t in targets])
-                box_loss = ((deltas - box_targets).abs() * box_weights).sum()
+                box_loss = (F.l1_loss(deltas, box_targets, reduction="none") * box_weights).sum()
             with step("sum losses"):
                 level_loss = cls_loss + box_loss
                 total = level_loss if total is None else total + level_loss
