@@ -261,6 +261,16 @@ HeadWidthOpt = Annotated[
 ]
 
 
+GpuSettingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-setting",
+        help="With --head --train: also predict torch.cuda.max_memory_allocated of the step under a framework "
+        "setting: torch2, torch2-ddp or mmcv1-ddp (docs/dense-models.md).",
+    ),
+]
+
+
 def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
     """The :class:`pvttrace.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
     if head is None:
@@ -395,6 +405,7 @@ def run(
     coverage: CoverageOpt = False,
     head: HeadOpt = None,
     head_width: HeadWidthOpt = None,
+    gpu_setting: GpuSettingOpt = None,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -419,6 +430,7 @@ def run(
         if cfg is not None:
             warn(cfg.warnings)
         optimizer_name = training_options(train, optimizer)
+        _check_gpu_setting(spec, gpu_setting, train)
         if modules:
             if cfg is None:
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
@@ -437,6 +449,7 @@ def run(
             train=train,
             optimizer=optimizer_name,
         )
+        gpu_peak = _gpu_peak(spec, gpu_setting, train, optimizer_name)
         if stage and cfg is None:
             _check_stages(stage, len(trace.stages))
         missing = uncosted_summary(trace)
@@ -470,6 +483,38 @@ def run(
             from pvttrace.render_memory import render_memory
 
             console.print(render_memory(trace))
+    if gpu_peak is not None:
+        from pvttrace.units import format_bytes
+
+        line = (
+            f"predicted torch.cuda.max_memory_allocated ({gpu_peak.setting}): {format_bytes(gpu_peak.peak)} "
+            f"(forward+backward {format_bytes(gpu_peak.forward_backward_peak)}, "
+            f"optimizer step {format_bytes(gpu_peak.step_peak)})\n"
+        )
+        # Machine-readable formats keep stdout parseable; the line goes to stderr there.
+        (sys.stdout if output_format == OutputFormat.TABLE else sys.stderr).write(line)
+
+
+def _check_gpu_setting(spec: ModelSpec, setting: str | None, train: bool) -> None:
+    """Validate ``--gpu-setting`` before any tracing."""
+    if setting is None:
+        return
+    from pvttrace.gpustep import FRAMEWORKS
+
+    if spec.head is None or spec.config is None or not train:
+        raise UserInputError(f"gpu_setting={setting!r} needs --head and --train")
+    if setting not in FRAMEWORKS:
+        raise UserInputError(f"gpu_setting={setting!r} must be one of: {', '.join(FRAMEWORKS)}")
+
+
+def _gpu_peak(spec: ModelSpec, setting: str | None, train: bool, optimizer: str) -> Any:
+    """``--gpu-setting``: the GPU peak prediction of a whole model's training step, or None when not asked."""
+    if setting is None or spec.head is None or spec.config is None:
+        return None
+    from pvttrace.gpustep import FRAMEWORKS
+    from pvttrace.heads import predict_gpu_peak
+
+    return predict_gpu_peak(spec.config, spec.head, optimizer=optimizer, setting=FRAMEWORKS[setting])
 
 
 def _check_stages(stages: list[int], count: int) -> None:

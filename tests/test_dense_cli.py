@@ -65,6 +65,8 @@ def test_head_input_errors_are_one_line_exit_2(runner: CliRunner) -> None:
         (("run", "--head", "segformer", "--head-width", "0"), "head channels=0 must be a positive integer"),
         (("run", "--head", "segformer", "--model", "timm:resnet18"), "works on built-in variants only"),
         (("diff", "--head", "segformer", "--model", "timm:resnet18", "--model", "timm:resnet34"), "not with --model"),
+        (("run", "--head", "segformer", "--gpu-setting", "torch2"), "gpu_setting='torch2' needs --head and --train"),
+        (("run", "--head", "segformer", "--train", "--gpu-setting", "torch3"), "gpu_setting='torch3' must be one of"),
     ]
     for args, message in cases:
         code, _, err = _invoke(runner, *args)
@@ -80,3 +82,20 @@ def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None
     assert code == 0, out
     doc = json.loads(out)
     assert doc["peak_bytes"] <= 256 * 2**20 < doc["next_peak_bytes"]
+
+
+def test_run_gpu_setting_prints_the_prediction(runner: CliRunner) -> None:
+    from pvttrace.config import get_variant
+    from pvttrace.dense import default_head
+    from pvttrace.gpustep import FRAMEWORKS
+    from pvttrace.heads import predict_gpu_peak
+    from pvttrace.units import format_bytes
+
+    code, out, _ = _invoke(
+        runner, "run", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--train",
+        "--gpu-setting", "torch2", "--stage", "4",
+    )
+    assert code == 0
+    cfg = get_variant("mit-b0").with_overrides(img=(64, 64))
+    peak = predict_gpu_peak(cfg, default_head("segformer", cfg), setting=FRAMEWORKS["torch2"])
+    assert f"predicted torch.cuda.max_memory_allocated (torch2): {format_bytes(peak.peak)}" in out
