@@ -271,6 +271,11 @@ GpuSettingOpt = Annotated[
 ]
 
 
+AmpOpt = Annotated[
+    bool, typer.Option("--amp", help="With --gpu-setting: mixed precision (autocast float16, float32 master weights).")
+]
+
+
 def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
     """The :class:`pvttrace.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
     if head is None:
@@ -406,6 +411,7 @@ def run(
     head: HeadOpt = None,
     head_width: HeadWidthOpt = None,
     gpu_setting: GpuSettingOpt = None,
+    amp: AmpOpt = False,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -431,6 +437,8 @@ def run(
             warn(cfg.warnings)
         optimizer_name = training_options(train, optimizer)
         _check_gpu_setting(spec, gpu_setting, train)
+        if amp and gpu_setting is None:
+            raise UserInputError("amp=True needs --gpu-setting (mixed precision applies to the GPU prediction)")
         if modules:
             if cfg is None:
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
@@ -449,7 +457,7 @@ def run(
             train=train,
             optimizer=optimizer_name,
         )
-        gpu_peak = _gpu_peak(spec, gpu_setting, train, optimizer_name)
+        gpu_peak = _gpu_peak(spec, gpu_setting, optimizer_name, amp=amp)
         if stage and cfg is None:
             _check_stages(stage, len(trace.stages))
         missing = uncosted_summary(trace)
@@ -486,8 +494,10 @@ def run(
     if gpu_peak is not None:
         from pvttrace.units import format_bytes
 
+        precision = ", mixed precision" if amp else ""
         line = (
-            f"predicted torch.cuda.max_memory_allocated ({gpu_peak.setting}): {format_bytes(gpu_peak.peak)} "
+            f"predicted torch.cuda.max_memory_allocated ({gpu_peak.setting}{precision}): "
+            f"{format_bytes(gpu_peak.peak)} "
             f"(forward+backward {format_bytes(gpu_peak.forward_backward_peak)}, "
             f"optimizer step {format_bytes(gpu_peak.step_peak)})\n"
         )
@@ -507,14 +517,14 @@ def _check_gpu_setting(spec: ModelSpec, setting: str | None, train: bool) -> Non
         raise UserInputError(f"gpu_setting={setting!r} must be one of: {', '.join(FRAMEWORKS)}")
 
 
-def _gpu_peak(spec: ModelSpec, setting: str | None, train: bool, optimizer: str) -> Any:
+def _gpu_peak(spec: ModelSpec, setting: str | None, optimizer: str, *, amp: bool) -> Any:
     """``--gpu-setting``: the GPU peak prediction of a whole model's training step, or None when not asked."""
     if setting is None or spec.head is None or spec.config is None:
         return None
     from pvttrace.gpustep import FRAMEWORKS
     from pvttrace.heads import predict_gpu_peak
 
-    return predict_gpu_peak(spec.config, spec.head, optimizer=optimizer, setting=FRAMEWORKS[setting])
+    return predict_gpu_peak(spec.config, spec.head, optimizer=optimizer, setting=FRAMEWORKS[setting], amp=amp)
 
 
 def _check_stages(stages: list[int], count: int) -> None:

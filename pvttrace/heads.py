@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pvttrace import memory
+from pvttrace.amp import autocast_float16
 from pvttrace.annotate import step
 from pvttrace.config import PvtConfig, Task
 from pvttrace.dense import HeadConfig, HeadKind, part_of
@@ -371,11 +372,13 @@ def trace_dense(
 
 
 def predict_gpu_peak(
-    backbone_cfg: PvtConfig, head: HeadConfig, *, optimizer: str = "adamw", setting: GpuSetting
+    backbone_cfg: PvtConfig, head: HeadConfig, *, optimizer: str = "adamw", setting: GpuSetting, amp: bool = False
 ) -> GpuPeak:
     """Predict ``torch.cuda.max_memory_allocated`` of training the whole model (see :mod:`pvttrace.gpustep`).
 
-    One forward with the loss and one backward run on the meta device under the storage tracker.
+    One forward with the loss and one backward run on the meta device under the storage tracker; with
+    ``amp`` the forward follows autocast's float16 policy (:mod:`pvttrace.amp`; float32 parameters,
+    gradients and optimizer state).
 
     Raises:
         TraceError: the forward or backward failed.
@@ -384,7 +387,7 @@ def predict_gpu_peak(
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name
     model = build_dense_model(backbone_cfg, head, with_loss=True, device="meta")
     example = torch.zeros(model.cfg.input_shape, device="meta", dtype=torch_dtype(backbone_cfg.dtype))
-    with legacy_softmax_autograd(setting.softmax_saves_input):
+    with legacy_softmax_autograd(setting.softmax_saves_input), autocast_float16(model, amp):
         _, _, log = memory_log(model, example, train=True)
     return gpu_training_peak(
         log,

@@ -96,3 +96,28 @@ def test_legacy_softmax_keeps_one_more_score_map_per_block() -> None:
     old = predict_gpu_peak(cfg, head, setting=legacy)
     # stage-1 score map per block: 1 head x 1024 tokens x 16 reduced tokens x 4 bytes; 8 blocks in all stages
     assert old.forward_backward_peak - new.forward_backward_peak >= 2 * 1024 * 16 * 4
+
+
+def test_amp_policy_float16_matmuls_float32_softmax_and_cached_weights() -> None:
+    import torch
+
+    from pvttrace.amp import autocast_float16
+
+    layer = torch.nn.Linear(8, 8, device="meta")
+    x = torch.empty(2, 8, device="meta")
+    with autocast_float16(layer):
+        y = layer(x)
+        z = layer(y)
+        p = y.softmax(dim=-1)
+    assert y.dtype == z.dtype == torch.float16 and p.dtype == torch.float32
+    assert layer.weight.dtype == torch.float32  # master weights stay float32
+
+
+def test_amp_lowers_the_segformer_prediction() -> None:
+    # at 512 px activations dominate; at small images the cached float16 weight copies can outweigh the saving
+    cfg = get_variant("mit-b0").with_overrides(img=(512, 512))
+    head = default_head("segformer", cfg)
+    full = predict_gpu_peak(cfg, head, setting=FRAMEWORKS["torch2"])
+    mixed = predict_gpu_peak(cfg, head, setting=FRAMEWORKS["torch2"], amp=True)
+    assert mixed.params == full.params and mixed.optimizer_state == full.optimizer_state
+    assert mixed.forward_backward_peak < full.forward_backward_peak
