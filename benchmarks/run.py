@@ -96,6 +96,11 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
         Case("run tiny @1024 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "1024", "--sr", "1,1,1,1")),
         Case("run tiny @2048 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "2048", "--sr", "1,1,1,1")),
         Case("run tiny @224 --format json", _pvttrace("run", "--variant", "tiny", "--format", "json")),
+        Case(
+            "run segformer mit-b5 @1024 --train",
+            _pvttrace("run", "--head", "segformer", "--variant", "mit-b5", "--img", "1024", "--train"),
+            group="whole model",  # its own target (5x floor); not under the backbone cases' RSS target
+        ),
     ]
     if _has_command("diff"):
         cases += [
@@ -242,6 +247,7 @@ WALL_TARGETS = (
     ("run tiny @224", 1.3),
     ("run large @224", 1.5),
     ("run b5 @224", 1.5),
+    ("run segformer mit-b5 @1024 --train", 5.0),
 )
 
 

@@ -257,6 +257,42 @@ def resolve_spec(
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
     )
+HeadOpt = Annotated[
+    str | None,
+    typer.Option("--head", help="Whole model: segformer, retinanet or semantic-fpn on the PVT (standard settings)."),
+]
+HeadWidthOpt = Annotated[
+    int | None,
+    typer.Option("--head-width", help="With --head: decoder width (segformer) or FPN width (default: the standard one)."),
+]
+
+
+GpuSettingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-setting",
+        help="With --head --train: also predict torch.cuda.max_memory_allocated of the step under a framework "
+        "setting: torch2, torch2-ddp or mmcv1-ddp (docs/dense-models.md).",
+    ),
+]
+
+
+AmpOpt = Annotated[
+    bool, typer.Option("--amp", help="With --gpu-setting: mixed precision (autocast float16, float32 master weights).")
+]
+
+
+def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
+    """The :class:`pvttrace.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
+    if head is None:
+        if head_width is not None:
+            raise UserInputError(f"head_width={head_width} needs --head")
+        return None
+    from pvttrace.dense import resolve_head
+
+    return resolve_head(head, cfg, num_classes=num_classes, channels=head_width)
+
+
 TrainOpt = Annotated[
     bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
 ]
@@ -378,10 +414,15 @@ def run(
     input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
+    head: HeadOpt = None,
+    head_width: HeadWidthOpt = None,
+    gpu_setting: GpuSettingOpt = None,
+    amp: AmpOpt = False,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
     Example: pvttrace run --variant tiny --img 224 --memory; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
+    Example: pvttrace run --head segformer --variant mit-b2 --img 512 --batch 2 --train
     """
     with errors_to_exit_codes():
         spec = resolve_spec(ctx, model, input_shape, config_options(
@@ -390,11 +431,20 @@ def run(
         ))
         kinds = _parse_kinds(kind)
         cfg = spec.config
+        if head is not None or head_width is not None:
+            if cfg is None:
+                raise UserInputError(f"head={head!r} works on built-in variants only (not with --model)")
+            from dataclasses import replace
+
+            spec = replace(spec, head=head_options(head, head_width, num_classes, cfg))
         if stage and cfg is not None:
             _check_stages(stage, cfg.num_stages)
         if cfg is not None:
             warn(cfg.warnings)
         optimizer_name = training_options(train, optimizer)
+        _check_gpu_setting(spec, gpu_setting, train)
+        if amp and gpu_setting is None:
+            raise UserInputError("amp=True needs --gpu-setting (mixed precision applies to the GPU prediction)")
         if modules:
             if cfg is None:
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
@@ -413,6 +463,7 @@ def run(
             train=train,
             optimizer=optimizer_name,
         )
+        gpu_peak = _gpu_peak(spec, gpu_setting, optimizer_name, amp=amp)
         if stage and cfg is None:
             _check_stages(stage, len(trace.stages))
         missing = uncosted_summary(trace)
@@ -446,6 +497,40 @@ def run(
             from pvttrace.render_memory import render_memory
 
             console.print(render_memory(trace))
+    if gpu_peak is not None:
+        from pvttrace.units import format_bytes
+
+        precision = ", mixed precision" if amp else ""
+        line = (
+            f"predicted torch.cuda.max_memory_allocated ({gpu_peak.setting}{precision}): "
+            f"{format_bytes(gpu_peak.peak)} "
+            f"(forward+backward {format_bytes(gpu_peak.forward_backward_peak)}, "
+            f"optimizer step {format_bytes(gpu_peak.step_peak)})\n"
+        )
+        # Machine-readable formats keep stdout parseable; the line goes to stderr there.
+        (sys.stdout if output_format == OutputFormat.TABLE else sys.stderr).write(line)
+
+
+def _check_gpu_setting(spec: ModelSpec, setting: str | None, train: bool) -> None:
+    """Validate ``--gpu-setting`` before any tracing."""
+    if setting is None:
+        return
+    from pvttrace.gpustep import FRAMEWORKS
+
+    if spec.head is None or spec.config is None or not train:
+        raise UserInputError(f"gpu_setting={setting!r} needs --head and --train")
+    if setting not in FRAMEWORKS:
+        raise UserInputError(f"gpu_setting={setting!r} must be one of: {', '.join(FRAMEWORKS)}")
+
+
+def _gpu_peak(spec: ModelSpec, setting: str | None, optimizer: str, *, amp: bool) -> Any:
+    """``--gpu-setting``: the GPU peak prediction of a whole model's training step, or None when not asked."""
+    if setting is None or spec.head is None or spec.config is None:
+        return None
+    from pvttrace.gpustep import FRAMEWORKS
+    from pvttrace.heads import predict_gpu_peak
+
+    return predict_gpu_peak(spec.config, spec.head, optimizer=optimizer, setting=FRAMEWORKS[setting], amp=amp)
 
 
 def _check_stages(stages: list[int], count: int) -> None:

@@ -20,15 +20,19 @@ from pvttrace.cli import (
     ClassesOpt,
     Device,
     DeviceOpt,
+    HeadOpt,
+    HeadWidthOpt,
     InChansOpt,
     OutputFormat,
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
     TaskOpt,
+    TrainOpt,
     WidthOpt,
     app,
     errors_to_exit_codes,
+    head_options,
     make_console,
     warn,
 )
@@ -158,13 +162,24 @@ def _check_stages(stages: list[int] | None, count: int) -> None:
             raise UserInputError(f"stage={s} must be between 1 and {count}")
 
 
-def _retrace(device: str) -> Callable[[PvtConfig], Trace]:
-    """A tracer on ``device``; torch is imported on its first call only."""
+def config_tracer(
+    device: str,
+    head: str | None = None,
+    head_width: int | None = None,
+    num_classes: int | None = None,
+    train: bool = False,
+) -> Callable[[PvtConfig], Trace]:
+    """A tracer on ``device`` (of the whole model with ``head``; with a training step when ``train``);
+    torch is imported on its first call only."""
 
     def trace(cfg: PvtConfig) -> Trace:
+        if head is not None or head_width is not None:
+            from pvttrace.heads import trace_dense
+
+            return trace_dense(cfg, head_options(head, head_width, num_classes, cfg), device=device, train=train)
         from pvttrace.trace import trace_config
 
-        return trace_config(cfg, device=device)
+        return trace_config(cfg, device=device, train=train)
 
     return trace
 
@@ -219,6 +234,9 @@ def diff(
         str, typer.Option("--plot-metric", help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.")
     ] = "macs",
     width: WidthOpt = None,
+    head: HeadOpt = None,
+    head_width: HeadWidthOpt = None,
+    train: TrainOpt = False,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
 
@@ -229,6 +247,7 @@ def diff(
     Example: pvttrace diff --variant b2 --variant b2-li --img 512
     Example: pvttrace diff before.json after.json
     Example: pvttrace diff --model timm:pvt_v2_b0 --model timm:pvt_v2_b1
+    Example: pvttrace diff --head segformer --variant mit-b2 --sr 8,4,2,1 --sr 4,2,1,1 --train
     """
     from pvttrace.diff import (
         check_labels,
@@ -269,6 +288,8 @@ def diff(
                 raise UserInputError(f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}")
             plot_format(plot)
             require_matplotlib()
+        if paths and (head or train):
+            raise UserInputError("--head and --train trace configurations; saved trace files are compared as they are")
         if paths:
             given = [name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values]
             given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
@@ -280,10 +301,12 @@ def diff(
                 raise UserInputError(f"diff needs at least two trace files, got {len(paths)}: {paths[0]}")
             names = label or file_labels(paths)
             check_labels(names, len(paths))
-            loaded = [load_diff_input(path, retrace=_retrace(device.value)) for path in paths]
+            loaded = [load_diff_input(path, retrace=config_tracer(device.value)) for path in paths]
             traces = [trace for trace, _ in loaded]
             _check_stages(stage, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
+        elif (model or input_shape) and (head or train):
+            raise UserInputError("--head and --train compare built-in configurations (not with --model)")
         elif model or input_shape:
             specs = _specs_from_options(model, input_shape, repeated, once)
             names = label or _spec_labels(specs)
@@ -296,7 +319,7 @@ def diff(
             check_labels(names, len(configs))
             _check_stages(stage, max(cfg.num_stages for cfg in configs))
             warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
-            traces = trace_distinct(configs, _retrace(device.value))
+            traces = trace_distinct(configs, config_tracer(device.value, head, head_width, num_classes, train))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
             _write_plot(result, plot, plot_metric)
@@ -316,6 +339,13 @@ def diff(
         from pvttrace.render_diff import render_diff
 
         make_console(width).print(render_diff(result, ops=ops, stages=stage or None, changed_only=changed_only))
+    if train and output_format in (OutputFormat.TABLE, OutputFormat.MARKDOWN):
+        from pvttrace.render_dense import training_parts_markdown, training_parts_table
+
+        if output_format == OutputFormat.MARKDOWN:
+            sys.stdout.write(training_parts_markdown(traces, names))
+        else:
+            make_console(width).print(training_parts_table(traces, names))
 
 
 def _write_plot(result: TraceDiff, path: str, metric: str) -> None:

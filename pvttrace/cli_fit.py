@@ -18,7 +18,9 @@ from pvttrace.cli import (
     DepthsOpt,
     DimsOpt,
     DtypeOpt,
+    HeadOpt,
     HeadsOpt,
+    HeadWidthOpt,
     InChansOpt,
     LinearOpt,
     MlpOpt,
@@ -35,6 +37,7 @@ from pvttrace.cli import (
     app,
     config_options,
     errors_to_exit_codes,
+    head_options,
     make_console,
     training_options,
     warn,
@@ -70,12 +73,15 @@ def fit(
     optimizer: OptimizerOpt = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.TABLE,
     width: WidthOpt = None,
+    head: HeadOpt = None,
+    head_width: HeadWidthOpt = None,
 ) -> None:
     """Find the largest batch size (or, with --img auto, square image side) that fits a memory budget.
 
     Every candidate is traced on the meta device: the answer fits and the next one does not.
 
     Example: pvttrace fit --memory 24GiB --variant b2 --img 512 --train --optimizer adamw
+    Example: pvttrace fit --memory 16GiB --head segformer --variant mit-b2 --img 1024 --train
     """
     import functools
 
@@ -98,9 +104,13 @@ def fit(
         optimizer_name = training_options(train, optimizer)
         from pvttrace.trace import trace_config
 
-        answer = fit_config(
-            cfg, memory, trace=functools.partial(trace_config, train=train, optimizer=optimizer_name), search=search
-        )
+        tracer = functools.partial(trace_config, train=train, optimizer=optimizer_name)
+        whole = head_options(head, head_width, num_classes, cfg)
+        if whole is not None:
+            from pvttrace.heads import trace_dense
+
+            tracer = functools.partial(trace_dense, head=whole, train=train, optimizer=optimizer_name)
+        answer = fit_config(cfg, memory, trace=tracer, search=search)
         warn(answer.trace.config.warnings if answer.trace.config is not None else ())
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json

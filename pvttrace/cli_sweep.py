@@ -13,10 +13,13 @@ import typer
 
 from pvttrace.cli import (
     ClassesOpt,
+    HeadOpt,
+    HeadWidthOpt,
     LinearOpt,
     OutputFormat,
     PosSizeOpt,
     QkvBiasOpt,
+    TrainOpt,
     WidthOpt,
     app,
     errors_to_exit_codes,
@@ -130,6 +133,9 @@ def sweep(
     ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
     width: WidthOpt = None,
+    head: HeadOpt = None,
+    head_width: HeadWidthOpt = None,
+    train: TrainOpt = False,
 ) -> None:
     """Trace configurations at several image sizes: how MACs, attention and memory grow with resolution.
 
@@ -141,6 +147,7 @@ def sweep(
 
     Example: pvttrace sweep --variant b2 --variant b2 --variant b2-li --sr 8,4,2,1 --sr 1,1,1,1 --sr -
     Example: pvttrace sweep --model timm:pvt_v2_b0 --img 224,512
+    Example: pvttrace sweep --head segformer --variant mit-b0 --img 512,1024 --train --metric peak_memory_bytes
     """
     from pvttrace.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
 
@@ -172,6 +179,8 @@ def sweep(
 
             plot_format(plot)
             require_matplotlib()
+        if specs is not None and (head or head_width or train):
+            raise UserInputError("--head and --train sweep built-in configurations (not with --model)")
         if specs is not None:
             from pvttrace.sweep import run_model_sweep
             from pvttrace.target import trace_target
@@ -181,9 +190,9 @@ def sweep(
             )
         else:
             plan_sweep(columns, sizes)  # every config validated before the first trace
-            from pvttrace.trace import trace_config
+            from pvttrace.cli_diff import config_tracer
 
-            result = run_sweep(columns, sizes, metrics, trace=trace_config)
+            result = run_sweep(columns, sizes, metrics, trace=config_tracer("meta", head, head_width, num_classes, train))
         warn(result.warnings)
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure

@@ -32,6 +32,7 @@ from pvttrace.limits import check_magnitudes, check_tensor_sizes
 
 __all__ = [
     "DTYPE_BYTES",
+    "MIT_VARIANTS",
     "VARIANTS",
     "Attention",
     "DType",
@@ -468,6 +469,22 @@ VARIANTS: dict[str, PvtConfig] = {
     "b5": _preset("b5", 2, (3, 6, 40, 3), mlp_ratios=(4.0, 4.0, 4.0, 4.0)),
 }
 
+#: MiT encoders of SegFormer (``NVlabs/SegFormer`` ``mix_transformer.py`` ``mit_b0``..``mit_b5``): PVT v2
+#: with MLP ratio 4 in every stage, as dense-prediction backbones (no classifier).
+MIT_VARIANTS: dict[str, PvtConfig] = {
+    f"mit-b{i}": _preset(f"mit-b{i}", 2, depths, mlp_ratios=(4.0, 4.0, 4.0, 4.0), task=Task.BACKBONE.value, **extra)
+    for i, (depths, extra) in enumerate(
+        (
+            ((2, 2, 2, 2), {"dims": (32, 64, 160, 256)}),
+            ((2, 2, 2, 2), {}),
+            ((3, 4, 6, 3), {}),
+            ((3, 4, 18, 3), {}),
+            ((3, 8, 27, 3), {}),
+            ((3, 6, 40, 3), {}),
+        )
+    )
+}
+
 #: Official constructor names (``whai362/PVT``, timm) for each preset.
 OFFICIAL_NAMES: dict[str, str] = {
     name: (f"pvt_{name}" if VARIANTS[name].version == 1 else "pvt_v2_" + name.replace("-", "_")) for name in VARIANTS
@@ -482,9 +499,9 @@ def resolve_variant_name(name: str) -> str:
     """
     key = name.strip().lower().replace("_", "-")
     key = re.sub(r"^pvt-(v2-)?", "", key)
-    if key in VARIANTS:
+    if key in VARIANTS or key in MIT_VARIANTS:
         return key
-    candidates = list(VARIANTS) + list(OFFICIAL_NAMES.values())
+    candidates = list(VARIANTS) + list(OFFICIAL_NAMES.values()) + list(MIT_VARIANTS)
     close = difflib.get_close_matches(name.strip().lower(), candidates, n=2, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ConfigError(f"variant={name!r} is not a known variant (known: {', '.join(VARIANTS)}){hint}")
@@ -492,7 +509,8 @@ def resolve_variant_name(name: str) -> str:
 
 def get_variant(name: str) -> PvtConfig:
     """Return the preset config for ``name`` (any accepted spelling)."""
-    return VARIANTS[resolve_variant_name(name)]
+    key = resolve_variant_name(name)
+    return VARIANTS[key] if key in VARIANTS else MIT_VARIANTS[key]
 
 
 # ---------------------------------------------------------------------------------- parsing

@@ -153,6 +153,17 @@ OP_KINDS: dict[str, OpKind] = {
     ),
     **_names(OpKind.EXPAND, "Tensor.expand", "Tensor.expand_as", "Tensor.repeat", "nn.functional.pad", "Tensor.roll", "roll"),
     **_names(OpKind.CONCAT, "cat", "concat", "stack"),
+    # Losses of whole models (pvttrace.heads): softmax-like normalisations and reductions, no MACs.
+    **_names(
+        OpKind.SOFTMAX,
+        "nn.functional.cross_entropy",
+        "nn.functional.log_softmax",
+        "Tensor.log_softmax",
+        "nn.functional.nll_loss",
+    ),
+    **_names(OpKind.ELEMENTWISE, "nn.functional.l1_loss"),
+    # Tensors a forward creates (labels, targets): memory, no arithmetic.
+    **_names(OpKind.OTHER, "zeros", "zeros_like", "ones_like", "Tensor.new_zeros", "Tensor.new_ones", "empty"),
 }
 
 #: Kinds whose MACs come from a formula; every other known kind costs 0 by rule.

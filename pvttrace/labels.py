@@ -99,7 +99,11 @@ _LAYOUT_LABELS = frozenset({*_CONTINUES.values(), "take k, v", "transpose k", "t
 
 
 def stage_of_module(path: str) -> int | None:
-    """1-based pyramid stage of a module or parameter path, or None (head, class token ...)."""
+    """1-based pyramid stage of a module or parameter path, or None (head, class token ...).
+
+    A leading ``backbone.`` (whole detection/segmentation models) is skipped.
+    """
+    path = path.removeprefix("backbone.")
     for pattern, offset in _STAGE_PATTERNS:
         match = pattern.match(path)
         if match:

@@ -115,7 +115,8 @@ def _header(trace: Trace) -> Panel:
     totals = trace.totals
     lines = Text()
     if trace.config is not None:
-        lines.append(trace.config.describe() + "\n", style="bold")
+        whole = f"{trace.model}: " if trace.model is not None else ""  # a head on the PVT (pvttrace.heads)
+        lines.append(whole + trace.config.describe() + "\n", style="bold")
         for note in fidelity(trace.config).notes():
             lines.append(note + "\n", style="yellow")
     elif trace.model is not None:
@@ -342,7 +343,7 @@ def trace_markdown(
     t = trace.totals
     lines: list[str] = []
     if trace.config is not None:
-        lines.append(f"## {trace.config.describe()}")
+        lines.append(f"## {trace.model + ': ' if trace.model is not None else ''}{trace.config.describe()}")
         lines.append("")
         lines.extend(f"- {note}" for note in fidelity(trace.config).notes())
     elif trace.model is not None:

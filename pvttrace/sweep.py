@@ -206,6 +206,12 @@ METRICS: dict[str, Metric] = {
             requires="peak_activation_bytes",
         ),
         Metric(
+            "peak_memory_bytes", "peak memory", MetricUnit.BYTES,
+            "params + buffers + activations at the inference peak, or the training step's peak (sweep --train)",
+            _optional_total("peak_memory_bytes"), _optional_per_stage("saved_activation_bytes"),
+            requires="peak_memory_bytes",
+        ),
+        Metric(
             "params", "parameters", MetricUnit.PARAMS,
             "learned parameters (head included)",
             lambda t: t.totals.params, _per_stage("params"),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pvttrace.config import PvtConfig, parse_img
+from pvttrace.dense import HeadConfig
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.records import CONVENTIONS, Shape, Trace
 
@@ -58,18 +59,20 @@ class ModelSpec:
     in_chans: int | None = None
     attention: str | None = None
     """``explicit`` or ``sdpa``: sets every ``fused_attn`` switch of an external model (timm's)."""
+    head: HeadConfig | None = None
+    """Built-in only: a dense-prediction head on the PVT (``pvttrace.heads``), None for the PVT alone."""
 
     @property
     def name(self) -> str:
         """How the model is named in headers and JSON: ``timm:pvt_v2_b0``, ``pkg.mod:make``, ``tiny``."""
         if self.source == "builtin" and self.config is not None:
-            return self.config.variant
+            return self.config.variant if self.head is None else f"{self.head.kind} on {self.config.variant}"
         return f"timm:{self.target}" if self.source == "timm" else self.target
 
 
-def builtin_spec(config: PvtConfig) -> ModelSpec:
-    """A spec for the built-in PVT described by ``config``."""
-    return ModelSpec(source="builtin", target=config.variant, config=config)
+def builtin_spec(config: PvtConfig, head: HeadConfig | None = None) -> ModelSpec:
+    """A spec for the built-in PVT described by ``config`` (with a dense-prediction ``head`` when given)."""
+    return ModelSpec(source="builtin", target=config.variant, config=config, head=head)
 
 
 def parse_input_shape(text: str) -> Shape:
@@ -301,6 +304,12 @@ def trace_target(
     if spec.source == "builtin":
         if spec.config is None:
             raise UserInputError("a builtin model spec needs a config")
+        if spec.head is not None:
+            if convention != "macs":
+                raise UserInputError(f"convention={convention!r} works on the PVT alone; whole models (--head) count macs")
+            from pvttrace.heads import trace_dense
+
+            return trace_dense(spec.config, spec.head, device=device, train=train, optimizer=optimizer)
         return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
     import torch
 

@@ -54,6 +54,7 @@ from pvttrace.memory import LifetimeLog
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
+from pvttrace.trainstate import preserved_state
 
 __all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
 
@@ -397,6 +398,13 @@ def memory_log(
     (every storage allocation and free, what autograd saved).
     Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
     """
+    with preserved_state(model, train=train):  # outside the tracker: its copies are not memory
+        return _memory_log(model, example, train=train, facts=facts)
+
+
+def _memory_log(
+    model: nn.Module, example: torch.Tensor, *, train: bool, facts: list[dict[str, Any]] | None
+) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     tracker = StorageTracker()
     out: Any = None
     try:
