@@ -36,6 +36,7 @@ __all__ = [
     "Trace",
     "TrainingMemory",
     "dumps_json",
+    "filtered_document",
     "json_error_reason",
     "load_trace",
     "loads_trace",
@@ -511,6 +512,24 @@ def _shape(value: Any) -> Shape:
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         raise TypeError(f"expected a shape list, got {value!r}")
     return tuple(_int(v) for v in value)
+
+
+def filtered_document(
+    trace: Trace, *, stages: Iterable[int] | None = None, kinds: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The trace's JSON document with only the ops of ``stages``/``kinds``, as ``run --format json`` writes it.
+
+    Stage summaries and totals stay whole-model. The document records the filters in ``filters``
+    (``{"stages": [1, 2], "kinds": null}``); without filters it is exactly :meth:`Trace.to_dict`.
+    """
+    document = trace.to_dict()
+    stage_list = None if stages is None else sorted(set(stages))
+    kind_list = None if kinds is None else list(kinds)
+    if stage_list is None and kind_list is None:
+        return document
+    document["ops"] = [op.to_dict() for op in trace.select(stages=stage_list, kinds=kind_list)]
+    document["filters"] = {"stages": stage_list, "kinds": kind_list}
+    return document
 
 
 def dumps_json(document: Mapping[str, Any]) -> str:
