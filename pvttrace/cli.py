@@ -573,7 +573,9 @@ def variants(width: WidthOpt = None) -> None:
             ",".join(map(str, cfg.sr_ratios)),
             "yes" if cfg.linear_sra else "",
         )
-    make_console(width).print(table)
+    from pvttrace.fitwidth import fitted
+
+    make_console(width).print(fitted(table, ("official name", "ver", "linear")))
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)

@@ -32,7 +32,7 @@ def _header_text(header: RenderableType) -> str:
 
 def dropped_note(names: Sequence[str], width: int) -> Text:
     """The one dim line that says which columns a table left out at ``width`` columns."""
-    return Text(f"(not shown at {width} columns: {', '.join(names)}; widen with --width)", style="dim")
+    return Text(f"(not shown at {width} columns: {', '.join(names)}; see --width)", style="dim")
 
 
 class FittedTable:
@@ -41,13 +41,23 @@ class FittedTable:
     Args:
         table: the full table.
         drop: headers of the columns that may be dropped, first dropped first.
+        wrap: headers of text columns (labels, never numbers) that may wrap onto more lines when
+            the table is still too wide after the drops.
+        narrower: a more compact table with the same rows (e.g. values without their exact digits),
+            used when this one is still too wide after the drops.
     """
 
-    def __init__(self, table: Table, drop: Iterable[str] = ()) -> None:
+    def __init__(
+        self, table: Table, drop: Iterable[str] = (), wrap: Iterable[str] = (), narrower: FittedTable | None = None
+    ) -> None:
         self.table = table
         self.drop = tuple(drop)
+        self.narrower = narrower
+        wrapping = set(wrap)
         for column in table.columns:
-            column.no_wrap = True
+            column.no_wrap = _header_text(column.header) not in wrapping
+            if not column.no_wrap:
+                column.overflow = "fold"
 
     @property
     def columns(self) -> list[object]:
@@ -74,6 +84,8 @@ class FittedTable:
             dropped.append(name)
             if self.natural_width(console, options, table) <= width:
                 return table, dropped
+        if self.narrower is not None and self.natural_width(console, options, table) > width:
+            return self.narrower.fit(console, options)
         if self.natural_width(console, options, table) > width and table.box not in (None, box.SIMPLE_HEAD):
             # Last resort before cutting: a box without vertical rules saves one column per border.
             table = copy.copy(table)
@@ -93,6 +105,8 @@ class FittedTable:
         return Measurement.get(console, options, table)
 
 
-def fitted(table: Table, drop: Iterable[str] = ()) -> FittedTable:
+def fitted(
+    table: Table, drop: Iterable[str] = (), wrap: Iterable[str] = (), narrower: FittedTable | None = None
+) -> FittedTable:
     """Wrap ``table`` so that it drops the ``drop`` columns (first first) rather than cut cells when narrow."""
-    return FittedTable(table, drop)
+    return FittedTable(table, drop, wrap, narrower)
