@@ -434,7 +434,7 @@ def run(
     ops: Annotated[
         bool, typer.Option("--ops", help="One block per stage with its entry and exit ops (default: stage 1's attention).")
     ] = False,
-    stage_text: StageOpt = None,
+    stage: StageOpt = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
@@ -461,10 +461,10 @@ def run(
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
         ))
         kinds = _parse_kinds(kind)
-        stage = parse_int_list(stage_text, "stage")
+        stages = parse_int_list(stage, "stage")
         cfg = spec.config
-        if stage and cfg is not None:
-            _check_stages(stage, cfg.num_stages)
+        if stages and cfg is not None:
+            _check_stages(stages, cfg.num_stages)
         if cfg is not None:
             warn_config(cfg.warnings, quiet)
         optimizer_name = training_options(train, optimizer)
@@ -486,8 +486,8 @@ def run(
             train=train,
             optimizer=optimizer_name,
         )
-        if stage and cfg is None:
-            _check_stages(stage, len(trace.stages))
+        if stages and cfg is None:
+            _check_stages(stages, len(trace.stages))
         missing = uncosted_summary(trace)
         if missing:
             warn([missing])
@@ -497,11 +497,11 @@ def run(
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json, filtered_document
 
-        sys.stdout.write(dumps_json(filtered_document(trace, stages=stage, kinds=kinds)))
+        sys.stdout.write(dumps_json(filtered_document(trace, stages=stages, kinds=kinds)))
     elif output_format == OutputFormat.MARKDOWN:
         from pvttrace.render import trace_markdown
 
-        sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+        sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stages or None, kinds=kinds))
         if memory:
             from pvttrace.render_memory import memory_markdown
 
@@ -509,14 +509,14 @@ def run(
     elif output_format == OutputFormat.CSV:
         from pvttrace.tabular import trace_csv
 
-        sys.stdout.write(trace_csv(trace, stages=stage or None, kinds=kinds))
+        sys.stdout.write(trace_csv(trace, stages=stages or None, kinds=kinds))
     else:
         from pvttrace.render import render_trace
 
         console = make_console(width)
-        brief = not (show_all or ops or stage or kinds is not None)
+        brief = not (show_all or ops or stages or kinds is not None)
         console.print(
-            render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source, brief=brief)
+            render_trace(trace, show_all=show_all, stages=stages or None, kinds=kinds, with_source=source, brief=brief)
         )
         if memory:
             from pvttrace.render_memory import render_memory

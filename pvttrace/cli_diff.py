@@ -26,10 +26,13 @@ from pvttrace.cli import (
     PosSizeOpt,
     QkvBiasOpt,
     TaskOpt,
+    QuietOpt,
     WidthOpt,
     app,
+    closest,
     errors_to_exit_codes,
     make_console,
+    parse_int_list,
     warn,
 )
 from pvttrace.errors import UserInputError
@@ -210,7 +213,9 @@ def diff(
     label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
     ops: Annotated[bool, typer.Option("--ops", help="Add the op-level side-by-side table.")] = False,
-    stage: Annotated[list[int] | None, typer.Option("--stage", help="With --ops: only this 1-based stage (repeatable).")] = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="With --ops: only these 1-based stages: 1,2 (or repeated).")
+    ] = None,
     changed_only: Annotated[bool, typer.Option("--changed-only", help="With --ops: only ops that differ.")] = False,
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib).")
@@ -219,6 +224,7 @@ def diff(
         str, typer.Option("--plot-metric", help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.")
     ] = "macs",
     width: WidthOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
 
@@ -261,12 +267,16 @@ def diff(
         "pos_size": pos_size,
     }
     with errors_to_exit_codes():
+        stage_list = parse_int_list(stage, "stage")
         if plot is not None:
             from pvttrace.plot import plot_format, require_matplotlib
             from pvttrace.render_diff import PLOT_METRICS
 
             if plot_metric not in PLOT_METRICS:
-                raise UserInputError(f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}")
+                raise UserInputError(
+                    f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}"
+                    f"{closest(plot_metric, list(PLOT_METRICS))}"
+                )
             plot_format(plot)
             require_matplotlib()
         if paths:
@@ -282,24 +292,28 @@ def diff(
             check_labels(names, len(paths))
             loaded = [load_diff_input(path, retrace=_retrace(device.value)) for path in paths]
             traces = [trace for trace, _ in loaded]
-            _check_stages(stage, max(len(t.stages) for t in traces))
+            _check_stages(stage_list, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
         elif model or input_shape:
             specs = _specs_from_options(model, input_shape, repeated, once)
             names = label or _spec_labels(specs)
             check_labels(names, len(specs))
             traces = _trace_specs(specs, device.value)
-            _check_stages(stage, max(len(t.stages) for t in traces))
+            _check_stages(stage_list, max(len(t.stages) for t in traces))
         else:
             configs = _configs_from_options(repeated, once)
             names = label or default_labels(configs)
             check_labels(names, len(configs))
-            _check_stages(stage, max(cfg.num_stages for cfg in configs))
-            warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
+            _check_stages(stage_list, max(cfg.num_stages for cfg in configs))
+            if not quiet:
+                from pvttrace.notes import grouped_warnings
+
+                warn([f"{n}: {line}" for n, cfg in zip(names, configs, strict=True) for line in grouped_warnings(cfg.warnings)])
             traces = trace_distinct(configs, _retrace(device.value))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
             _write_plot(result, plot, plot_metric)
+            sys.stderr.write(f"wrote {plot}\n")
     if output_format == OutputFormat.CSV:
         from pvttrace.render_diff import diff_csv
 
@@ -311,11 +325,11 @@ def diff(
     elif output_format == OutputFormat.MARKDOWN:
         from pvttrace.render_diff import diff_markdown
 
-        sys.stdout.write(diff_markdown(result, ops=ops, stages=stage or None, changed_only=changed_only))
+        sys.stdout.write(diff_markdown(result, ops=ops, stages=stage_list or None, changed_only=changed_only))
     else:
         from pvttrace.render_diff import render_diff
 
-        make_console(width).print(render_diff(result, ops=ops, stages=stage or None, changed_only=changed_only))
+        make_console(width).print(render_diff(result, ops=ops, stages=stage_list or None, changed_only=changed_only))
 
 
 def _write_plot(result: TraceDiff, path: str, metric: str) -> None:

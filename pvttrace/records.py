@@ -431,6 +431,29 @@ class Trace:
     training: TrainingMemory | None = None
     """Training-step memory, when traced with ``train=True`` (None for inference traces)."""
 
+    def __repr__(self) -> str:
+        """One line (the dataclass repr of every op ran to ~100 KB): what was traced and its totals."""
+        from pvttrace.units import format_bytes, format_count
+
+        what = self.config.describe() if self.config is not None else (self.model or f"input {list(self.input_shape)}")
+        peak = f", peak {format_bytes(self.totals.peak_memory_bytes)}" if self.totals.peak_memory_bytes else ""
+        return (
+            f"<Trace {what}: {len(self.ops)} ops, {len(self.stages)} stages, MACs {format_count(self.totals.macs)}, "
+            f"params {format_count(self.totals.params)}{peak}>"
+        )
+
+    def __rich__(self) -> Any:
+        """``rich.print(trace)``: the short ``pvttrace run`` view (rich is imported only here)."""
+        from pvttrace.render import render_trace
+
+        return render_trace(self, brief=True)
+
+    def _repr_markdown_(self) -> str:
+        """Notebooks: the ``run --format markdown`` view."""
+        from pvttrace.render import trace_markdown
+
+        return trace_markdown(self)
+
     def select(
         self,
         *,

@@ -515,6 +515,24 @@ class SweepResult:
     inputs: tuple[tuple[int, ...], ...] = ()
     """--model columns only: each column's input shape at the first size."""
 
+    def __repr__(self) -> str:
+        """One line: what was swept, over which sizes and metrics."""
+        sizes = ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in self.sizes)
+        metrics = ",".join(m.name for m in self.metrics)
+        return f"<SweepResult {self.title}: sizes {sizes}; metrics {metrics}>"
+
+    def __rich__(self) -> Any:
+        """``rich.print(result)``: the ``pvttrace sweep`` tables and charts (rich is imported only here)."""
+        from pvttrace.render_sweep import render_sweep
+
+        return render_sweep(self)
+
+    def _repr_markdown_(self) -> str:
+        """Notebooks: the ``sweep --format markdown`` view."""
+        from pvttrace.render_sweep import sweep_markdown
+
+        return sweep_markdown(self)
+
     def series_of(self, metric: Metric | str) -> tuple[SweepSeries, ...]:
         """The series of one metric, one per column, in column order."""
         name = metric if isinstance(metric, str) else metric.name
