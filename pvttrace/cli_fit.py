@@ -27,6 +27,7 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     SrOpt,
     TaskOpt,
     TrainOpt,
@@ -37,7 +38,7 @@ from pvttrace.cli import (
     errors_to_exit_codes,
     make_console,
     training_options,
-    warn,
+    warn_config,
 )
 from pvttrace.errors import UserInputError
 
@@ -46,7 +47,9 @@ __all__ = ["fit"]
 
 @app.command()
 def fit(
-    memory: Annotated[str, typer.Option("--memory", help="Memory budget, e.g. 24GiB, 80GB (read as GiB) or 512MiB.")],
+    memory: Annotated[
+        str, typer.Option("--memory", help="Memory budget: 24GiB or 512MiB (powers of 1024), 80GB (powers of 1000).")
+    ],
     variant: VariantOpt = "tiny",
     img: Annotated[
         str | None, typer.Option("--img", help="Image size (224, 800x1333), or auto: search the largest square side.")
@@ -70,6 +73,11 @@ def fit(
     optimizer: OptimizerOpt = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.TABLE,
     width: WidthOpt = None,
+    reserve: Annotated[
+        str | None,
+        typer.Option("--reserve", help="Set aside for the CUDA context and allocator headroom, e.g. 1GiB (default 0)."),
+    ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Find the largest batch size (or, with --img auto, square image side) that fits a memory budget.
 
@@ -99,9 +107,13 @@ def fit(
         from pvttrace.trace import trace_config
 
         answer = fit_config(
-            cfg, memory, trace=functools.partial(trace_config, train=train, optimizer=optimizer_name), search=search
+            cfg,
+            memory,
+            trace=functools.partial(trace_config, train=train, optimizer=optimizer_name),
+            search=search,
+            reserve_text=reserve,
         )
-        warn(answer.trace.config.warnings if answer.trace.config is not None else ())
+        warn_config(answer.trace.config.warnings if answer.trace.config is not None else (), quiet)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
         from pvttrace.render_memory import fit_document

@@ -205,7 +205,10 @@ def render_fit(answer: FitAnswer) -> RenderableType:
     head = Text()
     if trace.config is not None:
         head.append(trace.config.describe() + "\n")
-    head.append(f"budget {format_bytes(answer.budget)}, {mode}, estimated on the {trace.device} device\n")
+    budget = format_bytes(answer.budget)
+    if answer.reserve:
+        budget = f"{format_bytes(answer.budget + answer.reserve)} - reserve {format_bytes(answer.reserve)} = {budget}"
+    head.append(f"budget {budget}, {mode}, estimated on the {trace.device} device\n")
     head.append(f"largest {what} that fits: {value}", style="bold green")
     peak = trace.totals.peak_memory_bytes
     head.append(f"  (peak {format_bytes(peak)}, {100 * peak / answer.budget:.1f}% of the budget)\n")
@@ -236,6 +239,7 @@ def fit_document(answer: FitAnswer) -> dict[str, object]:
         "schema": "pvttrace.fit/1",
         "search": answer.search.value,
         "budget_bytes": answer.budget,
+        "reserve_bytes": answer.reserve,
         "value": answer.value,
         "peak_bytes": trace.totals.peak_memory_bytes,
         "next_value": answer.next_value,

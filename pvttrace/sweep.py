@@ -246,7 +246,11 @@ def parse_metrics(texts: Sequence[str] | None) -> tuple[Metric, ...]:
     for name in names:
         metric = METRICS.get(name)
         if metric is None:
-            raise UserInputError(f"metric={name!r} is not a sweep metric; known: {', '.join(METRICS)}")
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), list(METRICS), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserInputError(f"metric={name!r} is not a sweep metric{hint} (known: {', '.join(METRICS)})")
         if not _metric_available(metric):
             raise UserInputError(
                 f"metric={name!r} is not available: traces of this pvttrace have no {metric.requires} "
