@@ -219,9 +219,12 @@ def _select_rows(diff: TraceDiff, stages: Iterable[int] | None, changed_only: bo
 
 
 def op_diff_table(
-    diff: TraceDiff, *, stages: Iterable[int] | None = None, changed_only: bool = False
+    diff: TraceDiff, *, stages: Iterable[int] | None = None, changed_only: bool = False, stacked: bool = False
 ) -> FittedTable:
     """Ops side by side, aligned by module path and op; absent ops and changed shapes marked.
+
+    Where the module column does not fit, the module path is stacked under the step (``stacked``),
+    and then the MACs columns are dropped.
 
     Raises:
         ValueError: the diff was built without ``with_ops=True``.
@@ -230,8 +233,9 @@ def op_diff_table(
         raise ValueError("the diff has no aligned ops; build it with diff_traces(..., with_ops=True)")
     title = "Ops side by side" + (", changed only" if changed_only else "") + _OP_LEGEND
     table = Table(title=title, title_justify="left")
-    table.add_column("module", style="dim")
-    table.add_column("step (op)")
+    if not stacked:
+        table.add_column("module", style="dim")
+    table.add_column("step (op)" if not stacked else "step (op) / module")
     for label in diff.labels:
         table.add_column(Text(f"{label} output"), no_wrap=True)
         table.add_column("MACs", justify="right", no_wrap=True)
@@ -244,12 +248,15 @@ def op_diff_table(
         first = next(op for op in row.ops if op is not None)
         op_name = short_op(first)
         step = f"{row.label} ({op_name})" if row.label and row.label != op_name else row.label or op_name
-        cells: list[str | Text] = [Text(row.module or "(model)"), Text(step)]
+        module = Text(row.module or "(model)", style="dim")
+        cells: list[str | Text] = [module, Text(step)] if not stacked else [Text(step + "\n").append_text(module)]
         for i in range(len(diff.labels)):
             cells.extend(_op_side(row, i))
         cells.append(Text(_op_mark(row, diff.labels)))
         table.add_row(*cells)
-    return fitted(table, ("module", "MACs"), wrap=("step (op)",))
+    if stacked:
+        return fitted(table, ("MACs",), wrap=("step (op) / module",))
+    return fitted(table, narrower=op_diff_table(diff, stages=stages, changed_only=changed_only, stacked=True))
 
 
 def _summary(diff: TraceDiff) -> Text:
