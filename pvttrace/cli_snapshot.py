@@ -46,6 +46,7 @@ from pvttrace.cli import (
 from pvttrace.errors import TraceError, TraceFileError, UserInputError
 from pvttrace.snapshot import (
     Budgets,
+    Snapshot,
     check_budgets,
     check_snapshot_file,
     load_snapshot,
@@ -126,7 +127,10 @@ def write(
     max_params: MaxParamsOpt = None,
     max_attention_map: MaxMapOpt = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Overwrite PATH even when it is not a readable pvttrace snapshot.")
+        bool,
+        typer.Option(
+            "--force", help="Overwrite PATH even when it is not a readable snapshot or holds another configuration."
+        ),
     ] = False,
     model: ModelOpt = None,
     input_shape: InputShapeOpt = None,
@@ -146,9 +150,11 @@ def write(
         ))
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
         kept = Budgets()
+        existing = None
         if os.path.lexists(path):
             try:
-                kept = load_snapshot(path).budgets
+                existing = load_snapshot(path)
+                kept = existing.budgets
             except TraceFileError as exc:
                 if not force:
                     raise TraceFileError(f"{exc}; refusing to overwrite it (pass --force)") from None
@@ -159,6 +165,11 @@ def write(
         snapshot = snapshot_from_trace(
             trace_target(spec, on_note=lambda note: warn([note])), kept.overridden_by(budgets)
         )
+        if existing is not None and not force and _subject(existing) != _subject(snapshot):
+            raise UserInputError(
+                f"{path} holds a snapshot of another configuration ({existing.describe()}); pass --force to "
+                f"replace it with {snapshot.describe()}"
+            )
         written = write_snapshot(path, snapshot)
     totals = snapshot.totals
     sys.stdout.write(
@@ -166,6 +177,11 @@ def write(
         f"MACs {format_count(totals.macs)}, params {format_count(totals.params)}\n"
     )
     warn([f"{budget_line(v)}; the snapshot is written, but checks will fail" for v in check_budgets(snapshot)])
+
+
+def _subject(snapshot: Snapshot) -> tuple[object, ...]:
+    """What a snapshot is of: its config, or its model spec and input shape."""
+    return (snapshot.config, snapshot.model, None if snapshot.config is not None else snapshot.input_shape)
 
 
 def _trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
@@ -238,7 +254,9 @@ def check(
                 path, trace=trace_config, rtol=rtol, budgets=budgets, update=update, trace_model=_trace_model
             )
         except (UserInputError, TraceError) as exc:
-            sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+            message = _one_line(str(exc))
+            # Name the file, also when the error comes from re-tracing its model (an import that fails).
+            sys.stderr.write(f"error: {message if path in message else f'{path}: {message}'}\n")
             worst, invalid = 2, invalid + 1
             continue
         sys.stdout.write("\n".join(result_lines(result, limit=limit)) + "\n")

@@ -115,3 +115,30 @@ def test_fit_reserve_comes_off_the_budget(runner: CliRunner) -> None:
     assert reserved["next_peak_bytes"] > reserved["budget_bytes"]
     table = _invoke(runner, "fit", "--memory", "8GB", "--reserve", "1GiB", "--variant", "tiny")[1]
     assert "budget 7.45 GiB - reserve 1 GiB = 6.45 GiB, inference" in table
+
+
+def test_snapshot_write_over_another_configuration_needs_force(runner: CliRunner, tmp_path: Path) -> None:
+    path = str(tmp_path / "s.json")
+    assert _invoke(runner, "snapshot", "write", path, "--variant", "tiny")[0] == 0
+    assert _invoke(runner, "snapshot", "write", path, "--variant", "tiny", "--max-macs", "3G")[0] == 0  # same config
+    code, _, err = _invoke(runner, "snapshot", "write", path, "--variant", "b0")
+    assert code == 2 and err == (
+        f"error: {path} holds a snapshot of another configuration (tiny (PVT v1, cls) @ 224x224, batch 1, float32); "
+        "pass --force to replace it with b0 (PVT v2, cls) @ 224x224, batch 1, float32\n"
+    )
+    assert json.loads(Path(path).read_text())["config"]["variant"] == "tiny"
+    assert _invoke(runner, "snapshot", "write", path, "--variant", "b0", "--force")[0] == 0
+    assert json.loads(Path(path).read_text())["config"]["variant"] == "b0"
+
+
+def test_snapshot_check_names_the_file_whose_model_cannot_be_imported(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    path = tmp_path / "m.json"
+    args = ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "1,3,32,32"]
+    assert _invoke(runner, *args)[0] == 0
+    path.write_text(path.read_text().replace("anymodel_zoo:mix", "nosuchmod:mix"))
+    code, _, err = _invoke(runner, "snapshot", "check", str(path))
+    assert code == 2
+    assert err == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
