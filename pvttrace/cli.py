@@ -62,9 +62,9 @@ def usage_hint(argv: Sequence[str]) -> str:
     for i, word in enumerate(words):
         if i > 0 and words[i - 1] == "--memory" and words[0] != "fit" and word[:1].isdigit():
             return f"; --memory is a switch of {words[0]} (a memory table); for a budget use: pvttrace fit --memory {word}"
-        if i > 0 and not word.startswith("-") and (word in OFFICIAL_NAMES or word in OFFICIAL_NAMES.values()):
-            if not words[i - 1].startswith("-"):
-                return f"; to pick a variant write --variant {word}"
+        is_variant = word in OFFICIAL_NAMES or word in OFFICIAL_NAMES.values()
+        if i > 0 and is_variant and not words[i - 1].startswith("-"):
+            return f"; to pick a variant write --variant {word}"
     return ""
 
 

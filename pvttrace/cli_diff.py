@@ -25,8 +25,8 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
-    TaskOpt,
     QuietOpt,
+    TaskOpt,
     WidthOpt,
     app,
     closest,
@@ -225,6 +225,7 @@ def diff(
     ] = "macs",
     width: WidthOpt = None,
     quiet: QuietOpt = False,
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
 
@@ -279,6 +280,8 @@ def diff(
                 )
             plot_format(plot)
             require_matplotlib()
+            if not 50 <= dpi <= 1200:
+                raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
         if paths:
             given = [name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values]
             given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
@@ -312,8 +315,8 @@ def diff(
             traces = trace_distinct(configs, _retrace(device.value))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
-            _write_plot(result, plot, plot_metric)
-            sys.stderr.write(f"wrote {plot}\n")
+            _write_plot(result, plot, plot_metric, dpi)
+            sys.stderr.write(f"plot written to {plot}\n")
     if output_format == OutputFormat.CSV:
         from pvttrace.render_diff import diff_csv
 
@@ -332,18 +335,18 @@ def diff(
         make_console(width).print(render_diff(result, ops=ops, stages=stage_list or None, changed_only=changed_only))
 
 
-def _write_plot(result: TraceDiff, path: str, metric: str) -> None:
-    """Grouped bars of one per-stage metric, one bar per configuration."""
-    from pvttrace.plot import plot_stage_bars, save_figure
+def _write_plot(result: TraceDiff, path: str, metric: str, dpi: int) -> None:
+    """Grouped bars of one per-stage metric, one bar per configuration; the title states the shared settings."""
+    from pvttrace.plot import plot_stage_bars, save_figure, shared_settings
     from pvttrace.render_diff import PLOT_METRICS, diff_plot_data
 
     _, ylabel, unit = PLOT_METRICS[metric]
     stages, values = diff_plot_data(result, metric)
-    model = result.baseline.config.variant if result.baseline.config is not None else "model"
+    configs = [t.config for t in result.traces if t.config is not None]
+    model = shared_settings(configs) if len(configs) == len(result.traces) else ", ".join(
+        sorted({t.model or "model" for t in result.traces}))
     flat = [v for row in values.values() for v in row]
     # A log axis only where every bar is positive and they span orders of magnitude.
     log = min(flat) > 0 and max(flat) / min(flat) > 20
-    figure = plot_stage_bars(
-        stages, values, title=f"pvttrace diff: {model}, {metric} per stage", ylabel=ylabel, unit=unit, log=log
-    )
-    save_figure(figure, path)
+    figure = plot_stage_bars(stages, values, title=f"{ylabel} per stage\n{model}", ylabel=ylabel, unit=unit, log=log)
+    save_figure(figure, path, dpi=dpi)

@@ -17,6 +17,7 @@ from pvttrace.cli import (
     OutputFormat,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     WidthOpt,
     app,
     errors_to_exit_codes,
@@ -119,6 +120,7 @@ def sweep(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write a log-log plot: FILE.png or FILE.svg (needs matplotlib).")
     ] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
     model: Annotated[
         list[str] | None,
         typer.Option("--model", help="Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. "
@@ -130,6 +132,7 @@ def sweep(
     ] = None,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
     width: WidthOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Trace configurations at several image sizes: how MACs, attention and memory grow with resolution.
 
@@ -172,6 +175,8 @@ def sweep(
 
             plot_format(plot)
             require_matplotlib()
+            if not 50 <= dpi <= 1200:
+                raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
         if specs is not None:
             from pvttrace.sweep import run_model_sweep
             from pvttrace.target import trace_target
@@ -184,11 +189,12 @@ def sweep(
             from pvttrace.trace import trace_config
 
             result = run_sweep(columns, sizes, metrics, trace=trace_config)
-        warn(result.warnings)
+        if not quiet:
+            warn(result.warnings)
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure
 
-            save_figure(plot_sweep(result), plot)
+            save_figure(plot_sweep(result), plot, dpi=dpi)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
 

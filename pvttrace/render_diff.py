@@ -389,7 +389,7 @@ PLOT_METRICS: dict[str, tuple[StageMetric, str, str]] = {
     "attention_macs": (StageMetric.ATTENTION_MACS, "attention MACs (q@k^T + attn@v)", "MACs"),
     "sr_macs": (StageMetric.SR_MACS, "SR conv MACs", "MACs"),
     "attention_map_bytes": (StageMetric.ATTENTION_MAP_BYTES, "one block's attention map (bytes)", "bytes"),
-    "kv_tokens": (StageMetric.KV_TOKENS, "key/value tokens N'", "parameters"),
+    "kv_tokens": (StageMetric.KV_TOKENS, "key/value tokens N'", "tokens"),
     "params": (StageMetric.PARAMS, "stage parameters", "parameters"),
 }
 

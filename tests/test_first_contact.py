@@ -27,7 +27,7 @@ def test_a_run_prints_no_warning_and_numpy_is_a_dependency() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("numpy") for d in deps)
     cli = Path(sys.executable).parent / "pvttrace"
-    done = subprocess.run([str(cli), "run", "--variant", "tiny", "--img", "224"], capture_output=True, text=True)
+    done = subprocess.run([str(cli), "run", "--variant", "tiny", "--img", "224"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stderr == ""
 
 

@@ -135,7 +135,7 @@ def test_default_run_fits_one_screen_with_the_attention_walkthrough(module_runne
 
 
 def test_piped_output_uses_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pvttrace.cli as cli
+    from pvttrace import cli
 
     monkeypatch.setattr(cli, "terminal_width", lambda: 91)
     assert cli.make_console(None).width == 91
