@@ -473,7 +473,7 @@ def run(
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
             from pvttrace.modules import module_summary
 
-            sys.stdout.write(module_summary(cfg) + "\n")
+            sys.stdout.write(module_summary(cfg, width=make_console(width).width) + "\n")
             return
         from pvttrace.coverage import uncosted_summary
         from pvttrace.target import trace_target

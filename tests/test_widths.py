@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("run big", ["run", "--variant", "tiny", "--img", "800x1333", "--ops", "-q"], ("[1, 1, 66600, 1025]",)),
     ("run --memory", ["run", "--variant", "tiny", "--memory", "--train"], ("65.59 MiB", "<- peak")),
     ("run --coverage", ["run", "--variant", "tiny", "--coverage"], ("nn.functional.conv2d",)),
+    ("run --modules", ["run", "--variant", "tiny", "--modules"], ("Total params: 13,229,288", "[1, 3136, 64]")),
     ("variants", ["variants"], ("64,128,320,512", "3,6,40,3")),
     ("diff", ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1"], ("37.52 MiB  x64", "x2.49", "3.04 G x5.65")),
     ("diff --ops", ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "2"], ("[1, 2, 784, 784]", "* shape")),
