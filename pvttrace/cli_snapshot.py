@@ -34,6 +34,7 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     SrOpt,
     TaskOpt,
     VariantOpt,
@@ -42,6 +43,7 @@ from pvttrace.cli import (
     errors_to_exit_codes,
     resolve_spec,
     warn,
+    warn_config,
 )
 from pvttrace.errors import TraceError, TraceFileError, UserInputError
 from pvttrace.snapshot import (
@@ -134,6 +136,7 @@ def write(
     ] = False,
     model: ModelOpt = None,
     input_shape: InputShapeOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Trace one configuration (the run options) and store its snapshot at PATH, atomically.
 
@@ -159,7 +162,7 @@ def write(
                 if not force:
                     raise TraceFileError(f"{exc}; refusing to overwrite it (pass --force)") from None
         if spec.config is not None:
-            warn(spec.config.warnings)
+            warn_config(spec.config.warnings, quiet)
         from pvttrace.target import trace_target
 
         snapshot = snapshot_from_trace(

@@ -190,7 +190,9 @@ def sweep(
 
             result = run_sweep(columns, sizes, metrics, trace=trace_config)
         if not quiet:
-            warn(result.warnings)
+            from pvttrace.notes import grouped_by_prefix
+
+            warn(grouped_by_prefix(result.warnings))
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["grouped_warnings"]
+__all__ = ["grouped_by_prefix", "grouped_warnings"]
 
 _PATCH = re.compile(r"stage (\d+): input \S+ is not divisible by patch stride \d+; PVT v\d (floors|ceils) .* to a (\S+) grid")
 _SR = re.compile(r"stage (\d+): \S+ grid is not divisible by sr_ratio \d+; the SR conv floors to (\S+) keys")
@@ -32,3 +32,16 @@ def grouped_warnings(warnings: Sequence[str], *, quiet_hint: str = "--quiet hide
         return list(warnings)
     shorts = [_short(w) for w in warnings]
     return [f"{len(warnings)} sizes do not divide evenly: {'; '.join(shorts)} ({quiet_hint})"]
+
+
+_PREFIXED = re.compile(r"^(.+?): (stage \d+: .*)$")
+
+
+def grouped_by_prefix(warnings: Sequence[str]) -> list[str]:
+    """Warnings that name their configuration first (``tiny at 1000x1000: stage 1: ...``): one line per prefix."""
+    groups: dict[str, list[str]] = {}
+    for message in warnings:
+        match = _PREFIXED.match(message)
+        prefix, rest = (match.group(1), match.group(2)) if match else ("", message)
+        groups.setdefault(prefix, []).append(rest)
+    return [f"{prefix}: {line}" if prefix else line for prefix, rests in groups.items() for line in grouped_warnings(rests)]

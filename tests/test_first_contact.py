@@ -142,3 +142,18 @@ def test_snapshot_check_names_the_file_whose_model_cannot_be_imported(
     code, _, err = _invoke(runner, "snapshot", "check", str(path))
     assert code == 2
     assert err == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
+
+
+def test_sweep_and_snapshot_warnings_are_grouped_per_configuration(runner: CliRunner, tmp_path: Path) -> None:
+    _, _, err = _invoke(runner, "sweep", "--img", "800x1333,1000", "--metric", "macs", "-f", "csv")
+    assert err.splitlines() == [
+        "warning: tiny at 1000x1000: 3 sizes do not divide evenly: stage 1 SR keys floor to 31x31; stage 2 SR keys "
+        "floor to 31x31; stage 3 patch grid floors to 62x62 (--quiet hides this)",
+        "warning: tiny at 800x1333: 6 sizes do not divide evenly: stage 1 patch grid floors to 200x333; stage 1 SR "
+        "keys floor to 25x41; stage 2 patch grid floors to 100x166; stage 2 SR keys floor to 25x41; stage 3 SR keys "
+        "floor to 25x41; stage 4 patch grid floors to 25x41 (--quiet hides this)",
+    ]
+    assert _invoke(runner, "sweep", "--img", "800x1333,1000", "--metric", "macs", "-f", "csv", "-q")[2] == ""
+    path = str(tmp_path / "w.json")
+    assert _invoke(runner, "snapshot", "write", path, "--img", "800x1333")[2].count("\n") == 1
+    assert _invoke(runner, "snapshot", "write", path, "--img", "800x1333", "--quiet")[2] == ""
