@@ -146,3 +146,30 @@ def test_piped_output_uses_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(cli, "terminal_width", lambda: None)
     assert cli.make_console(None).width == 120
     assert cli.make_console(70).width == 70
+
+
+def test_a_pipe_from_a_real_terminal_takes_its_width() -> None:
+    """stdout piped (``| less``) while the user's terminal, 90 columns wide, is still there (here: stdin)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 90, 0, 0))
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        cli = os.path.join(os.path.dirname(sys.executable), "pvttrace")
+        done = subprocess.run(
+            [cli, "variants"], stdin=follower, capture_output=True, text=True, env=env, check=True, timeout=120
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 90
+    assert any("official name" in line for line in lines)  # 90 columns: the official names fit
+    assert len(lines[3]) > 80
