@@ -257,9 +257,9 @@ def check(
                 path, trace=trace_config, rtol=rtol, budgets=budgets, update=update, trace_model=_trace_model
             )
         except (UserInputError, TraceError) as exc:
-            message = _one_line(str(exc))
+            message = str(exc)
             # Name the file, also when the error comes from re-tracing its model (an import that fails).
-            sys.stderr.write(f"error: {message if path in message else f'{path}: {message}'}\n")
+            sys.stderr.write(f"error: {_one_line(message if path in message else f'{path}: {message}')}\n")
             worst, invalid = 2, invalid + 1
             continue
         sys.stdout.write("\n".join(result_lines(result, limit=limit)) + "\n")
