@@ -3,11 +3,12 @@
 pvttrace's pytest plugin registers itself when pvttrace is installed and provides the
 ``pvt_snapshot`` fixture. Write the snapshots once, review and commit them:
 
-    pytest test_pvt_snapshots.py --pvttrace-update     # writes snapshots/*.json next to this file
+    pytest tests/test_pvt_snapshots.py --pvttrace-update    # writes tests/snapshots/*.json next to this file
 
 From then on the tests fail, with a report naming stages and ops, as soon as a change alters a
 shape, a token count or a cost. Refresh deliberately with ``--pvttrace-update`` again. The same
-files can be checked without pytest: ``pvttrace snapshot check snapshots/``.
+files can be checked without pytest: ``pvttrace snapshot check tests/snapshots/``
+(``github-actions-snapshot.yml`` runs both in CI).
 """
 
 from __future__ import annotations

@@ -49,8 +49,23 @@ class _OneLineErrors(TyperGroup):
             exit_code = getattr(exc, "exit_code", None)
             if format_message is None or not isinstance(exit_code, int):
                 raise
-            _fail(format_message(), exit_code)
+            argv = args[0] if args else kwargs.get("args")
+            _fail(format_message() + usage_hint(list(argv) if argv is not None else sys.argv[1:]), exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def usage_hint(argv: Sequence[str]) -> str:
+    """A hint for the slips a newcomer makes first: ``run tiny`` (a variant without --variant), ``run --memory 24GiB``."""
+    from pvttrace.config import OFFICIAL_NAMES
+
+    words = [str(a) for a in argv]
+    for i, word in enumerate(words):
+        if i > 0 and words[i - 1] == "--memory" and words[0] != "fit" and word[:1].isdigit():
+            return f"; --memory is a switch of {words[0]} (a memory table); for a budget use: pvttrace fit --memory {word}"
+        is_variant = word in OFFICIAL_NAMES or word in OFFICIAL_NAMES.values()
+        if i > 0 and is_variant and not words[i - 1].startswith("-"):
+            return f"; to pick a variant write --variant {word}"
+    return ""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -107,12 +122,32 @@ def errors_to_exit_codes() -> Iterator[None]:
         _fail(str(exc), 2)
 
 
+def terminal_width() -> int | None:
+    """The width of the controlling terminal (as ``stty size`` reads it), or None when there is none.
+
+    Used when stdout is a pipe (``| less``, ``| head``): the reader still sits at that terminal.
+    """
+    for stream in (sys.stderr, sys.stdin):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns or None
+        except (AttributeError, OSError, ValueError):
+            continue
+    try:
+        with open("/dev/tty", "rb") as tty:
+            return os.get_terminal_size(tty.fileno()).columns or None
+    except OSError:
+        return None
+
+
 def make_console(width: int | None) -> Console:
-    """A stdout console: the terminal's width when interactive, else ``width`` or 120 (stable bytes in pipes)."""
+    """A stdout console: ``--width``; else the terminal's width; in a pipe ``COLUMNS``, the controlling terminal's
+    width, or 120 when there is no terminal at all (CI logs)."""
     if width is None and not sys.stdout.isatty():
         columns = os.environ.get("COLUMNS", "").strip()
         valid = columns.isascii() and columns.isdigit() and len(columns) <= 4 and MIN_WIDTH <= int(columns) <= MAX_WIDTH
-        width = int(columns) if valid else 120
+        width = int(columns) if valid else terminal_width()
+        if width is None or not MIN_WIDTH <= width <= MAX_WIDTH:
+            width = 120
     return Console(width=width, highlight=False, soft_wrap=False)
 
 
@@ -361,6 +396,42 @@ def warn(messages: Sequence[str]) -> None:
         sys.stderr.write(f"warning: {message}\n")
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Do not print warnings about uneven sizes.")]
+StageOpt = Annotated[
+    list[str] | None, typer.Option("--stage", help="Only these 1-based stages: 1,2 (or --stage 1 --stage 2).")
+]
+
+
+def warn_config(warnings: Sequence[str], quiet: bool) -> None:
+    """A configuration's geometry warnings, several folded into one line; none with ``--quiet``."""
+    if not quiet:
+        from pvttrace.notes import grouped_warnings
+
+        warn(grouped_warnings(warnings))
+
+
+def parse_int_list(values: Sequence[str] | None, field: str) -> list[int] | None:
+    """``--stage 1,2`` and ``--stage 1 --stage 2`` alike: comma-separated and/or repeated integers."""
+    if not values:
+        return None
+    out: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip()
+            if not (text.isascii() and text.isdigit()):
+                raise UserInputError(f"{field}={value!r} must be integers separated by commas, e.g. 1,2")
+            out.append(int(text))
+    return out
+
+
+def closest(value: str, choices: Sequence[str]) -> str:
+    """``; did you mean 'sr_conv'?`` for the closest choice, or an empty string when none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(value.lower(), list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def _parse_kinds(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -370,7 +441,7 @@ def _parse_kinds(text: str | None) -> list[str] | None:
     known = [k.value for k in OpKind]
     for kind in kinds:
         if kind not in known:
-            raise UserInputError(f"kind={kind!r} is not an op kind; known kinds: {', '.join(known)}")
+            raise UserInputError(f"kind={kind!r} is not an op kind{closest(kind, known)} (known: {', '.join(known)})")
     if not kinds:
         raise UserInputError("kind='' must name at least one op kind")
     return kinds
@@ -402,7 +473,10 @@ def run(
         OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv (one row per op).")
     ] = OutputFormat.TABLE,
     show_all: Annotated[bool, typer.Option("--all", help="Show every op (no block collapsing).")] = False,
-    stage: Annotated[list[int] | None, typer.Option("--stage", help="Only this 1-based stage (repeatable).")] = None,
+    ops: Annotated[
+        bool, typer.Option("--ops", help="One block per stage with its entry and exit ops (default: stage 1's attention).")
+    ] = False,
+    stage: StageOpt = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
@@ -418,8 +492,12 @@ def run(
     head_width: HeadWidthOpt = None,
     gpu_setting: GpuSettingOpt = None,
     amp: AmpOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
+
+    By default the table view fits one screen: the header, the stage table and stage 1's attention
+    walkthrough; --ops, --all, --stage and --kind show more.
 
     Example: pvttrace run --variant tiny --img 224 --memory; pvttrace run --model timm:pvt_v2_b0 --convention fvcore
     Example: pvttrace run --head segformer --variant mit-b2 --img 512 --batch 2 --train
@@ -430,6 +508,7 @@ def run(
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
         ))
         kinds = _parse_kinds(kind)
+        stages = parse_int_list(stage, "stage")
         cfg = spec.config
         if head is not None or head_width is not None:
             if cfg is None:
@@ -437,10 +516,10 @@ def run(
             from dataclasses import replace
 
             spec = replace(spec, head=head_options(head, head_width, num_classes, cfg))
-        if stage and cfg is not None:
-            _check_stages(stage, cfg.num_stages)
+        if stages and cfg is not None:
+            _check_stages(stages, cfg.num_stages)
         if cfg is not None:
-            warn(cfg.warnings)
+            warn_config(cfg.warnings, quiet)
         optimizer_name = training_options(train, optimizer)
         _check_gpu_setting(spec, gpu_setting, train)
         if amp and gpu_setting is None:
@@ -450,7 +529,7 @@ def run(
                 raise UserInputError("--modules works with built-in variants only (not with --model)")
             from pvttrace.modules import module_summary
 
-            sys.stdout.write(module_summary(cfg) + "\n")
+            sys.stdout.write(module_summary(cfg, width=make_console(width).width) + "\n")
             return
         from pvttrace.coverage import uncosted_summary
         from pvttrace.target import trace_target
@@ -464,8 +543,8 @@ def run(
             optimizer=optimizer_name,
         )
         gpu_peak = _gpu_peak(spec, gpu_setting, optimizer_name, amp=amp)
-        if stage and cfg is None:
-            _check_stages(stage, len(trace.stages))
+        if stages and cfg is None:
+            _check_stages(stages, len(trace.stages))
         missing = uncosted_summary(trace)
         if missing:
             warn([missing])
@@ -473,13 +552,13 @@ def run(
         _print_coverage(trace, output_format, width)
         return
     if output_format == OutputFormat.JSON:
-        from pvttrace.records import dumps_json
+        from pvttrace.records import dumps_json, filtered_document
 
-        sys.stdout.write(dumps_json(trace.to_dict()))
+        sys.stdout.write(dumps_json(filtered_document(trace, stages=stages, kinds=kinds)))
     elif output_format == OutputFormat.MARKDOWN:
         from pvttrace.render import trace_markdown
 
-        sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stage or None, kinds=kinds))
+        sys.stdout.write(trace_markdown(trace, show_all=show_all, stages=stages or None, kinds=kinds))
         if memory:
             from pvttrace.render_memory import memory_markdown
 
@@ -487,12 +566,15 @@ def run(
     elif output_format == OutputFormat.CSV:
         from pvttrace.tabular import trace_csv
 
-        sys.stdout.write(trace_csv(trace, stages=stage or None, kinds=kinds))
+        sys.stdout.write(trace_csv(trace, stages=stages or None, kinds=kinds))
     else:
         from pvttrace.render import render_trace
 
         console = make_console(width)
-        console.print(render_trace(trace, show_all=show_all, stages=stage or None, kinds=kinds, with_source=source))
+        brief = not (show_all or ops or stages or kinds is not None)
+        console.print(
+            render_trace(trace, show_all=show_all, stages=stages or None, kinds=kinds, with_source=source, brief=brief)
+        )
         if memory:
             from pvttrace.render_memory import render_memory
 
@@ -582,7 +664,9 @@ def variants(width: WidthOpt = None) -> None:
             ",".join(map(str, cfg.sr_ratios)),
             "yes" if cfg.linear_sra else "",
         )
-    make_console(width).print(table)
+    from pvttrace.fitwidth import fitted
+
+    make_console(width).print(fitted(table, ("official name", "ver", "linear")))
 
 
 from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers commands)

@@ -27,13 +27,16 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     TaskOpt,
     TrainOpt,
     WidthOpt,
     app,
+    closest,
     errors_to_exit_codes,
     head_options,
     make_console,
+    parse_int_list,
     warn,
 )
 from pvttrace.errors import UserInputError
@@ -225,7 +228,9 @@ def diff(
     label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
     ops: Annotated[bool, typer.Option("--ops", help="Add the op-level side-by-side table.")] = False,
-    stage: Annotated[list[int] | None, typer.Option("--stage", help="With --ops: only this 1-based stage (repeatable).")] = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="With --ops: only these 1-based stages: 1,2 (or repeated).")
+    ] = None,
     changed_only: Annotated[bool, typer.Option("--changed-only", help="With --ops: only ops that differ.")] = False,
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib).")
@@ -237,6 +242,8 @@ def diff(
     head: HeadOpt = None,
     head_width: HeadWidthOpt = None,
     train: TrainOpt = False,
+    quiet: QuietOpt = False,
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
 
@@ -280,14 +287,20 @@ def diff(
         "pos_size": pos_size,
     }
     with errors_to_exit_codes():
+        stage_list = parse_int_list(stage, "stage")
         if plot is not None:
             from pvttrace.plot import plot_format, require_matplotlib
             from pvttrace.render_diff import PLOT_METRICS
 
             if plot_metric not in PLOT_METRICS:
-                raise UserInputError(f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}")
+                raise UserInputError(
+                    f"plot-metric={plot_metric!r} must be one of: {', '.join(PLOT_METRICS)}"
+                    f"{closest(plot_metric, list(PLOT_METRICS))}"
+                )
             plot_format(plot)
             require_matplotlib()
+            if not 50 <= dpi <= 1200:
+                raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
         if paths and (head or train):
             raise UserInputError("--head and --train trace configurations; saved trace files are compared as they are")
         if paths:
@@ -303,7 +316,7 @@ def diff(
             check_labels(names, len(paths))
             loaded = [load_diff_input(path, retrace=config_tracer(device.value)) for path in paths]
             traces = [trace for trace, _ in loaded]
-            _check_stages(stage, max(len(t.stages) for t in traces))
+            _check_stages(stage_list, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
         elif (model or input_shape) and (head or train):
             raise UserInputError("--head and --train compare built-in configurations (not with --model)")
@@ -312,17 +325,21 @@ def diff(
             names = label or _spec_labels(specs)
             check_labels(names, len(specs))
             traces = _trace_specs(specs, device.value)
-            _check_stages(stage, max(len(t.stages) for t in traces))
+            _check_stages(stage_list, max(len(t.stages) for t in traces))
         else:
             configs = _configs_from_options(repeated, once)
             names = label or default_labels(configs)
             check_labels(names, len(configs))
-            _check_stages(stage, max(cfg.num_stages for cfg in configs))
-            warn([f"{name}: {message}" for name, cfg in zip(names, configs, strict=True) for message in cfg.warnings])
+            _check_stages(stage_list, max(cfg.num_stages for cfg in configs))
+            if not quiet:
+                from pvttrace.notes import grouped_warnings
+
+                warn([f"{n}: {line}" for n, cfg in zip(names, configs, strict=True) for line in grouped_warnings(cfg.warnings)])
             traces = trace_distinct(configs, config_tracer(device.value, head, head_width, num_classes, train))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
-            _write_plot(result, plot, plot_metric)
+            _write_plot(result, plot, plot_metric, dpi)
+            sys.stderr.write(f"plot written to {plot}\n")
     if output_format == OutputFormat.CSV:
         from pvttrace.render_diff import diff_csv
 
@@ -334,11 +351,11 @@ def diff(
     elif output_format == OutputFormat.MARKDOWN:
         from pvttrace.render_diff import diff_markdown
 
-        sys.stdout.write(diff_markdown(result, ops=ops, stages=stage or None, changed_only=changed_only))
+        sys.stdout.write(diff_markdown(result, ops=ops, stages=stage_list or None, changed_only=changed_only))
     else:
         from pvttrace.render_diff import render_diff
 
-        make_console(width).print(render_diff(result, ops=ops, stages=stage or None, changed_only=changed_only))
+        make_console(width).print(render_diff(result, ops=ops, stages=stage_list or None, changed_only=changed_only))
     if train and output_format in (OutputFormat.TABLE, OutputFormat.MARKDOWN):
         from pvttrace.render_dense import training_parts_markdown, training_parts_table
 
@@ -348,18 +365,18 @@ def diff(
             make_console(width).print(training_parts_table(traces, names))
 
 
-def _write_plot(result: TraceDiff, path: str, metric: str) -> None:
-    """Grouped bars of one per-stage metric, one bar per configuration."""
-    from pvttrace.plot import plot_stage_bars, save_figure
+def _write_plot(result: TraceDiff, path: str, metric: str, dpi: int) -> None:
+    """Grouped bars of one per-stage metric, one bar per configuration; the title states the shared settings."""
+    from pvttrace.plot import plot_stage_bars, save_figure, shared_settings
     from pvttrace.render_diff import PLOT_METRICS, diff_plot_data
 
     _, ylabel, unit = PLOT_METRICS[metric]
     stages, values = diff_plot_data(result, metric)
-    model = result.baseline.config.variant if result.baseline.config is not None else "model"
+    configs = [t.config for t in result.traces if t.config is not None]
+    model = shared_settings(configs) if len(configs) == len(result.traces) else ", ".join(
+        sorted({t.model or "model" for t in result.traces}))
     flat = [v for row in values.values() for v in row]
     # A log axis only where every bar is positive and they span orders of magnitude.
     log = min(flat) > 0 and max(flat) / min(flat) > 20
-    figure = plot_stage_bars(
-        stages, values, title=f"pvttrace diff: {model}, {metric} per stage", ylabel=ylabel, unit=unit, log=log
-    )
-    save_figure(figure, path)
+    figure = plot_stage_bars(stages, values, title=f"{ylabel} per stage\n{model}", ylabel=ylabel, unit=unit, log=log)
+    save_figure(figure, path, dpi=dpi)

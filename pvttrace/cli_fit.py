@@ -29,6 +29,7 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     SrOpt,
     TaskOpt,
     TrainOpt,
@@ -40,7 +41,7 @@ from pvttrace.cli import (
     head_options,
     make_console,
     training_options,
-    warn,
+    warn_config,
 )
 from pvttrace.errors import UserInputError
 
@@ -49,7 +50,9 @@ __all__ = ["fit"]
 
 @app.command()
 def fit(
-    memory: Annotated[str, typer.Option("--memory", help="Memory budget, e.g. 24GiB, 80GB (read as GiB) or 512MiB.")],
+    memory: Annotated[
+        str, typer.Option("--memory", help="Memory budget: 24GiB or 512MiB (powers of 1024), 80GB (powers of 1000).")
+    ],
     variant: VariantOpt = "tiny",
     img: Annotated[
         str | None, typer.Option("--img", help="Image size (224, 800x1333), or auto: search the largest square side.")
@@ -75,6 +78,11 @@ def fit(
     width: WidthOpt = None,
     head: HeadOpt = None,
     head_width: HeadWidthOpt = None,
+    reserve: Annotated[
+        str | None,
+        typer.Option("--reserve", help="Set aside for the CUDA context and allocator headroom, e.g. 1GiB (default 0)."),
+    ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Find the largest batch size (or, with --img auto, square image side) that fits a memory budget.
 
@@ -110,8 +118,8 @@ def fit(
             from pvttrace.heads import trace_dense
 
             tracer = functools.partial(trace_dense, head=whole, train=train, optimizer=optimizer_name)
-        answer = fit_config(cfg, memory, trace=tracer, search=search)
-        warn(answer.trace.config.warnings if answer.trace.config is not None else ())
+        answer = fit_config(cfg, memory, trace=tracer, search=search, reserve_text=reserve)
+        warn_config(answer.trace.config.warnings if answer.trace.config is not None else (), quiet)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
         from pvttrace.render_memory import fit_document

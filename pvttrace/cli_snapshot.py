@@ -34,6 +34,7 @@ from pvttrace.cli import (
     PatchOpt,
     PosSizeOpt,
     QkvBiasOpt,
+    QuietOpt,
     SrOpt,
     TaskOpt,
     VariantOpt,
@@ -42,10 +43,12 @@ from pvttrace.cli import (
     errors_to_exit_codes,
     resolve_spec,
     warn,
+    warn_config,
 )
 from pvttrace.errors import TraceError, TraceFileError, UserInputError
 from pvttrace.snapshot import (
     Budgets,
+    Snapshot,
     check_budgets,
     check_snapshot_file,
     load_snapshot,
@@ -126,10 +129,14 @@ def write(
     max_params: MaxParamsOpt = None,
     max_attention_map: MaxMapOpt = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Overwrite PATH even when it is not a readable pvttrace snapshot.")
+        bool,
+        typer.Option(
+            "--force", help="Overwrite PATH even when it is not a readable snapshot or holds another configuration."
+        ),
     ] = False,
     model: ModelOpt = None,
     input_shape: InputShapeOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Trace one configuration (the run options) and store its snapshot at PATH, atomically.
 
@@ -146,19 +153,26 @@ def write(
         ))
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
         kept = Budgets()
+        existing = None
         if os.path.lexists(path):
             try:
-                kept = load_snapshot(path).budgets
+                existing = load_snapshot(path)
+                kept = existing.budgets
             except TraceFileError as exc:
                 if not force:
                     raise TraceFileError(f"{exc}; refusing to overwrite it (pass --force)") from None
         if spec.config is not None:
-            warn(spec.config.warnings)
+            warn_config(spec.config.warnings, quiet)
         from pvttrace.target import trace_target
 
         snapshot = snapshot_from_trace(
             trace_target(spec, on_note=lambda note: warn([note])), kept.overridden_by(budgets)
         )
+        if existing is not None and not force and _subject(existing) != _subject(snapshot):
+            raise UserInputError(
+                f"{path} holds a snapshot of another configuration ({existing.describe()}); pass --force to "
+                f"replace it with {snapshot.describe()}"
+            )
         written = write_snapshot(path, snapshot)
     totals = snapshot.totals
     sys.stdout.write(
@@ -166,6 +180,11 @@ def write(
         f"MACs {format_count(totals.macs)}, params {format_count(totals.params)}\n"
     )
     warn([f"{budget_line(v)}; the snapshot is written, but checks will fail" for v in check_budgets(snapshot)])
+
+
+def _subject(snapshot: Snapshot) -> tuple[object, ...]:
+    """What a snapshot is of: its config, or its model spec and input shape."""
+    return (snapshot.config, snapshot.model, None if snapshot.config is not None else snapshot.input_shape)
 
 
 def _trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
@@ -238,7 +257,9 @@ def check(
                 path, trace=trace_config, rtol=rtol, budgets=budgets, update=update, trace_model=_trace_model
             )
         except (UserInputError, TraceError) as exc:
-            sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+            message = str(exc)
+            # Name the file, also when the error comes from re-tracing its model (an import that fails).
+            sys.stderr.write(f"error: {_one_line(message if path in message else f'{path}: {message}')}\n")
             worst, invalid = 2, invalid + 1
             continue
         sys.stdout.write("\n".join(result_lines(result, limit=limit)) + "\n")

@@ -20,6 +20,7 @@ from pvttrace.cli import (
     PosSizeOpt,
     QkvBiasOpt,
     TrainOpt,
+    QuietOpt,
     WidthOpt,
     app,
     errors_to_exit_codes,
@@ -122,6 +123,7 @@ def sweep(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write a log-log plot: FILE.png or FILE.svg (needs matplotlib).")
     ] = None,
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
     model: Annotated[
         list[str] | None,
         typer.Option("--model", help="Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. "
@@ -136,6 +138,7 @@ def sweep(
     head: HeadOpt = None,
     head_width: HeadWidthOpt = None,
     train: TrainOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Trace configurations at several image sizes: how MACs, attention and memory grow with resolution.
 
@@ -179,6 +182,8 @@ def sweep(
 
             plot_format(plot)
             require_matplotlib()
+            if not 50 <= dpi <= 1200:
+                raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
         if specs is not None and (head or head_width or train):
             raise UserInputError("--head and --train sweep built-in configurations (not with --model)")
         if specs is not None:
@@ -193,11 +198,14 @@ def sweep(
             from pvttrace.cli_diff import config_tracer
 
             result = run_sweep(columns, sizes, metrics, trace=config_tracer("meta", head, head_width, num_classes, train))
-        warn(result.warnings)
+        if not quiet:
+            from pvttrace.notes import grouped_by_prefix
+
+            warn(grouped_by_prefix(result.warnings))
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure
 
-            save_figure(plot_sweep(result), plot)
+            save_figure(plot_sweep(result), plot, dpi=dpi)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json
 

@@ -231,6 +231,29 @@ class TraceDiff:
         """The trace every other one is compared with."""
         return self.traces[0]
 
+    def __repr__(self) -> str:
+        """One line: the columns and each one's MACs ratio to the baseline."""
+        from pvttrace.units import format_count, format_ratio
+
+        base = self.baseline.totals.macs
+        parts = [
+            f"{label} MACs {format_count(t.totals.macs)}" + ("" if i == 0 else f" ({format_ratio(t.totals.macs, base)})")
+            for i, (label, t) in enumerate(zip(self.labels, self.traces, strict=True))
+        ]
+        return f"<TraceDiff {len(self.traces)} configurations: {'; '.join(parts)}>"
+
+    def __rich__(self) -> Any:
+        """``rich.print(diff)``: the ``pvttrace diff`` view (rich is imported only here)."""
+        from pvttrace.render_diff import render_diff
+
+        return render_diff(self)
+
+    def _repr_markdown_(self) -> str:
+        """Notebooks: the ``diff --format markdown`` view."""
+        from pvttrace.render_diff import diff_markdown
+
+        return diff_markdown(self)
+
     def stage(self, index: int) -> StageDiff:
         """The 1-based stage ``index``.
 

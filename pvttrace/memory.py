@@ -452,6 +452,8 @@ class FitAnswer:
     next_peak_bytes: int | None
     traced: tuple[tuple[int, int], ...]
     """Every (value, peak) traced during the search, in order."""
+    reserve: int = 0
+    """Bytes set aside (CUDA context, allocator headroom) before ``budget``, which is what is left for the model."""
 
 
 def _impossible(budget: int, budget_text: str, trace: Trace) -> UserInputError:
@@ -477,6 +479,7 @@ def fit_config(
     trace: Callable[[PvtConfig], Trace],
     search: FitSearch = FitSearch.BATCH,
     limit: int = 1 << 20,
+    reserve_text: str | None = None,
 ) -> FitAnswer:
     """Largest batch (or square image side) of ``cfg`` whose traced peak memory fits ``budget_text``.
 
@@ -486,11 +489,19 @@ def fit_config(
     answer + 1 does not); image search doubles, then bisects, over multiples of 32 pixels
     (starting at the smallest side the config accepts).
 
+    ``reserve_text`` (e.g. ``"1GiB"``) is taken off the budget first: what the CUDA context and
+    the caching allocator's rounding and fragmentation hold, which no trace sees.
+
     Raises:
-        UserInputError: a malformed budget, or one that not even the smallest candidate fits
-            (smaller than the parameters, or than the first candidate's peak).
+        UserInputError: a malformed budget or reserve, a reserve not below the budget, or a budget
+            that not even the smallest candidate fits (smaller than the parameters, or than the
+            first candidate's peak).
     """
-    budget = parse_bytes(budget_text, "memory")
+    total = parse_bytes(budget_text, "memory")
+    reserve = parse_bytes(reserve_text, "reserve") if reserve_text is not None else 0
+    if reserve >= total:
+        raise UserInputError(f"reserve={reserve_text!r} must be smaller than memory={budget_text!r}")
+    budget = total - reserve
     traces: dict[int, Trace] = {}
     first_side = _smallest_valid_side(cfg) if search == FitSearch.IMG else 0
 
@@ -519,6 +530,7 @@ def fit_config(
         next_value=None if at_limit else to_value(result.value + 1),
         next_peak_bytes=result.next_peak_bytes,
         traced=tuple((to_value(n), peak) for n, peak in result.measured),
+        reserve=reserve,
     )
 
 

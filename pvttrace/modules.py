@@ -18,7 +18,7 @@ from pvttrace.model import build_model, torch_dtype
 __all__ = ["module_summary", "torchinfo_param_count"]
 
 
-def _summary(cfg: PvtConfig, depth: int) -> torchinfo.ModelStatistics:
+def _summary(cfg: PvtConfig, depth: int, col_width: int = 25) -> torchinfo.ModelStatistics:
     model = build_model(cfg, device="meta")
     # input_data, not input_size: torchinfo makes an input_size batch with torch.rand on the CPU before
     # moving it, which allocates real memory (3 TiB for batch 4096 at 8192x8192).
@@ -29,13 +29,17 @@ def _summary(cfg: PvtConfig, depth: int) -> torchinfo.ModelStatistics:
         depth=depth,
         verbose=0,
         col_names=("output_size", "num_params"),
+        col_width=col_width,
         dtypes=None,
     )
 
 
-def module_summary(cfg: PvtConfig, *, depth: int = 4) -> str:
-    """torchinfo's module table for ``cfg`` (built and run on the meta device)."""
-    return str(_summary(cfg, depth))
+def module_summary(cfg: PvtConfig, *, depth: int = 4, width: int = 90) -> str:
+    """torchinfo's module table for ``cfg`` (built and run on the meta device), at most ``width`` columns wide.
+
+    torchinfo's layer column is 40 characters; its two value columns share the rest (15 to 25 each).
+    """
+    return str(_summary(cfg, depth, col_width=min(25, max(15, (width - 40) // 2))))
 
 
 def torchinfo_param_count(cfg: PvtConfig) -> int:

@@ -9,6 +9,10 @@ Every function returns its Figure so callers and tests can inspect lines and lab
 Files are deterministic (same data, same bytes with the same matplotlib): SVG ids come from
 a fixed ``svg.hashsalt`` and the date is left out; PNG carries no software/version text.
 They are written atomically (temp file in the same folder, then ``os.replace``).
+
+Made for papers: series differ by colour (the Okabe-Ito palette, safe for colour-blind readers),
+marker and line style (bars by hatching), so they stay apart in greyscale; SVG text stays text
+(``svg.fonttype: none``) so it can be edited; ``dpi`` sets the PNG resolution; a log axis says so.
 """
 
 from __future__ import annotations
@@ -28,15 +32,39 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["PLOT_FORMATS", "plot_format", "plot_stage_bars", "plot_sweep", "require_matplotlib", "save_figure"]
+__all__ = [
+    "PLOT_FORMATS",
+    "plot_format",
+    "plot_stage_bars",
+    "plot_sweep",
+    "require_matplotlib",
+    "save_figure",
+    "series_style",
+    "shared_settings",
+]
 
 #: File suffixes ``--plot`` accepts, mapped to matplotlib format names.
 PLOT_FORMATS = {".png": "png", ".svg": "svg"}
 
 _INSTALL_HINT = "install it with: pip install 'pvttrace[plot]' (or pip install matplotlib)"
 # Settings every figure is drawn and saved under: defaults plus what makes the bytes stable.
-_RC: dict[str, Any] = {"svg.hashsalt": "pvttrace", "svg.fonttype": "path", "font.size": 9.0}
+_RC: dict[str, Any] = {"svg.hashsalt": "pvttrace", "svg.fonttype": "none", "font.size": 9.0}
 _DPI = 110
+#: Okabe & Ito's colour-blind-safe palette (black last: it reads as a reference line).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
+LEGEND_SIZE = 8.5
+
+
+def series_style(index: int) -> dict[str, Any]:
+    """Colour, marker and line style of the ``index``-th series: distinct in colour and in greyscale."""
+    return {
+        "color": PALETTE[index % len(PALETTE)],
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": LINESTYLES[index % len(LINESTYLES)],
+    }
 
 
 def require_matplotlib() -> None:
@@ -118,7 +146,7 @@ def _draw_metric(axes: Axes, result: SweepResult, metric: Metric) -> None:
 
     series = result.series_of(metric)
     plotted: list[float] = []
-    for s in series:
+    for index, s in enumerate(series):
         points = [p for p in s.points if p.value is not None and p.value > 0]
         if not points:
             continue
@@ -127,10 +155,10 @@ def _draw_metric(axes: Axes, result: SweepResult, metric: Metric) -> None:
         axes.plot(
             [p.tokens for p in points],
             [float("nan") if p.value is None else p.value for p in points],
-            marker="o",
-            markersize=4,
+            markersize=5,
             linewidth=1.6,
             label=f"{s.column.label}{growth}",
+            **series_style(index),
         )
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -140,11 +168,18 @@ def _draw_metric(axes: Axes, result: SweepResult, metric: Metric) -> None:
     axes.xaxis.set_minor_locator(NullLocator())
     _format_y_axis(axes, metric.unit, log=True, values=plotted)
     axes.set_xlabel("image size (top) and stage-1 tokens N (bottom), log scale")
-    axes.set_ylabel(f"{metric.title} ({metric.unit.value}, log scale)")
+    unit = metric.unit.value
+    axes.set_ylabel(f"{metric.title}, log scale" if unit.lower() in metric.title.lower() else
+                    f"{metric.title} ({unit}, log scale)")
     axes.set_title(metric.title)
     axes.grid(True, which="major", linewidth=0.4, alpha=0.5)
     if axes.get_lines():
-        axes.legend(fontsize=7, loc="best")
+        axes.legend(fontsize=LEGEND_SIZE, loc="best")
+
+
+def _is_flat(result: SweepResult, metric: Metric) -> bool:
+    """Every configuration's value is the same at every size (parameters, say): a panel with nothing to show."""
+    return all(len({p.value for p in s.points}) <= 1 for s in result.series_of(metric))
 
 
 def plot_sweep(result: SweepResult, metrics: Sequence[Metric | str] | None = None) -> Figure:
@@ -164,6 +199,9 @@ def plot_sweep(result: SweepResult, metrics: Sequence[Metric | str] | None = Non
         if name not in known:
             raise UserInputError(f"metric={name!r} was not part of this sweep ({', '.join(known)})")
         chosen.append(known[name])
+    if metrics is None:
+        # A metric that does not change with the image size (parameters) would be a flat panel.
+        chosen = [m for m in chosen if not _is_flat(result, m)] or chosen
     columns = 1 if len(chosen) == 1 else 2
     rows = -(-len(chosen) // columns)
     with _style():
@@ -175,6 +213,38 @@ def plot_sweep(result: SweepResult, metrics: Sequence[Metric | str] | None = Non
             figure.delaxes(grid[index // columns][index % columns])
         figure.suptitle(f"pvttrace sweep: {result.title}", fontsize=11)
     return figure
+
+
+def shared_settings(configs: Sequence[Any]) -> str:
+    """What every configuration has in common, for a title: ``tiny, 224x224, batch 1, float32, sr 1,1,1,1``.
+
+    Besides the model, size, batch and dtype, it names each per-stage setting (sr, dims, heads,
+    depths, mlp ratios), linear SRA and the attention kind that all share but that differs from
+    the first one's preset, which a title would otherwise never state.
+    """
+    from pvttrace.config import get_variant
+
+    if not configs:
+        return ""
+    first = configs[0]
+    parts = []
+    basics: tuple[tuple[str, Callable[[Any], str]], ...] = (
+        ("variant", lambda c: str(c.variant)),
+        ("img", lambda c: f"{c.img[0]}x{c.img[1]}"),
+        ("batch", lambda c: f"batch {c.batch}"),
+        ("dtype", lambda c: str(c.dtype)),
+    )
+    for _, show in basics:
+        if len({show(c) for c in configs}) == 1:
+            parts.append(show(first))
+    preset = get_variant(first.variant)
+    for field, label in (("sr_ratios", "sr"), ("dims", "dims"), ("heads", "heads"), ("depths", "depths"),
+                         ("mlp_ratios", "mlp"), ("linear_sra", "linear SRA"), ("attention", "attention")):
+        value = getattr(first, field)
+        if all(getattr(c, field) == value for c in configs) and value != getattr(preset, field):
+            text = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+            parts.append(f"{label} {text}")
+    return ", ".join(parts)
 
 
 def plot_stage_bars(
@@ -213,26 +283,38 @@ def plot_stage_bars(
         axes = figure.subplots()
         for index, (label, row) in enumerate(values.items()):
             offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(stages))]
-            bars = axes.bar(offsets, list(row), width=width * 0.95, label=label)
+            bars = axes.bar(
+                offsets,
+                list(row),
+                width=width * 0.95,
+                label=label,
+                color=PALETTE[index % len(PALETTE)],
+                hatch=HATCHES[index % len(HATCHES)],
+                edgecolor="white" if index % len(HATCHES) else None,
+                linewidth=0.6,
+            )
             axes.bar_label(bars, labels=[formatter(v, None) for v in row], fontsize=7, padding=1)
         axes.set_xticks(range(len(stages)), list(stages))
         if log:
             axes.set_yscale("log")
         _format_y_axis(axes, unit, log=log)
         axes.set_xlabel("stage")
-        axes.set_ylabel(ylabel)
-        axes.set_title(title)
+        axes.set_ylabel(f"{ylabel}, log scale" if log else ylabel)
+        axes.set_title(title, fontsize=10)
         axes.grid(True, axis="y", linewidth=0.4, alpha=0.5)
-        axes.legend(fontsize=8)
+        axes.set_axisbelow(True)
+        axes.legend(fontsize=LEGEND_SIZE)
     return figure
 
 
-def save_figure(figure: Figure, path: str) -> None:
-    """Write ``figure`` to ``path`` (PNG or SVG by suffix), deterministically and atomically.
+def save_figure(figure: Figure, path: str, *, dpi: int = _DPI) -> None:
+    """Write ``figure`` to ``path`` (PNG or SVG by suffix) at ``dpi``, deterministically and atomically.
 
     Raises:
-        UserInputError: a suffix other than .png/.svg, a missing folder, or a failed write.
+        UserInputError: a suffix other than .png/.svg, a missing folder, a dpi outside 50-1200, or a failed write.
     """
+    if not 50 <= dpi <= 1200:
+        raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
     fmt = plot_format(path)
     metadata: dict[str, Any] = {"Date": None, "Creator": "pvttrace"} if fmt == "svg" else {"Software": None}
     buffer = io.BytesIO()
@@ -242,7 +324,7 @@ def save_figure(figure: Figure, path: str) -> None:
         if figure.get_layout_engine() is not None:
             figure.draw_without_rendering()
             figure.set_layout_engine("none")
-        figure.savefig(buffer, format=fmt, metadata=metadata, dpi=_DPI)
+        figure.savefig(buffer, format=fmt, metadata=metadata, dpi=dpi)
     folder = os.path.dirname(os.path.abspath(path))
     handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:

@@ -10,6 +10,9 @@ enough; without the entry point, enable it with ``-p pvttrace.pytest_plugin``. I
           pvt_snapshot(cfg)                                  # snapshots/<test file>/<test name>.json
           pvt_snapshot(cfg, "snapshots/b2-det.json", max_macs="160G")   # a path of your own, a budget
 
+      def test_my_model_shapes(pvt_snapshot):                # any model: the spec pvttrace run --model takes
+          pvt_snapshot("mypkg.models:build_net", input_shape=(1, 3, 224, 224))
+
   A mismatch fails the test with the report ``pvttrace snapshot check`` prints (stages, ops,
   ``stored -> current``); a missing or unreadable snapshot fails with its reason.
 * ``pytest --pvttrace-update``: write missing snapshots and rewrite the ones that differ (budgets
@@ -24,13 +27,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from pvttrace.config import PvtConfig
-from pvttrace.errors import TraceFileError
+from pvttrace.errors import PvtTraceError, TraceFileError
 from pvttrace.records import Trace
 from pvttrace.snapshot import Budgets, Snapshot, load_snapshot, snapshot_from_trace, verify_snapshot
 from pvttrace.snapshot_report import result_lines
@@ -39,7 +42,11 @@ from pvttrace.units import parse_bytes, parse_count
 __all__ = ["PvtSnapshot", "pvt_snapshot"]
 
 _WRITTEN = pytest.StashKey[list[str]]()
-_TRACES = pytest.StashKey[dict[PvtConfig, Trace]]()
+_TRACES = pytest.StashKey[dict[object, Trace]]()
+_WHAT_TO_PASS = (
+    "pass a config (resolve_config('b2', img='512')) or a model spec ('package.module:factory' or 'timm:NAME', "
+    "with input_shape=(1, 3, 224, 224))"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,11 +108,39 @@ class PvtSnapshot:
             cache[config] = trace_config(config)
         return cache[config]
 
+    def _trace_spec(self, text: str, input_shape: Sequence[int] | str | None) -> Trace:
+        from pvttrace.target import parse_model_spec, trace_target
+
+        shape = input_shape if input_shape is None or isinstance(input_shape, str) else ",".join(map(str, input_shape))
+        spec = parse_model_spec(text, input_shape=shape)
+        cache = self._config.stash[_TRACES]
+        if spec not in cache:
+            cache[spec] = trace_target(spec)
+        return cache[spec]
+
+    def _resolve(self, model: object, input_shape: Sequence[int] | str | None) -> Trace:
+        """The trace to compare: a config or a model spec traced once per session, or the given trace."""
+        try:
+            if isinstance(model, str):
+                return self._trace_spec(model, input_shape)
+            if input_shape is not None:
+                raise PvtTraceError("input_shape goes with a model spec string, not with a config or a trace")
+            if isinstance(model, PvtConfig):
+                return self._trace(model)
+            if isinstance(model, Trace):
+                if model.config is None and not model.model:
+                    raise PvtTraceError("this trace (from trace_model) names no config or model to re-trace")
+                return model
+            raise PvtTraceError(f"got {type(model).__name__}")
+        except PvtTraceError as exc:
+            pytest.fail(f"pvt_snapshot: {exc}; {_WHAT_TO_PASS}", pytrace=False)
+
     def assert_match(
         self,
-        model: PvtConfig | Trace,
+        model: PvtConfig | Trace | str,
         path: str | os.PathLike[str] | None = None,
         *,
+        input_shape: Sequence[int] | str | None = None,
         rtol: float = 0.0,
         max_macs: int | str | None = None,
         max_params: int | str | None = None,
@@ -115,16 +150,20 @@ class PvtSnapshot:
         """Fail the test unless ``model`` (a config, traced on the meta device, or a trace) matches its snapshot.
 
         Args:
-            model: the configuration, or an already computed trace of one.
+            model: the configuration; a model spec as ``pvttrace run --model`` takes it
+                (``"package.module:factory"`` or ``"timm:NAME"``), traced on the meta device; or
+                an already computed trace of either.
             path: snapshot file, relative to the test file's directory; default
                 ``snapshots/<test file>/<test name>.json`` (``-2``, ``-3`` ... for later calls in one test).
+            input_shape: with a model spec, the input tensor shape (default ``(1, 3, 224, 224)``
+                or the model's own size).
             rtol: relative tolerance on costs; shapes are always exact.
             max_macs, max_params, max_attention_map: budgets (``"2G"``, ``"15M"``, ``"64MiB"`` or ints),
                 checked together with the budgets stored in the snapshot.
             limit: op lines shown per stage in the failure report (0: all).
         """
         target = self._path(path)
-        trace = model if isinstance(model, Trace) else self._trace(model)
+        trace = self._resolve(model, input_shape)
         budgets = Budgets(
             max_macs=_budget(max_macs, "max_macs", parse_count),
             max_params=_budget(max_params, "max_params", parse_count),

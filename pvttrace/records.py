@@ -37,6 +37,7 @@ __all__ = [
     "Trace",
     "TrainingMemory",
     "dumps_json",
+    "filtered_document",
     "json_error_reason",
     "load_trace",
     "loads_trace",
@@ -431,6 +432,29 @@ class Trace:
     training: TrainingMemory | None = None
     """Training-step memory, when traced with ``train=True`` (None for inference traces)."""
 
+    def __repr__(self) -> str:
+        """One line (the dataclass repr of every op ran to ~100 KB): what was traced and its totals."""
+        from pvttrace.units import format_bytes, format_count
+
+        what = self.config.describe() if self.config is not None else (self.model or f"input {list(self.input_shape)}")
+        peak = f", peak {format_bytes(self.totals.peak_memory_bytes)}" if self.totals.peak_memory_bytes else ""
+        return (
+            f"<Trace {what}: {len(self.ops)} ops, {len(self.stages)} stages, MACs {format_count(self.totals.macs)}, "
+            f"params {format_count(self.totals.params)}{peak}>"
+        )
+
+    def __rich__(self) -> Any:
+        """``rich.print(trace)``: the short ``pvttrace run`` view (rich is imported only here)."""
+        from pvttrace.render import render_trace
+
+        return render_trace(self, brief=True)
+
+    def _repr_markdown_(self) -> str:
+        """Notebooks: the ``run --format markdown`` view."""
+        from pvttrace.render import trace_markdown
+
+        return trace_markdown(self)
+
     def select(
         self,
         *,
@@ -513,6 +537,24 @@ def _shape(value: Any) -> Shape:
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         raise TypeError(f"expected a shape list, got {value!r}")
     return tuple(_int(v) for v in value)
+
+
+def filtered_document(
+    trace: Trace, *, stages: Iterable[int] | None = None, kinds: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The trace's JSON document with only the ops of ``stages``/``kinds``, as ``run --format json`` writes it.
+
+    Stage summaries and totals stay whole-model. The document records the filters in ``filters``
+    (``{"stages": [1, 2], "kinds": null}``); without filters it is exactly :meth:`Trace.to_dict`.
+    """
+    document = trace.to_dict()
+    stage_list = None if stages is None else sorted(set(stages))
+    kind_list = None if kinds is None else list(kinds)
+    if stage_list is None and kind_list is None:
+        return document
+    document["ops"] = [op.to_dict() for op in trace.select(stages=stage_list, kinds=kind_list)]
+    document["filters"] = {"stages": stage_list, "kinds": kind_list}
+    return document
 
 
 def dumps_json(document: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from pvttrace.coverage import RULE_TEXT, op_coverage
 from pvttrace.fidelity import fidelity
+from pvttrace.fitwidth import FittedTable, dropped_note, fitted
 from pvttrace.records import CONVENTIONS, OpRecord, StageSummary, Trace
 from pvttrace.units import format_bytes, format_count, format_shape
 
@@ -157,10 +158,13 @@ def _stage_cells(s: StageSummary) -> list[str]:
     ]
 
 
-def stage_table(stages: Sequence[StageSummary]) -> Table:
-    """Per-stage shapes: grid, tokens N, keys N' after spatial reduction, and one block's attention map."""
-    table = Table(title="Stages", title_justify="left")
-    for name in (*_STAGE_HEADER, "attn map (1 block)", "map bytes"):
+def stage_table(stages: Sequence[StageSummary]) -> FittedTable:
+    """Per-stage shapes: grid, tokens N, keys N' after spatial reduction, and one block's attention map.
+
+    At a narrow width grid, N, depth, heads and dim are dropped in that order (and named under the table).
+    """
+    table = Table(title="Stages (attn map: one block's score map)", title_justify="left")
+    for name in (*_STAGE_HEADER, "attn map", "map bytes"):
         table.add_column(name, justify="left" if name.startswith("attn map") else "right")
     for s in stages:
         map_bytes = format_bytes(s.attention_map_bytes) if s.attention_map_bytes else "fused (0)"
@@ -169,13 +173,13 @@ def stage_table(stages: Sequence[StageSummary]) -> Table:
             format_shape(s.attention_map_shape),
             map_bytes if s.attention_map_shape is not None else "-",
         )
-    return table
+    return fitted(table, ("grid", "N", "depth", "heads", "dim"))
 
 
-def stage_macs_table(stages: Sequence[StageSummary], total_macs: int) -> Table:
+def stage_macs_table(stages: Sequence[StageSummary], total_macs: int) -> FittedTable:
     """Where each stage's MACs go: attention matmuls, SR conv, q/kv/proj projections, MLP, other."""
-    table = Table(title="MACs by stage", title_justify="left")
-    for name in ("stage", "MACs", "share", "attention", "SR conv", "projections", "MLP", "other"):
+    table = Table(title="MACs by stage (attn: q@k^T and attn@v; proj: q, kv, out)", title_justify="left")
+    for name in ("stage", "MACs", "share", "attn", "SR conv", "proj", "MLP", "other"):
         table.add_column(name, justify="right")
     for s in stages:
         share = f"{100 * s.macs / total_macs:.1f}%" if total_macs else "-"
@@ -185,7 +189,7 @@ def stage_macs_table(stages: Sequence[StageSummary], total_macs: int) -> Table:
             share,
             *(format_count(v) for v in (s.attention_macs, s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs)),
         )
-    return table
+    return fitted(table, ("other", "share"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +237,16 @@ class OpTable:
 
     Columns are laid out here rather than by ``rich.table.Table``, whose per-cell measuring cost
     0.2 s for the ~150 rows of a default ``run`` (a sixth of a whole run). Section titles span
-    the row; when the console is narrow the step and module columns are cut with an ellipsis.
+    the row; when the console is narrow the source and module columns are dropped (and named
+    under the table) and long step labels are shortened, so no number is ever cut.
     """
 
-    def __init__(self, sections: Sequence[OpSection], *, with_source: bool = False, title: str = "Ops") -> None:
+    def __init__(
+        self, sections: Sequence[OpSection], *, with_source: bool = False, title: str = "Ops", with_module: bool = True
+    ) -> None:
         self.title = title
         self.columns = _OP_COLUMNS + ((_Column("source", style="dim"),) if with_source else ())
+        self.hidden = frozenset() if with_module else frozenset({"module"})
         self.rows: list[tuple[str, list[str]]] = []
         for section in sections:
             self.rows.append(("section", [section.title]))
@@ -248,40 +256,53 @@ class OpTable:
                 self.rows.append(("op", _op_cells(op, label if label != previous else "", with_source)))
                 previous = label
 
-    def _widths(self, max_width: int) -> list[int]:
+    def _layout(self, max_width: int) -> tuple[list[int], list[int], list[str]]:
+        """(indices of the columns shown, their widths, headers of the columns dropped) at ``max_width``.
+
+        Numbers, shapes and the view/copy note are never cut: the source and module columns are
+        dropped first, then the step label is shortened (to 12 characters at least).
+        """
         widths = [len(c.header) for c in self.columns]
         for kind, cells in self.rows:
             if kind == "op":
                 widths = [max(w, len(cell)) for w, cell in zip(widths, cells, strict=True)]
-        gaps = 2 * (len(widths) - 1)
-        excess = sum(widths) + gaps - max_width
-        for i, column in enumerate(self.columns):
-            if excess <= 0:
-                break
-            if column.shrink:
-                cut = min(excess, max(0, widths[i] - 12))
-                widths[i] -= cut
-                excess -= cut
-        return widths
+        shown = [i for i, c in enumerate(self.columns) if c.header not in self.hidden]
+
+        def excess() -> int:
+            return sum(widths[i] for i in shown) + 2 * (len(shown) - 1) - max_width
+
+        dropped: list[str] = []
+        for name in ("source", "module"):
+            index = next((i for i, c in enumerate(self.columns) if c.header == name), None)
+            if index is not None and index in shown and excess() > 0:
+                shown.remove(index)
+                dropped.append(name)
+        for i in shown:
+            if self.columns[i].shrink and excess() > 0:
+                widths[i] -= min(excess(), max(0, widths[i] - 12))
+        return shown, [widths[i] for i in shown], dropped
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        widths = self._widths(options.max_width)
+        shown, widths, dropped = self._layout(options.max_width)
+        columns = [self.columns[i] for i in shown]
         yield Text(self.title, style="italic")
         header = Text()
-        for i, (column, width) in enumerate(zip(self.columns, widths, strict=True)):
+        for i, (column, width) in enumerate(zip(columns, widths, strict=True)):
             header.append(("  " if i else "") + _fit(column.header, width, column.right), style="bold")
         header.rstrip()
         yield header
         yield Text("-" * min(options.max_width, sum(widths) + 2 * (len(widths) - 1)), style="dim")
         for kind, cells in self.rows:
             if kind == "section":
-                yield Text(cells[0], style="bold cyan", overflow="ellipsis", no_wrap=True)
+                yield Text(cells[0], style="bold cyan", overflow="fold")
                 continue
-            line = Text(no_wrap=True, overflow="ellipsis")
-            for i, (column, width, cell) in enumerate(zip(self.columns, widths, cells, strict=True)):
-                line.append(("  " if i else "") + _fit(cell, width, column.right), style=column.style)
+            line = Text(no_wrap=True, overflow="fold")
+            for i, (column, width, index) in enumerate(zip(columns, widths, shown, strict=True)):
+                line.append(("  " if i else "") + _fit(cells[index], width, column.right), style=column.style)
             line.rstrip()
             yield line
+        if dropped:
+            yield dropped_note(dropped, options.max_width)
 
 
 def _fit(text: str, width: int, right: bool) -> str:
@@ -300,6 +321,36 @@ def flat_op_table(ops: Sequence[OpRecord], *, with_source: bool = False, title: 
     return op_table([OpSection("selected ops", tuple(ops))], with_source=with_source, title=title)
 
 
+#: The one line under the short ``run`` view that says how to see more.
+MORE_HINT = "more: --ops (every stage), --all (every op), --stage 2, --kind sr_conv, --memory"
+#: Op rows the short view shows for a model without a recognisable attention block.
+_BRIEF_ROWS = 25
+
+
+def _in_attention(op: OpRecord) -> bool:
+    parts = (op.module or "").split(".")
+    return any(part in ("attn", "attention", "self_attn") or part.startswith("attn") for part in parts)
+
+
+def brief_sections(trace: Trace) -> list[OpSection]:
+    """The part of the walkthrough that matters first: the attention of the first block of the first stage.
+
+    For PVT that is q, the SR conv, kv, the scores q@k^T, softmax and attention@v with their shapes
+    (dropouts, identities at inference, are left out). A model without a recognisable attention
+    block gets its first ops instead.
+    """
+    for section in op_sections(trace, collapse=True):
+        if section.ops[0].block is None:
+            continue
+        attention = tuple(op for op in section.ops if _in_attention(op) and op.kind.value != "dropout")
+        if attention:
+            module = min((op.module for op in attention if op.module), key=len, default="")
+            return [OpSection(f"{section.title}: attention ({module})", attention)]
+    ops = trace.ops[:_BRIEF_ROWS]
+    rest = len(trace.ops) - len(ops)
+    return [OpSection(f"first {len(ops)} ops" + (f" of {len(trace.ops)}" if rest else ""), tuple(ops))] if ops else []
+
+
 def render_trace(
     trace: Trace,
     *,
@@ -307,13 +358,25 @@ def render_trace(
     stages: Iterable[int] | None = None,
     kinds: Iterable[str] | None = None,
     with_source: bool = False,
+    brief: bool = False,
 ) -> RenderableType:
     """The ``pvttrace run`` view: header, stage table and the annotated op table.
 
     By default one block per stage is shown with the stage's entry and exit ops (identical
     blocks collapsed and counted); ``show_all`` lists every op; ``stages``/``kinds`` filter.
+    ``brief`` (the CLI's default) keeps one screen: the header, the stage table and the first
+    stage's attention walkthrough (:func:`brief_sections`), then a line saying how to see more.
     """
     parts: list[RenderableType] = [_header(trace)]
+    if brief:
+        if trace.stages:
+            parts.append(stage_table(trace.stages))
+        sections = brief_sections(trace)
+        if sections:
+            title = "Walkthrough" + (" (module paths in the section title)" if trace.stages else "")
+            parts.append(OpTable(sections, with_source=with_source, title=title, with_module=not trace.stages))
+        parts.append(Text(MORE_HINT, style="dim"))
+        return Group(*parts)
     if trace.stages:  # models without a recognisable pyramid have no stage rows
         parts.append(stage_table(trace.stages))
         parts.append(stage_macs_table(trace.stages, trace.totals.macs))
@@ -401,7 +464,7 @@ def trace_markdown(
     return "\n".join(lines) + "\n"
 
 
-def coverage_table(trace: Trace) -> Table:
+def coverage_table(trace: Trace) -> FittedTable:
     """Every op name the trace saw: count, kind, how it was costed, and the MACs it added up to."""
     table = Table(title=f"Op coverage ({trace.totals.ops} ops, {trace.totals.uncosted_ops} without a cost rule)",
                   title_justify="left")
@@ -411,7 +474,7 @@ def coverage_table(trace: Trace) -> Table:
         style = "yellow" if row.rule.value == "none" else None
         table.add_row(row.op, row.kind.value, str(row.count), Text(RULE_TEXT[row.rule], style=style or ""),
                       format_count(row.macs) if row.macs else "")
-    return table
+    return fitted(table, ("kind",))
 
 
 def coverage_markdown(trace: Trace) -> str:

@@ -28,6 +28,7 @@ from pvttrace.diff import (
     summary_lines,
 )
 from pvttrace.errors import UserInputError
+from pvttrace.fitwidth import FittedTable, fitted
 from pvttrace.records import CONVENTION, StageSummary
 from pvttrace.render import short_op
 from pvttrace.units import format_bytes, format_count, format_ratio, format_shape
@@ -89,8 +90,10 @@ _TOTALS: tuple[tuple[str, TotalMetric, bool], ...] = (
 )
 
 
-def _total_value(value: int, as_bytes: bool) -> str:
-    return format_bytes(value) if as_bytes else f"{value:,} ({format_count(value)})"
+def _total_value(value: int, as_bytes: bool, exact: bool = True) -> str:
+    if as_bytes:
+        return format_bytes(value)
+    return f"{value:,} ({format_count(value)})" if exact else format_count(value)
 
 
 def _stage_cells(stage: StageSummary) -> list[str]:
@@ -121,7 +124,7 @@ def _header(diff: TraceDiff) -> Panel:
     return Panel(lines, title="pvttrace diff", title_align="left")
 
 
-def stage_diff_table(diff: TraceDiff) -> Table:
+def stage_diff_table(diff: TraceDiff) -> FittedTable:
     """Per stage and configuration: N, N', one block's attention map, and costs with their ratio to the baseline."""
     table = Table(
         title="Stages: one block's attention map, all blocks' MACs, ratios to the baseline", title_justify="left"
@@ -145,7 +148,7 @@ def stage_diff_table(diff: TraceDiff) -> Table:
             for _, metric, fmt in _STAGE_COSTS:
                 cells.append(_cost_cell(stage, i, metric, fmt))
             table.add_row(*cells)
-    return table
+    return fitted(table, ("N", "attn map", "SR MACs", "N'"))
 
 
 def _cost_cell(stage: StageDiff, config: int, metric: StageMetric, fmt: Callable[[int], str]) -> Text:
@@ -157,9 +160,12 @@ def _cost_cell(stage: StageDiff, config: int, metric: StageMetric, fmt: Callable
     return text
 
 
-def totals_diff_table(diff: TraceDiff) -> Table:
-    """Whole-model params, MACs, FLOPs, parameter bytes and largest activation, with ratio and change per column."""
-    table = Table(title="Totals", title_justify="left")
+def totals_diff_table(diff: TraceDiff, *, exact: bool = True) -> FittedTable:
+    """Whole-model params, MACs, FLOPs, parameter bytes and largest activation, with ratio and change per column.
+
+    Counts show their exact digits too; where that is too wide, the table falls back to ``exact=False``.
+    """
+    table = Table(title="Totals" if exact else "Totals (exact counts: --width or --format json)", title_justify="left")
     table.add_column("")
     for i, label in enumerate(diff.labels):
         table.add_column(Text(label), justify="right")
@@ -170,12 +176,12 @@ def totals_diff_table(diff: TraceDiff) -> Table:
         cells: list[str | Text] = [title]
         for i in range(len(diff.traces)):
             change = diff.total(i, metric)
-            cells.append(_total_value(change.value or 0, as_bytes))
+            cells.append(_total_value(change.value or 0, as_bytes, exact))
             if i > 0:
                 cells.append(Text(_ratio(change), style=_ratio_style(change)))
                 cells.append(_signed(change.delta, as_bytes))
         table.add_row(*cells)
-    return table
+    return fitted(table, ("change",), narrower=totals_diff_table(diff, exact=False) if exact else None)
 
 
 def _op_side(row: OpRow, config: int) -> tuple[str | Text, str]:
@@ -212,8 +218,13 @@ def _select_rows(diff: TraceDiff, stages: Iterable[int] | None, changed_only: bo
     ]
 
 
-def op_diff_table(diff: TraceDiff, *, stages: Iterable[int] | None = None, changed_only: bool = False) -> Table:
+def op_diff_table(
+    diff: TraceDiff, *, stages: Iterable[int] | None = None, changed_only: bool = False, stacked: bool = False
+) -> FittedTable:
     """Ops side by side, aligned by module path and op; absent ops and changed shapes marked.
+
+    Where the module column does not fit, the module path is stacked under the step (``stacked``),
+    and then the MACs columns are dropped.
 
     Raises:
         ValueError: the diff was built without ``with_ops=True``.
@@ -222,8 +233,9 @@ def op_diff_table(diff: TraceDiff, *, stages: Iterable[int] | None = None, chang
         raise ValueError("the diff has no aligned ops; build it with diff_traces(..., with_ops=True)")
     title = "Ops side by side" + (", changed only" if changed_only else "") + _OP_LEGEND
     table = Table(title=title, title_justify="left")
-    table.add_column("module", style="dim", overflow="fold")
-    table.add_column("step (op)", min_width=14)
+    if not stacked:
+        table.add_column("module", style="dim")
+    table.add_column("step (op)" if not stacked else "step (op) / module")
     for label in diff.labels:
         table.add_column(Text(f"{label} output"), no_wrap=True)
         table.add_column("MACs", justify="right", no_wrap=True)
@@ -236,12 +248,15 @@ def op_diff_table(diff: TraceDiff, *, stages: Iterable[int] | None = None, chang
         first = next(op for op in row.ops if op is not None)
         op_name = short_op(first)
         step = f"{row.label} ({op_name})" if row.label and row.label != op_name else row.label or op_name
-        cells: list[str | Text] = [Text(row.module or "(model)"), Text(step)]
+        module = Text(row.module or "(model)", style="dim")
+        cells: list[str | Text] = [module, Text(step)] if not stacked else [Text(step + "\n").append_text(module)]
         for i in range(len(diff.labels)):
             cells.extend(_op_side(row, i))
         cells.append(Text(_op_mark(row, diff.labels)))
         table.add_row(*cells)
-    return table
+    if stacked:
+        return fitted(table, ("MACs",), wrap=("step (op) / module",))
+    return fitted(table, narrower=op_diff_table(diff, stages=stages, changed_only=changed_only, stacked=True))
 
 
 def _summary(diff: TraceDiff) -> Text:
@@ -374,7 +389,7 @@ PLOT_METRICS: dict[str, tuple[StageMetric, str, str]] = {
     "attention_macs": (StageMetric.ATTENTION_MACS, "attention MACs (q@k^T + attn@v)", "MACs"),
     "sr_macs": (StageMetric.SR_MACS, "SR conv MACs", "MACs"),
     "attention_map_bytes": (StageMetric.ATTENTION_MAP_BYTES, "one block's attention map (bytes)", "bytes"),
-    "kv_tokens": (StageMetric.KV_TOKENS, "key/value tokens N'", "parameters"),
+    "kv_tokens": (StageMetric.KV_TOKENS, "key/value tokens N'", "tokens"),
     "params": (StageMetric.PARAMS, "stage parameters", "parameters"),
 }
 

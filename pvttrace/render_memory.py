@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from pvttrace.fitwidth import FittedTable, fitted
 from pvttrace.memory import FitAnswer, FitSearch, attention_extra_bytes
 from pvttrace.records import Trace, TrainingMemory
 from pvttrace.units import format_bytes
@@ -28,7 +29,7 @@ __all__ = [
     "training_breakdown",
 ]
 
-_BAR_WIDTH = 40
+_BAR_WIDTH = 30
 _PEAK_MARK = "<- peak"
 
 
@@ -75,7 +76,7 @@ def memory_summary_lines(trace: Trace) -> list[str]:
     return lines
 
 
-def memory_stage_table(trace: Trace) -> Table:
+def memory_stage_table(trace: Trace) -> FittedTable:
     """Per stage: activation peak while it runs, what stays alive after it, its score maps, saved bytes."""
     training = trace.training is not None
     table = Table(title="Memory by stage", title_justify="left")
@@ -102,7 +103,7 @@ def memory_stage_table(trace: Trace) -> Table:
         table.add_row(*row)
     table.caption = "* peak stage; attention extra: what one block's attention adds (q, k, v, score maps)"
     table.caption_justify = "left"
-    return table
+    return fitted(table, ("live after stage", "largest op output", "share"))
 
 
 def _timeline_rows(trace: Trace) -> list[tuple[str, int, int, bool]]:
@@ -124,7 +125,7 @@ def _bar(value: int, largest: int, width: int = _BAR_WIDTH) -> str:
     return "#" * max(1 if value else 0, round(width * value / largest))
 
 
-def memory_timeline(trace: Trace) -> Table:
+def memory_timeline(trace: Trace) -> FittedTable:
     """One bar per stage entry, block and exit: the highest activation bytes while it runs; the peak is marked."""
     training = trace.training is not None
     table = Table(title="Activation timeline (inference forward, one bar per block)", title_justify="left")
@@ -152,7 +153,7 @@ def memory_timeline(trace: Trace) -> Table:
             running += saved
             cells += [format_bytes(saved), format_bytes(running)]
         table.add_row(*cells)
-    return table
+    return fitted(table, ("saved so far", "saved"))
 
 
 def render_memory(trace: Trace) -> RenderableType:
@@ -204,7 +205,10 @@ def render_fit(answer: FitAnswer) -> RenderableType:
     head = Text()
     if trace.config is not None:
         head.append(trace.config.describe() + "\n")
-    head.append(f"budget {format_bytes(answer.budget)}, {mode}, estimated on the {trace.device} device\n")
+    budget = format_bytes(answer.budget)
+    if answer.reserve:
+        budget = f"{format_bytes(answer.budget + answer.reserve)} - reserve {format_bytes(answer.reserve)} = {budget}"
+    head.append(f"budget {budget}, {mode}, estimated on the {trace.device} device\n")
     head.append(f"largest {what} that fits: {value}", style="bold green")
     peak = trace.totals.peak_memory_bytes
     head.append(f"  (peak {format_bytes(peak)}, {100 * peak / answer.budget:.1f}% of the budget)\n")
@@ -225,7 +229,7 @@ def render_fit(answer: FitAnswer) -> RenderableType:
     table.add_section()
     table.add_row("peak", format_bytes(peak), "100%")
     table.add_row("headroom", format_bytes(answer.budget - peak), "")
-    return Group(head, table)
+    return Group(head, fitted(table, ("share",)))
 
 
 def fit_document(answer: FitAnswer) -> dict[str, object]:
@@ -235,6 +239,7 @@ def fit_document(answer: FitAnswer) -> dict[str, object]:
         "schema": "pvttrace.fit/1",
         "search": answer.search.value,
         "budget_bytes": answer.budget,
+        "reserve_bytes": answer.reserve,
         "value": answer.value,
         "peak_bytes": trace.totals.peak_memory_bytes,
         "next_value": answer.next_value,

@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pvttrace.fitwidth import FittedTable, fitted
 from pvttrace.records import CONVENTION
 from pvttrace.sweep import Metric, PowerFit, SweepPoint, SweepResult, SweepSeries
 from pvttrace.tabular import csv_text
@@ -72,7 +73,7 @@ def _metric_heading(metric: Metric) -> str:
     return metric.title if unit in metric.title else f"{metric.title} ({unit})"
 
 
-def sweep_table(result: SweepResult, metric: Metric) -> Table:
+def sweep_table(result: SweepResult, metric: Metric) -> FittedTable:
     """One metric: rows are image sizes, columns are configurations; the fit rows close the table."""
     series = result.series_of(metric)
     table = Table(
@@ -92,7 +93,7 @@ def sweep_table(result: SweepResult, metric: Metric) -> Table:
     table.add_section()
     for name, cells in _fit_rows(series):
         table.add_row(name, "", *cells)
-    return table
+    return fitted(table, ("N",))
 
 
 # ---------------------------------------------------------------------------------- chart

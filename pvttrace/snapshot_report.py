@@ -57,11 +57,26 @@ _FIGURE_NAMES = {
     "alloc_bytes": "alloc",
     "view": "view",
     "dtype": "dtype",
+    "input_bytes": "input bytes",
+    "peak_activation_bytes": "activation peak",
+    "peak_memory_bytes": "peak memory",
+    "peak_op": "peak op",
+    "peak_stage": "peak stage",
+    "live_bytes": "live",
+    "peak_bytes": "peak",
+    "saved_bytes": "saved",
+    "out_bytes": "output bytes",
 }
 _COUNT_FIELDS = frozenset({"params", "macs", "attention_macs", "sr_macs", "projection_macs", "mlp_macs", "other_macs"})
 _BYTE_FIELDS = frozenset(
-    {"param_bytes", "buffer_bytes", "alloc_bytes", "attention_map_bytes", "largest_activation_bytes"}
+    {
+        "param_bytes", "buffer_bytes", "alloc_bytes", "attention_map_bytes", "largest_activation_bytes",
+        "input_bytes", "peak_activation_bytes", "peak_memory_bytes", "live_bytes", "peak_bytes", "saved_bytes",
+        "out_bytes",
+    }
 )
+#: Positions, not amounts: shown as ``#29 -> #20`` without a ratio.
+_INDEX_FIELDS = frozenset({"peak_op", "peak_stage", "index", "stage", "block"})
 
 
 def _compact(value: Any) -> str:
@@ -92,6 +107,9 @@ def _value_pair(name: str, stored: Any, current: Any) -> str:
         return f"{'view' if stored else 'copy'} -> {'view' if current else 'copy'}"
     if name == "hw" and stored and current:
         return f"{stored[0]}x{stored[1]} -> {current[0]}x{current[1]}"
+    if name in _INDEX_FIELDS:
+        mark = "#" if name in ("peak_op", "index") else ""
+        return " -> ".join("-" if v is None else f"{mark}{v}" for v in (stored, current))
     if numeric and name in _COUNT_FIELDS:
         old, new = _scaled_pair(stored, current, format_count)
     elif numeric and name in _BYTE_FIELDS:

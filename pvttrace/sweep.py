@@ -252,7 +252,11 @@ def parse_metrics(texts: Sequence[str] | None) -> tuple[Metric, ...]:
     for name in names:
         metric = METRICS.get(name)
         if metric is None:
-            raise UserInputError(f"metric={name!r} is not a sweep metric; known: {', '.join(METRICS)}")
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), list(METRICS), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserInputError(f"metric={name!r} is not a sweep metric{hint} (known: {', '.join(METRICS)})")
         if not _metric_available(metric):
             raise UserInputError(
                 f"metric={name!r} is not available: traces of this pvttrace have no {metric.requires} "
@@ -520,6 +524,24 @@ class SweepResult:
     warnings: tuple[str, ...] = ()
     inputs: tuple[tuple[int, ...], ...] = ()
     """--model columns only: each column's input shape at the first size."""
+
+    def __repr__(self) -> str:
+        """One line: what was swept, over which sizes and metrics."""
+        sizes = ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in self.sizes)
+        metrics = ",".join(m.name for m in self.metrics)
+        return f"<SweepResult {self.title}: sizes {sizes}; metrics {metrics}>"
+
+    def __rich__(self) -> Any:
+        """``rich.print(result)``: the ``pvttrace sweep`` tables and charts (rich is imported only here)."""
+        from pvttrace.render_sweep import render_sweep
+
+        return render_sweep(self)
+
+    def _repr_markdown_(self) -> str:
+        """Notebooks: the ``sweep --format markdown`` view."""
+        from pvttrace.render_sweep import sweep_markdown
+
+        return sweep_markdown(self)
 
     def series_of(self, metric: Metric | str) -> tuple[SweepSeries, ...]:
         """The series of one metric, one per column, in column order."""

@@ -98,19 +98,21 @@ def parse_count(text: str, field: str) -> int:
 
 
 def parse_bytes(text: str, field: str) -> int:
-    """Parse ``'64MiB'``, ``'24GiB'``, ``'1.5GB'`` (``GB`` read as GiB) or plain bytes.
+    """Parse ``'64MiB'``, ``'24GiB'`` (powers of 1024), ``'80GB'``, ``'1.5MB'`` (powers of 1000) or plain bytes.
+
+    A bare prefix (``'24G'``) is read as binary, as memory sizes usually are.
 
     Raises:
-        UserInputError: not a positive size with a B/KiB/MiB/GiB/TiB/PiB/EiB suffix.
+        UserInputError: not a positive size with a B/KB/KiB/MB/MiB/GB/GiB/... suffix.
     """
     match = _SIZE.fullmatch(text)
     units = {"": 1, "B": 1}
-    for suffix, scale in _BYTE_UNITS:
+    for (suffix, scale), (decimal, decimal_scale) in zip(_BYTE_UNITS, _COUNT_UNITS, strict=True):
         units[suffix.upper()] = scale
         units[suffix[0]] = scale
-        units[suffix[0] + "B"] = scale
+        units[decimal + "B"] = decimal_scale
     if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a size such as 512MiB or 24GiB")
+        raise UserInputError(f"{field}={text!r} must be a size such as 512MiB, 24GiB or 80GB")
     value = float(match.group(1)) * units[match.group(2).upper()]
     if value <= 0:
         raise UserInputError(f"{field}={text!r} must be positive")

@@ -26,6 +26,10 @@ def _plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendering must not depend on the caller's terminal settings."""
     for name in ("FORCE_COLOR", "NO_COLOR", "COLUMNS", "TERM"):
         monkeypatch.delenv(name, raising=False)
+    import pvttrace.cli
+
+    # Piped output follows the controlling terminal's width; a test run from a terminal must not.
+    monkeypatch.setattr(pvttrace.cli, "terminal_width", lambda: None)
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,7 @@ def test_64_stage_grids_follow_floor_and_ceil() -> None:
 
 
 def test_extreme_numbers_print_with_units(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["run", "--variant", "b5", "--batch", "4096", "--img", "8192", "--width", "160"])
+    result = runner.invoke(app, ["run", "--variant", "b5", "--batch", "4096", "--img", "8192", "--ops", "--width", "160"])
     assert result.exit_code == 0, result.stderr
     for text in (
         "MACs 2.78 E (2,782,327,920,079,667,200)",

@@ -418,7 +418,7 @@ def test_fit_img_auto_agrees_with_direct_runs(runner: CliRunner) -> None:
         (["fit", "--memory", "100MiB", "--train"], "smaller than the parameters, gradients and adamw state alone"),
         (["fit", "--memory", "24GiB", "--img", "1280x800", "--sr", "1,1,1,1"],
          "memory=24GiB is too small: the smallest candidate (batch 1 at 1280x800) needs 30.66 GiB"),
-        (["fit", "--memory", "lots"], "memory='lots' must be a size such as 512MiB or 24GiB"),
+        (["fit", "--memory", "lots"], "memory='lots' must be a size such as 512MiB, 24GiB or 80GB"),
         (["fit", "--memory", "1GiB", "--batch", "4"], "batch=4 cannot be given: fit searches the batch size"),
         (["fit"], "Missing option '--memory'"),
         (["run", "--optimizer", "adam"], "optimizer='adam' needs --train"),

@@ -152,3 +152,62 @@ def test_the_entry_point_alone_loads_the_plugin_once(tmp_path: pathlib.Path) -> 
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "1 passed" in result.stdout
+
+
+USER_MODEL = """
+import torch
+from torch import nn
+
+
+def build_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 15 * 15, 10))
+"""
+
+
+def test_a_model_spec_of_the_users_own_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(usermodels=USER_MODEL)
+    pytester.makepyfile(
+        test_probe_user="""
+def test_net(pvt_snapshot):
+    pvt_snapshot("usermodels:build_net", "snapshots/net.json", input_shape=(1, 3, 32, 32))
+"""
+    )
+    result = pytester.runpytest(*INNER, "--pvttrace-update")
+    result.assert_outcomes(passed=1)
+    stored = json.loads((pytester.path / "snapshots" / "net.json").read_text())
+    assert stored["config"] is None and stored["model"] == "usermodels:build_net"
+    assert stored["input_shape"] == [1, 3, 32, 32] and stored["outputs"] == [[1, 10]]
+    assert stored["totals"]["macs"] == 8 * 27 * 15 * 15 + 8 * 15 * 15 * 10
+    result = pytester.runpytest(*INNER)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        ("pvt_snapshot(trace_model(nn.Linear(4, 2), torch.zeros(1, 4)))",
+         "this trace (from trace_model) names no config or model to re-trace"),
+        ("pvt_snapshot(get_variant('tiny'), input_shape=(1, 3, 64, 64))",
+         "input_shape goes with a model spec string, not with a config or a trace"),
+        ("pvt_snapshot('not a spec')", "model='not a spec' must be PACKAGE.MODULE:FACTORY"),
+        ("pvt_snapshot(42)", "got int"),
+    ],
+)
+def test_what_to_pass_is_one_line(pytester: pytest.Pytester, call: str, reason: str) -> None:
+    pytester.makepyfile(
+        test_probe_bad=f"""
+import torch
+from torch import nn
+from pvttrace.config import get_variant
+from pvttrace.trace import trace_model
+
+def test_bad(pvt_snapshot):
+    {call}
+"""
+    )
+    result = pytester.runpytest(*INNER)
+    result.assert_outcomes(failed=1)
+    lines = [line for line in result.stdout.lines if "pvt_snapshot: " in line and "E " not in line[:2]]
+    assert any(reason in line and "pass a config (resolve_config('b2', img='512')) or a model spec" in line
+               for line in lines), result.stdout.str()
+    assert "Traceback" not in result.stdout.str()

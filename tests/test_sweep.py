@@ -148,7 +148,7 @@ def test_metric_registry_defaults_and_availability(monkeypatch: pytest.MonkeyPat
     assert defaults == [n for n in DEFAULT_METRICS if has_peak or n != "peak_activation_bytes"]
     assert ("peak_activation_bytes" in available_metrics()) == has_peak
     assert [m.name for m in parse_metrics(["macs,params", "macs", "sr_macs"])] == ["macs", "params", "sr_macs"]
-    with pytest.raises(UserInputError, match="metric='flops!' is not a sweep metric; known: macs, "):
+    with pytest.raises(UserInputError, match="metric='flops!' is not a sweep metric.*known: macs, "):
         parse_metrics(["flops!"])
     with pytest.raises(UserInputError, match="must name at least one metric"):
         parse_metrics([" , "])
@@ -277,9 +277,9 @@ def test_sweep_plot_has_one_labelled_log_log_line_per_configuration(b0_sweep: Sw
     first = axes[0]
     assert first.get_xscale() == "log" and first.get_yscale() == "log"
     assert first.get_title() == "attention MACs"
-    assert first.get_ylabel() == "attention MACs (MACs, log scale)"
+    assert first.get_ylabel() == "attention MACs, log scale"  # the unit is in the title already
     assert "stage-1 tokens N" in first.get_xlabel()
-    assert axes[1].get_ylabel() == "attention map bytes (bytes, log scale)"
+    assert axes[1].get_ylabel() == "attention map bytes, log scale"
     labels = [line.get_label() for line in first.get_lines()]
     assert labels == ["sra (~N$^{2.00}$)", "full (~N$^{2.00}$)", "linear (~N$^{1.00}$)"]
     full = first.get_lines()[1]

@@ -178,7 +178,7 @@ def _config_hints() -> dict[str, st.SearchStrategy[str]]:
         "task": _choices(_enum_values(Task)),
         "attention": _choices(_enum_values(Attention)),
         "kind": _joined(_choices([k.value for k in OpKind] + ["bogus"]), max_size=3),
-        "stage": _choices(["1", "2", "3", "4", "0", "5"]),
+        "stage": _choices(["1", "2", "3", "4", "0", "5", "1,2", "2,x"]),
         "label": _choices(["a", "b", "base", "x y", "ünï", "a,b"]),
         "metric": _joined(_choices(metric_names), max_size=3),
         "plot_metric": _choices(metric_names),
