@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from pvttrace.records import LAYOUT_KINDS, MacsCategory, OpKind, OpRecord, Shape, StageSummary, macs_category
+from pvttrace.structure import StageGeometry
 
 __all__ = [
     "LABEL_RULES",
@@ -277,36 +278,51 @@ def stage_macs_fields(stage_ops: Sequence[OpRecord]) -> dict[str, int]:
     }
 
 
-def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int) -> int:
+def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int, map_shape: Shape | None) -> int:
+    """The stage's spatial-reduction ratio: the SR conv's kernel (linear SRA: grid over pooled size);
+    1 when attention sees every token; 0 (unknown) without attention or when keys are reduced otherwise."""
     conv = next((op for op in stage_ops if op.label == "SR conv" and len(op.inputs) >= 2), None)
     if conv is None:
-        return 1
+        return 1 if map_shape is not None and map_shape[-1] == map_shape[-2] else 0
     kernel = conv.inputs[1][-1]
     if kernel > 1:
         return kernel
     # Linear SRA: pooled to a fixed grid, so the ratio is the grid over the pooled size.
     pooled = conv.output[-2] if len(conv.output) >= 2 else 0
-    return max(1, grid_h // pooled) if pooled else 1
+    return max(1, grid_h // pooled) if pooled and grid_h else 0
 
 
-def derive_stages(ops: Sequence[OpRecord], stage_params: Mapping[int | None, int]) -> tuple[StageSummary, ...]:
+def derive_stages(
+    ops: Sequence[OpRecord],
+    stage_params: Mapping[int | None, int],
+    geometry: Sequence[StageGeometry] = (),
+) -> tuple[StageSummary, ...]:
     """Stage summaries of any model, read back from its op records (no config needed).
 
-    Grid: the stage's patch-embedding output; tokens N and keys N': the attention map (or the
-    first projection's input); heads: the map's second dim; dim: the q projection's width.
-    Unknown facts are 0.
+    With ``geometry`` (from :func:`pvttrace.structure.derive_structure`) the grid, channels and
+    depth are the data's; without it, the stage's patch-embedding output gives the grid.
+    Tokens N and keys N': the attention map (or the stage's tokens); heads: the map's second
+    dim; dim: the q projection's width. Facts that cannot be known are 0 (rendered ``-``).
     """
+    known = {g.index: g for g in geometry}
     summaries = []
     for index in sorted({op.stage for op in ops if op.stage is not None}):
         stage_ops = [op for op in ops if op.stage == index]
         map_shape, map_bytes = attention_map(stage_ops)
+        geo = known.get(index)
         embed = next((op for op in stage_ops if op.kind == OpKind.PATCH_EMBED and len(op.output) == 4), None)
-        grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
-        hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
-        linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
-        tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
         q_proj = next((op for op in stage_ops if op.label in ("q projection", "qkv projection")), None)
-        dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
+        if geo is not None:
+            hw, depth = geo.hw, geo.depth
+            tokens = map_shape[-2] if map_shape else geo.tokens
+            dim = q_proj.inputs[0][-1] if q_proj else geo.channels
+        else:
+            grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
+            hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
+            linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
+            tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
+            dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
+            depth = len({op.block for op in stage_ops if op.block is not None})
         outputs = [op for op in stage_ops if op.label in ("stage output map", "stage norm")]
         last_op = outputs[-1] if outputs else stage_ops[-1]
         summaries.append(
@@ -317,8 +333,8 @@ def derive_stages(ops: Sequence[OpRecord], stage_params: Mapping[int | None, int
                 kv_tokens=map_shape[-1] if map_shape else tokens,
                 dim=dim,
                 heads=map_shape[1] if map_shape and len(map_shape) == 4 else 0,
-                sr_ratio=_sr_ratio(stage_ops, hw[0]),
-                depth=len({op.block for op in stage_ops if op.block is not None}),
+                sr_ratio=_sr_ratio(stage_ops, hw[0], map_shape),
+                depth=depth,
                 params=stage_params.get(index, 0),
                 **stage_macs_fields(stage_ops),
                 attention_map_shape=map_shape,

@@ -54,6 +54,7 @@ from pvttrace.memory import LifetimeLog
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
+from pvttrace.structure import StageGeometry, derive_structure
 
 __all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
 
@@ -431,6 +432,16 @@ def _stage_params(model: nn.Module) -> dict[int | None, int]:
     return counts
 
 
+def _derived_stage_params(model: nn.Module, module_stages: dict[str, int | None]) -> dict[int | None, int]:
+    """Parameters per derived stage: each goes to the stage its module's ops ran in (None when they span several)."""
+    counts: dict[int | None, int] = {}
+    for name, param in model.named_parameters():
+        module = name.rpartition(".")[0]
+        stage = module_stages.get(module)
+        counts[stage] = counts.get(stage, 0) + param.numel()
+    return counts
+
+
 def summarise_stages(
     cfg: PvtConfig, ops: tuple[OpRecord, ...], stage_params: dict[int | None, int]
 ) -> tuple[StageSummary, ...]:
@@ -500,16 +511,21 @@ def trace_model(
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
     facts: list[dict[str, Any]] = []
     ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
+    stage_params = _stage_params(model)
+    geometry: tuple[StageGeometry, ...] = ()
     if config is None:
         ops = label_ops(ops)
+        derived = derive_structure(ops, module_types, int(example.shape[0]) if example.dim() else 1)
+        if derived is not None:
+            ops, geometry = derived.ops, derived.stages
+            stage_params = _derived_stage_params(model, derived.module_stages)
     params = list(model.parameters())
-    stage_params = _stage_params(model)
     if convention != "macs":
-        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
+        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
         pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
         if convention == "paper" and not pvt_like and notes is not None:
             notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
-        module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
         ops = apply_convention(
             convention,
             ops,
@@ -527,7 +543,7 @@ def trace_model(
         ops=len(ops),
         uncosted_ops=sum(1 for op in ops if op.cost_rule == CostRule.NONE),
     )
-    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
+    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
     input_bytes = example.untyped_storage().nbytes()
     timeline = memory.activation_timeline(log, len(ops))
     ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
