@@ -28,6 +28,7 @@ from pvttrace.structure import StageGeometry
 __all__ = [
     "LABEL_RULES",
     "attention_map",
+    "attention_modules",
     "block_of",
     "derive_stages",
     "is_pvt_like",
@@ -125,13 +126,18 @@ def is_pvt_like(module_names: Iterable[str]) -> bool:
     return False
 
 
-def _context(path: str) -> tuple[str, str]:
-    """The innermost structural module around ``path``: (role, its path)."""
+def _context(path: str, attention: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The innermost structural module around ``path``: (role, its path).
+
+    ``attention`` holds modules recognised as attention by what they do (see :func:`attention_modules`).
+    """
     parts = path.split(".") if path else []
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
         leaf = parts[end - 1]
-        if leaf in _ATTENTION_LEAVES:
+        if leaf in _ATTENTION_LEAVES or prefix in attention:
+            return "attn", prefix
+        if leaf == "self" and end >= 2 and parts[end - 2] in _ATTENTION_LEAVES:
             return "attn", prefix
         if leaf == "mlp":
             return "mlp", prefix
@@ -155,7 +161,21 @@ def _leaf_label(op: OpRecord) -> str | None:
     return None
 
 
-def _first_pass(ops: Sequence[OpRecord]) -> list[str | None]:
+def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
+    """Modules that compute attention themselves, whatever their name: matmul, softmax, matmul in their own ops."""
+    seen: dict[str, list[OpKind]] = {}
+    for op in ops:
+        if op.kind in (OpKind.MATMUL, OpKind.SOFTMAX):
+            seen.setdefault(op.module, []).append(op.kind)
+    found = set()
+    for module, kinds in seen.items():
+        text = "".join("m" if k == OpKind.MATMUL else "s" for k in kinds)
+        if module and "msm" in text:
+            found.add(module)
+    return frozenset(found)
+
+
+def _first_pass(ops: Sequence[OpRecord], attention: frozenset[str] = frozenset()) -> list[str | None]:
     """Labels of the ops that are not layout ops: leaf rules, then order rules per module."""
     labels: list[str | None] = []
     # Each attention module issues two matmuls per call and each block two residual adds,
@@ -163,7 +183,9 @@ def _first_pass(ops: Sequence[OpRecord]) -> list[str | None]:
     counters: dict[str, int] = {}
     for op in ops:
         label = _leaf_label(op)
-        role, path = _context(op.module)
+        role, path = _context(op.module, attention)
+        if label is None and role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
+            label = "SR conv"
         if label is None and op.kind == OpKind.MHA:
             label = "multi-head attention"
         elif label is None and role == "attn" and op.module == path:
@@ -207,9 +229,16 @@ def _anchor(ops: Sequence[OpRecord], labels: Sequence[str | None], start: int, s
     return None
 
 
-def _layout_label(ops: Sequence[OpRecord], labels: Sequence[str | None], i: int) -> str | None:
+def _strided(op: OpRecord) -> bool:
+    """A conv whose output grid is smaller than its input's: a spatial reduction."""
+    return len(op.output) == 4 and len(op.inputs[0]) == 4 and op.output[-1] < op.inputs[0][-1]
+
+
+def _layout_label(
+    ops: Sequence[OpRecord], labels: Sequence[str | None], i: int, attention: frozenset[str] = frozenset()
+) -> str | None:
     op = ops[i]
-    role, path = _context(op.module)
+    role, path = _context(op.module, attention)
     previous = ops[i - 1] if i > 0 and _inside(ops[i - 1], path) else None
     previous_label = labels[i - 1] if previous is not None else None
     chained = previous is not None and bool(op.inputs) and op.inputs[0] == previous.output
@@ -242,13 +271,14 @@ def _layout_label(ops: Sequence[OpRecord], labels: Sequence[str | None], i: int)
 
 def label_ops(ops: Sequence[OpRecord]) -> tuple[OpRecord, ...]:
     """Fill in walkthrough labels for ops that have none, by the rule table and the order rules."""
-    labels = _first_pass(ops)
+    attention = attention_modules(ops)
+    labels = _first_pass(ops, attention)
     for i, op in enumerate(ops):
         if op.label is not None:
             labels[i] = op.label
     for i, op in enumerate(ops):
         if labels[i] is None and op.kind in LAYOUT_KINDS:
-            labels[i] = _layout_label(ops, labels, i)
+            labels[i] = _layout_label(ops, labels, i, attention)
     return tuple(op if op.label == labels[i] else replace(op, label=labels[i]) for i, op in enumerate(ops))
 
 

@@ -28,12 +28,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from pvttrace.records import OpKind, OpRecord, Shape
+from pvttrace.records import LAYOUT_KINDS, OpKind, OpRecord, Shape
 
 __all__ = ["StageGeometry", "Structure", "derive_structure"]
 
 _INDEXED = re.compile(r"^(.*)\.(\d+)$")
 _WEIGHTED = frozenset({OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV, OpKind.LINEAR, OpKind.NORM})
+#: Attention internals ([B, heads, N, N'] scores and their products) are never feature maps.
+_NOT_MAPS = frozenset({OpKind.MATMUL, OpKind.SDPA, OpKind.SOFTMAX, OpKind.MHA})
 #: Class, distillation and register tokens a transformer prepends to its patch tokens.
 _MAX_EXTRA_TOKENS = 8
 
@@ -119,10 +121,15 @@ class _Reader:
         if not out or out[0] != self.batch:
             return None
         if len(out) == 4:
-            grid = _spatial(out, self.channels, op.kind)
-            if grid is None:
+            if op.kind in _NOT_MAPS:
                 return None
-            self.grids.setdefault(grid[0] * grid[1], grid)
+            grid = _spatial(out, self.channels, op.kind)
+            if grid is None or (min(grid) == 1 and max(grid) > 1):
+                # [B, 1 head, N, d] read as a 1 x N map: a single head's tokens, not a grid.
+                return None
+            if op.kind in LAYOUT_KINDS:
+                # A reshape says where dims go, not what they mean: trust it only for a grid already seen.
+                return grid if self.grids.get(grid[0] * grid[1]) == grid else None
             self.grids[grid[0] * grid[1]] = grid
             return grid
         if len(out) == 3 and out[2] == self.channels:
@@ -157,16 +164,18 @@ def _stage_of_op(ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Se
         for i in range(prev_last + 1, next_first):
             if current != next_stage and keys[i] is not None and keys[i] == stage_key[next_stage]:
                 current = next_stage
-                # Layout ops of unknown resolution that the downsampling module issued first belong to it.
+                # What the downsampling module did before its output reached the new resolution
+                # (Swin's pad and reshape to 2x2 patches) belongs to it.
                 j = i - 1
-                while j > prev_last and keys[j] is None and _lineage(ops[j].module, ops[i].module):
+                while j > prev_last and _lineage(ops[j].module, ops[i].module):
                     stage_of[j] = next_stage
                     j -= 1
             stage_of[i] = current
     first_block, last_block = blocks[0][0], blocks[-1][1]
-    # Before the first block: stage 1 back to the first op at another resolution (the stem ends there).
+    # Before the first block: stage 1 back to the first op on a map of another resolution (the stem
+    # ends there); a handful of tokens (ViT's class token) is no map.
     i = first_block - 1
-    while i >= 0 and (keys[i] is None or keys[i] == stage_key[blocks[0][2]]):
+    while i >= 0 and (keys[i] is None or keys[i] == stage_key[blocks[0][2]] or keys[i][0] == 0):
         stage_of[i] = blocks[0][2]
         i -= 1
     # After the last block: the last stage while the output is still at its resolution.
