@@ -189,7 +189,15 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Trace any model instead of a built-in variant: PACKAGE.MODULE:FACTORY (a callable returning an "
-        "nn.Module) or timm:NAME (needs timm). Input from --input-shape, or --img/--batch/--in-chans.",
+        "nn.Module), timm:NAME (needs timm) or hf:CLASS (a transformers class, e.g. hf:PvtV2Model, built from "
+        "its config's defaults). Input from --input-shape, or --img/--batch/--in-chans.",
+    ),
+]
+ModelOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-option",
+        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; repeatable.",
     ),
 ]
 InputShapeOpt = Annotated[
@@ -219,6 +227,7 @@ def resolve_spec(
     model: str | None,
     input_shape: str | None,
     config_kwargs: dict[str, Any],
+    options: Sequence[str] = (),
 ) -> ModelSpec:
     """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
 
@@ -233,6 +242,8 @@ def resolve_spec(
     if model is None:
         if input_shape is not None:
             raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+        if options:
+            raise UserInputError("model_option needs --model hf:CLASS; built-in variants take --dims, --depths ...")
         from pvttrace.config import resolve_config
 
         return builtin_spec(resolve_config(**config_kwargs))
@@ -250,6 +261,7 @@ def resolve_spec(
         batch=config_kwargs.get("batch"),
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
+        options=options,
     )
 TrainOpt = Annotated[
     bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
@@ -372,6 +384,7 @@ def run(
     input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
+    model_option: ModelOptionOpt = None,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -381,7 +394,7 @@ def run(
         spec = resolve_spec(ctx, model, input_shape, config_options(
             variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ))
+        ), options=model_option or ())
         kinds = _parse_kinds(kind)
         cfg = spec.config
         if stage and cfg is not None:

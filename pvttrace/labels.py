@@ -50,38 +50,48 @@ _BLOCK = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.(\d+)(?:\.|$)")
 _BLOCK_ROOT = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.\d+$")
 _STAGE_ROOT = re.compile(r"^(?:stages|layers)\.\d+$")
 _ATTENTION_LEAVES = frozenset({"attn", "attention", "self_attn"})
-_PATCH_LEAF = re.compile(r"^(?:patch_embed\d*|downsample)$")
+_PATCH_LEAF = re.compile(r"^(?:patch_embed\d*|downsample|patch_embeddings?)$")
 
 _CONVS = frozenset({OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV})
-_A = r"(?:^|\.)(?:attn|attention|self_attn)\."
+_A = r"(?:^|\.)(?:attn|attention|self_attn)\.(?:self\.)?"
+#: HF transformers spell the SR conv ``spatial_reduction`` (PvtV2), ``sequence_reduction`` (Segformer, Pvt).
+_SR = r"(?:sr|spatial_reduction|sequence_reduction(?:\.sequence_reduction)?)"
 
-#: Leaf rules: (module path pattern, op kinds, label). The first match wins.
+#: Leaf rules: (module path pattern, op kinds, label). The first match wins. Names from the official
+#: code and timm first, then HF transformers' (``query``, ``dense1``, ``layernorm_before`` ...).
 LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
     (re.compile(pattern), kinds, label)
     for pattern, kinds, label in (
-        (_A + r"q$", frozenset({OpKind.LINEAR}), "q projection"),
+        (_A + r"(?:q|query|q_proj)$", frozenset({OpKind.LINEAR}), "q projection"),
         (_A + r"kv$", frozenset({OpKind.LINEAR}), "kv projection"),
+        (_A + r"(?:key|k_proj)$", frozenset({OpKind.LINEAR}), "k projection"),
+        (_A + r"(?:value|v_proj)$", frozenset({OpKind.LINEAR}), "v projection"),
         (_A + r"(?:qkv|in_proj)$", frozenset({OpKind.LINEAR}), "qkv projection"),
-        (_A + r"(?:proj|out_proj)$", frozenset({OpKind.LINEAR}), "output projection"),
-        (_A + r"sr$", _CONVS, "SR conv"),
+        (_A + r"(?:proj|out_proj|o_proj|output\.dense)$", frozenset({OpKind.LINEAR}), "output projection"),
+        (_A + _SR + r"$", _CONVS, "SR conv"),
         (_A + r"pool$", frozenset({OpKind.POOL}), "SR pool"),
-        (_A + r"norm$", frozenset({OpKind.NORM}), "SR norm"),
+        (_A + r"(?:norm|layer_norm|sequence_reduction\.layer_norm)$", frozenset({OpKind.NORM}), "SR norm"),
         (_A + r"act$", frozenset({OpKind.ACTIVATION}), "SR activation"),
         (_A + r"attn_drop$", frozenset({OpKind.DROPOUT}), "attention dropout"),
         (_A + r"proj_drop$", frozenset({OpKind.DROPOUT}), "projection dropout"),
-        (r"(?:^|\.)mlp\.fc1$", frozenset({OpKind.LINEAR}), "MLP fc1"),
-        (r"(?:^|\.)mlp\.fc2$", frozenset({OpKind.LINEAR}), "MLP fc2"),
+        (r"(?:^|\.)mlp\.(?:fc1|dense1)$", frozenset({OpKind.LINEAR}), "MLP fc1"),
+        (r"(?:^|\.)mlp\.(?:fc2|dense2)$", frozenset({OpKind.LINEAR}), "MLP fc2"),
         (r"(?:^|\.)mlp\.dwconv(?:\.dwconv)?$", _CONVS, "DW conv 3x3"),
         (r"(?:^|\.)mlp\.relu$", frozenset({OpKind.ACTIVATION}), "MLP ReLU"),
-        (r"(?:^|\.)mlp\.act$", frozenset({OpKind.ACTIVATION}), "MLP activation"),
-        (r"(?:^|\.)mlp\.drop\d?$", frozenset({OpKind.DROPOUT}), "MLP dropout"),
+        (r"(?:^|\.)mlp\.(?:act|intermediate_act_fn|activation_fn)$", frozenset({OpKind.ACTIVATION}), "MLP activation"),
+        (r"(?:^|\.)mlp\.(?:drop\d?|dropout)$", frozenset({OpKind.DROPOUT}), "MLP dropout"),
         (r"^norm\d+$", frozenset({OpKind.NORM}), "stage norm"),
-        (r"^(?:stages|layers)\.\d+\.norm$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"(?:^|\.)(?:stages|layers)\.\d+\.(?:norm|layer_norm)$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"^encoder\.layer_norm\.\d+$", frozenset({OpKind.NORM}), "stage norm"),
         (r"^norm$", frozenset({OpKind.NORM}), "final norm"),
-        (r"\.norm1$", frozenset({OpKind.NORM}), "norm1"),
-        (r"\.norm2$", frozenset({OpKind.NORM}), "norm2"),
-        (r"(?:^|\.)(?:patch_embed\d*|downsample)\.proj$", _CONVS, "patch embed conv"),
-        (r"(?:^|\.)(?:patch_embed\d*|downsample)\.norm$", frozenset({OpKind.NORM}), "patch norm"),
+        (r"\.(?:norm1|layer_norm_1|layernorm_before)$", frozenset({OpKind.NORM}), "norm1"),
+        (r"\.(?:norm2|layer_norm_2|layernorm_after)$", frozenset({OpKind.NORM}), "norm2"),
+        (r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.proj$", _CONVS, "patch embed conv"),
+        (
+            r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.(?:norm|layer_norm)$",
+            frozenset({OpKind.NORM}),
+            "patch norm",
+        ),
         (r"^pos_drop\d+$", frozenset({OpKind.DROPOUT}), "pos dropout"),
         (r"^head$", frozenset({OpKind.LINEAR}), "classifier head"),
         (r"^head_drop$", frozenset({OpKind.DROPOUT}), "head dropout"),
@@ -92,6 +102,8 @@ LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
 _CONTINUES = {
     "q projection": "split heads",
     "kv projection": "split k/v heads",
+    "k projection": "split k heads",
+    "v projection": "split v heads",
     "qkv projection": "split q/k/v heads",
     "SR conv": "map to tokens",
     "attention@v": "merge heads",
@@ -119,7 +131,7 @@ def is_pvt_like(module_names: Iterable[str]) -> bool:
     """True when some attention module has PVT's spatial reduction (``attn.sr``) or its q/kv pair."""
     names = set(module_names)
     for name in names:
-        if re.search(_A + r"sr$", name):
+        if re.search(_A + _SR + r"$", name):
             return True
         if re.search(_A + r"q$", name) and name[:-1] + "kv" in names:
             return True
@@ -353,8 +365,8 @@ def derive_stages(
             tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
             dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
             depth = len({op.block for op in stage_ops if op.block is not None})
-        outputs = [op for op in stage_ops if op.label in ("stage output map", "stage norm")]
-        last_op = outputs[-1] if outputs else stage_ops[-1]
+        # The stage's output is what its last op leaves for the next stage (or the head).
+        last_op = stage_ops[-1]
         summaries.append(
             StageSummary(
                 index=index,

@@ -230,7 +230,7 @@ class OpRecord:
         )
 
 
-_ATTENTION_MODULE = re.compile(r"(^|\.)attn($|\.)")
+_ATTENTION_MODULE = re.compile(r"(^|\.)(attn|attention|self_attn)($|\.)")
 _MLP_MODULE = re.compile(r"(^|\.)mlp($|\.)")
 
 

@@ -93,11 +93,6 @@ def _block_paths(module_types: Mapping[str, str], used: set[str]) -> list[str]:
     return [p for p in candidates if not any(q != p and q.startswith(p + ".") for q in chosen)]
 
 
-def _lineage(a: str, b: str) -> bool:
-    """True when one module contains the other (neither is the model itself)."""
-    return bool(a) and bool(b) and (_inside(a, b) or _inside(b, a))
-
-
 def _inside(module: str, path: str) -> bool:
     return module == path or module.startswith(path + ".")
 
@@ -166,8 +161,9 @@ def _stage_of_op(ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Se
                 current = next_stage
                 # What the downsampling module did before its output reached the new resolution
                 # (Swin's pad and reshape to 2x2 patches) belongs to it.
+                downsampler = ops[i].module.rpartition(".")[0]
                 j = i - 1
-                while j > prev_last and _lineage(ops[j].module, ops[i].module):
+                while j > prev_last and downsampler and _inside(ops[j].module, downsampler):
                     stage_of[j] = next_stage
                     j -= 1
             stage_of[i] = current

@@ -21,7 +21,7 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ __all__ = ["ModelSpec", "builtin_spec", "load_model", "parse_input_shape", "pars
 
 _IMPORT_SPEC = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 _TIMM_NAME = re.compile(r"^[\w.\-]+$")
+_HF_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _ATTENTION_CHOICES = ("explicit", "sdpa")
 
 
@@ -58,13 +59,17 @@ class ModelSpec:
     in_chans: int | None = None
     attention: str | None = None
     """``explicit`` or ``sdpa``: sets every ``fused_attn`` switch of an external model (timm's)."""
+    options: tuple[tuple[str, str], ...] = ()
+    """``hf:`` models: config overrides ``(key, value text)``, applied to the config class's defaults."""
 
     @property
     def name(self) -> str:
         """How the model is named in headers and JSON: ``timm:pvt_v2_b0``, ``pkg.mod:make``, ``tiny``."""
         if self.source == "builtin" and self.config is not None:
             return self.config.variant
-        return f"timm:{self.target}" if self.source == "timm" else self.target
+        if self.source in ("timm", "hf"):
+            return f"{self.source}:{self.target}"
+        return self.target
 
 
 def builtin_spec(config: PvtConfig) -> ModelSpec:
@@ -92,8 +97,11 @@ def parse_model_spec(
     batch: int | None = None,
     in_chans: int | None = None,
     attention: str | None = None,
+    options: Sequence[str] = (),
 ) -> ModelSpec:
     """Validate ``--model`` and its input options (no import happens here).
+
+    ``options`` are ``key=value`` config overrides for ``hf:CLASS`` models.
 
     Raises:
         UserInputError: a malformed spec, a bad size, or ``--input-shape`` combined with
@@ -104,12 +112,24 @@ def parse_model_spec(
         source, target = "timm", spec[len("timm:") :]
         if not _TIMM_NAME.match(target):
             raise UserInputError(f"model={text!r} must name a timm model after 'timm:', e.g. timm:pvt_v2_b0")
+    elif spec.startswith("hf:"):
+        source, target = "hf", spec[len("hf:") :]
+        if not _HF_NAME.match(target):
+            raise UserInputError(f"model={text!r} must name a transformers model class after 'hf:', e.g. hf:PvtV2Model")
     elif _IMPORT_SPEC.match(spec):
         source, target = "import", spec
     else:
         raise UserInputError(
-            f"model={text!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module) or timm:NAME"
+            f"model={text!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"
         )
+    pairs = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key.strip()):
+            raise UserInputError(f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]")
+        pairs.append((key.strip(), value.strip()))
+    if pairs and source != "hf":
+        raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
     if input_shape is not None and (img is not None or batch is not None or in_chans is not None):
         raise UserInputError("input_shape cannot be combined with img, batch or in_chans; give one or the other")
     for field, value in (("batch", batch), ("in_chans", in_chans)):
@@ -130,6 +150,7 @@ def parse_model_spec(
         batch=batch,
         in_chans=in_chans,
         attention=attention,
+        options=tuple(pairs),
     )
 
 
@@ -177,20 +198,44 @@ def _import_factory(spec: ModelSpec) -> Callable[[], Any]:
     return factory  # type: ignore[no-any-return]
 
 
-def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
+def import_optional(module: str, spec: ModelSpec) -> Any:
+    """Import timm or transformers for ``spec``, or say why not in one line.
+
+    The advice never names an install that would replace the user's torch: ``pvttrace[timm]``
+    pins nothing, but pip resolving timm's torchvision can pull another torch build.
+
+    Raises:
+        UserInputError: the import failed (the message carries the real import error).
+    """
     try:
         with warnings.catch_warnings():
             # torchvision (imported by timm) warns when its optional image extension is missing;
-            # pvttrace needs only timm's model builders.
+            # pvttrace needs only the model builders.
             warnings.simplefilter("ignore")
-            import timm
-    except ImportError:
-        raise UserInputError(
-            f"model='timm:{spec.target}' needs timm, which is not installed; install the extra: "
-            "pip install 'pvttrace[timm]' (README: 'Tracing any model')"
-        ) from None
+            return importlib.import_module(module)
     except Exception as exc:
-        raise UserInputError(f"timm is installed but cannot be imported: {_one_line(exc)}") from None
+        raise UserInputError(f"model={spec.name!r} needs {module}: {module} failed to import: {_one_line(exc)}; "
+                             f"{install_advice(module, exc)}") from None
+
+
+def install_advice(module: str, exc: BaseException) -> str:
+    """What to install for ``module`` without replacing the installed torch (README: 'Tracing any model')."""
+    missing = getattr(exc, "name", None)
+    import torch
+
+    version = torch.__version__.split("+")[0]
+    if isinstance(exc, ModuleNotFoundError) and missing not in (None, module, "torchvision"):
+        return f"install what it lacks: pip install {missing}"
+    if module == "timm":
+        return (
+            f"install the torchvision release made for your torch {version} (pytorch.org's compatibility table) "
+            "from the same index as your torch, then: pip install timm"
+        )
+    return f"pip install {module} (it does not pin torch; keep your torch {version})"
+
+
+def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
+    timm = import_optional("timm", spec)
     if not timm.is_model(spec.target):
         close = difflib.get_close_matches(spec.target, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -200,6 +245,49 @@ def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
         return timm.create_model(spec.target, pretrained=False)
 
     return create
+
+
+def _hf_factory(spec: ModelSpec) -> Callable[[], Any]:
+    """A transformers model class built from its config class's defaults plus ``spec.options``.
+
+    No weights and no hub: ``cls(config_class(**overrides))``, which initialises on the current device.
+    """
+    transformers = import_optional("transformers", spec)
+    cls = getattr(transformers, spec.target, None)
+    config_class = getattr(cls, "config_class", None)
+    if cls is None or config_class is None:
+        names = [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification", "ForSemanticSegmentation"))]
+        close = difflib.get_close_matches(spec.target, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserInputError(f"model='hf:{spec.target}': transformers has no model class {spec.target!r}{hint}")
+    default_config = config_class()
+    defaults = default_config.to_dict()
+    overrides: dict[str, Any] = {}
+    for key, text in spec.options:
+        if key not in defaults and not hasattr(default_config, key):
+            close = difflib.get_close_matches(key, list(defaults), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserInputError(f"model_option {key}={text}: {config_class.__name__} has no field {key!r}{hint}")
+        overrides[key] = _literal(text)
+    try:
+        config = config_class(**overrides)
+    except Exception as exc:
+        raise UserInputError(f"model_option: {config_class.__name__} rejects {overrides}: {_one_line(exc)}") from None
+
+    def create() -> Any:
+        return cls(config)
+
+    return create
+
+
+def _literal(text: str) -> Any:
+    """A config value: a Python literal (``[3, 4, 6, 3]``, ``0.5``, ``True``), else the text as a string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
@@ -227,7 +315,12 @@ def load_model(spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str]
         UserInputError: the factory cannot be found, or does not return an ``nn.Module``.
         TraceError: the factory raised (the message names the error and where it happened).
     """
-    factory = _timm_factory(spec) if spec.source == "timm" else _import_factory(spec)
+    if spec.source == "timm":
+        factory = _timm_factory(spec)
+    elif spec.source == "hf":
+        factory = _hf_factory(spec)
+    else:
+        factory = _import_factory(spec)
     if device == "meta":
         try:
             model = _build(factory, "meta", spec.name)
@@ -255,10 +348,22 @@ def _input_shape(spec: ModelSpec, model: nn.Module) -> Shape:
         return spec.input_shape
     default = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = default.get("input_size") if isinstance(default, dict) else None
+    if size is None and spec.source == "hf":
+        size = _hf_input_size(model)
     in_chans, h, w = (int(size[0]), int(size[1]), int(size[2])) if size and len(size) == 3 else (3, 224, 224)
     if spec.img is not None:
         h, w = spec.img
     return (spec.batch or 1, spec.in_chans or in_chans, h, w)
+
+
+def _hf_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """(channels, H, W) from a transformers config's ``num_channels`` and ``image_size`` (224 when absent)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    image = getattr(config, "image_size", 224)
+    h, w = (image, image) if isinstance(image, int) else (int(image[0]), int(image[1]))
+    return (int(getattr(config, "num_channels", 3)), h, w)
 
 
 def _set_attention(model: nn.Module, spec: ModelSpec) -> None:

@@ -107,7 +107,7 @@ def _refine_kind(kind: OpKind, module: str, label: str | None, groups_like_dw: b
     if kind != OpKind.CONV:
         return kind
     leaf = module.rsplit(".", 1)[-1]
-    if leaf == "sr" or (label or "").startswith("SR"):
+    if leaf in ("sr", "spatial_reduction", "sequence_reduction") or (label or "").startswith("SR"):
         return OpKind.SR_CONV
     if "dwconv" in module or groups_like_dw:
         return OpKind.DW_CONV

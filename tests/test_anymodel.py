@@ -146,10 +146,21 @@ def test_missing_timm_is_a_clear_exit_2(runner: CliRunner, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
     result = runner.invoke(app, ["run", "--model", "timm:pvt_v2_b0"])
     assert result.exit_code == 2
-    assert result.stderr == (
-        "error: model='timm:pvt_v2_b0' needs timm, which is not installed; install the extra: "
-        "pip install 'pvttrace[timm]' (README: 'Tracing any model')\n"
+    assert result.stderr.startswith(
+        "error: model='timm:pvt_v2_b0' needs timm: timm failed to import: ImportError: import of timm halted; "
     )
+    # Never an install that would swap the user's torch build: the matching torchvision first, then timm.
+    assert "pvttrace[timm]" not in result.stderr
+    assert f"torchvision release made for your torch {torch.__version__.split('+')[0]}" in result.stderr
+    assert result.stderr.rstrip().endswith("then: pip install timm") and result.stderr.count("\n") == 1
+
+
+def test_import_errors_name_what_is_missing() -> None:
+    from pvttrace.target import install_advice
+
+    missing = ModuleNotFoundError("No module named 'requests'", name="requests")
+    assert install_advice("timm", missing) == "install what it lacks: pip install requests"
+    assert install_advice("transformers", ImportError("boom")).startswith("pip install transformers (it does not pin torch")
 
 
 # ------------------------------------------------------------------------------ attention spellings
