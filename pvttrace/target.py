@@ -214,8 +214,9 @@ def import_optional(module: str, spec: ModelSpec) -> Any:
             warnings.simplefilter("ignore")
             return importlib.import_module(module)
     except Exception as exc:
-        raise UserInputError(f"model={spec.name!r} needs {module}: {module} failed to import: {_one_line(exc)}; "
-                             f"{install_advice(module, exc)}") from None
+        error = " ".join(str(exc).split()) if isinstance(exc, ImportError) else _one_line(exc)
+        advice = install_advice(module, exc)
+        raise UserInputError(f"model={spec.name!r} needs {module}: {module} failed to import: {error}; {advice}") from None
 
 
 def install_advice(module: str, exc: BaseException) -> str:
