@@ -138,6 +138,7 @@ class Convention(StrEnum):
 
     MACS = "macs"
     FVCORE = "fvcore"
+    TIMM = "timm"
     PAPER = "paper"
 
 
@@ -207,8 +208,9 @@ ConventionOpt = Annotated[
     Convention,
     typer.Option(
         "--convention",
-        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count) or "
-        "paper (the PVT authors' get_flops.py: mmcv hooks + closed-form attention).",
+        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count), timm "
+        "(fvcore with explicit attention: timm's published GMACs) or paper (the PVT authors' get_flops.py: "
+        "mmcv hooks + closed-form attention).",
     ),
 ]
 CoverageOpt = Annotated[

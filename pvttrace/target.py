@@ -378,6 +378,13 @@ def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
         setattr(module, "fused_attn", spec.attention == "sdpa")  # noqa: B010 - nn.Module's __setattr__ typing
 
 
+def _explicit_attention(model: nn.Module) -> None:
+    """Turn off every ``fused_attn`` switch (timm's): the attention timm's benchmark counted with fvcore."""
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_attn", None), bool):
+            setattr(module, "fused_attn", False)  # noqa: B010 - nn.Module's __setattr__ typing
+
+
 def trace_target(
     spec: ModelSpec,
     *,
@@ -413,6 +420,8 @@ def trace_target(
     model, used = load_model(spec, device=device, on_note=on_note)
     if spec.attention is not None:
         _set_attention(model, spec)
+    elif convention == "timm":
+        _explicit_attention(model)
     shape = _input_shape(spec, model)
     notes: list[str] = []
 
@@ -437,6 +446,8 @@ def trace_target(
         model, used = load_model(spec, device="cpu", on_note=on_note)
         if spec.attention is not None:
             _set_attention(model, spec)
+        elif convention == "timm":
+            _explicit_attention(model)
         try:
             trace = run(model, used)
         except TraceError as cpu_exc:
