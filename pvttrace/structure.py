@@ -145,6 +145,11 @@ def _spatial(out: Shape, channels: int, kind: OpKind) -> Key | None:
     return None
 
 
+def _same_or_unknown(key: Key | None, stage_key: Key | None) -> bool:
+    """Before stage 1: an op that is no map of another resolution (tokens of unknown grid are none)."""
+    return key is None or key == stage_key or key[0] == 0
+
+
 def _stage_of_op(ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Sequence[tuple[int, int, int]]) -> list[int | None]:
     """Stage of every op, given the blocks' (first op, last op, stage) in execution order."""
     stage_of: list[int | None] = [None] * len(ops)
@@ -171,7 +176,7 @@ def _stage_of_op(ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Se
     # Before the first block: stage 1 back to the first op on a map of another resolution (the stem
     # ends there); a handful of tokens (ViT's class token) is no map.
     i = first_block - 1
-    while i >= 0 and (keys[i] is None or keys[i] == stage_key[blocks[0][2]] or keys[i][0] == 0):
+    while i >= 0 and _same_or_unknown(keys[i], stage_key[blocks[0][2]]):
         stage_of[i] = blocks[0][2]
         i -= 1
     # After the last block: the last stage while the output is still at its resolution.
@@ -226,11 +231,11 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
             geometry.append(StageGeometry(len(geometry) + 1, (0, 0), 0, 0, 0))
         blocks.append((first, last, len(geometry)))
         previous = key
-        stage = geometry[-1]
+        current = geometry[-1]
         tokens = next((op.output[1] for op in reversed(ops[first : last + 1]) if _is_tokens(op, batch, channels[op.index])), 0)
-        hw = key if key is not None and key[0] else stage.hw
+        hw = key if key is not None and key[0] else current.hw
         geometry[-1] = replace(
-            stage, hw=hw, tokens=tokens or stage.tokens, channels=channels[last], depth=stage.depth + 1
+            current, hw=hw, tokens=tokens or current.tokens, channels=channels[last], depth=current.depth + 1
         )
     stage_of = _stage_of_op(ops, keys, blocks)
     block_of: list[int | None] = [None] * len(ops)

@@ -124,10 +124,10 @@ def parse_model_spec(
         )
     pairs = []
     for option in options:
-        key, sep, value = option.partition("=")
+        key, sep, text = option.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key.strip()):
             raise UserInputError(f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]")
-        pairs.append((key.strip(), value.strip()))
+        pairs.append((key.strip(), text.strip()))
     if pairs and source != "hf":
         raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
     if input_shape is not None and (img is not None or batch is not None or in_chans is not None):

@@ -38,7 +38,7 @@ from pvttrace.annotate import current_label, current_stage
 from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
-from pvttrace.costs import OP_KINDS, call_macs, cost_rule
+from pvttrace.costs import OP_KINDS, call_macs, cost_rule, op_kind
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.labels import (
     attention_map,
@@ -266,7 +266,7 @@ class _Recorder(TorchFunctionMode):
         module = self.module_stack[-1]
         label = current_label()
         rule = cost_rule(name)
-        kind = OP_KINDS.get(name, OpKind.OTHER)
+        kind = op_kind(name)
         if kind == OpKind.CONV and len(inputs) >= 2:
             weight = inputs[1]
             groups_like_dw = weight.shape[1] == 1 and inputs[0].shape[1] > 1

@@ -175,3 +175,18 @@ class MyPvt(nn.Module):
 
 def my_pvt() -> MyPvt:
     return MyPvt()
+
+
+class Cumulative(nn.Module):
+    """A linear layer, then ``torch.cumsum`` (an op pvttrace has no built-in rule for)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(self.fc(x), dim=1)
+
+
+def cumulative() -> Cumulative:
+    return Cumulative()

@@ -284,7 +284,7 @@ def test_json_round_trip_keeps_model_and_convention() -> None:
         (["--model", "anymodel_zoo:not_a_module"], "the factory returned an object of type int, not an nn.Module"),
         (["--model", "anymodel_zoo:nope"], "error: model='anymodel_zoo:nope': anymodel_zoo has no attribute 'nope'"),
         (["--model", "no_such_pkg.mod:make"], "cannot import no_such_pkg.mod (ModuleNotFoundError"),
-        (["--model", "anymodel_zoo"], "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module) or timm:NAME"),
+        (["--model", "anymodel_zoo"], "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"),
         (["--model", "anymodel_zoo:mix", "--variant", "b0", "--sr", "1,1,1,1"], "cannot be combined with --variant, --sr"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,x"], "input_shape='1,x' must be positive integers"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--img", "8"], "cannot be combined with img"),
