@@ -387,6 +387,9 @@ def run(
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
     model_option: ModelOptionOpt = None,
+    depth: Annotated[
+        int, typer.Option("--depth", help="With --modules --model: how deep the module tree goes (0 = the model).")
+    ] = 3,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -406,7 +409,8 @@ def run(
         optimizer_name = training_options(train, optimizer)
         if modules:
             if cfg is None:
-                raise UserInputError("--modules works with built-in variants only (not with --model)")
+                _print_module_view(spec, depth, convention.value, device.value, width)
+                return
             from pvttrace.modules import module_summary
 
             sys.stdout.write(module_summary(cfg) + "\n")
@@ -461,6 +465,17 @@ def _check_stages(stages: list[int], count: int) -> None:
     for s in stages:
         if not 1 <= s <= count:
             raise UserInputError(f"stage={s} must be between 1 and {count}")
+
+
+def _print_module_view(spec: Any, depth: int, convention: str, device: str, width: int | None) -> None:
+    from pvttrace.render import header_panel
+    from pvttrace.render_modules import module_table
+    from pvttrace.target import trace_modules
+
+    trace, rows = trace_modules(spec, depth=depth, convention=convention, device=device, on_note=lambda n: warn([n]))
+    console = make_console(width)
+    console.print(header_panel(trace))
+    console.print(module_table(rows, title=f"Modules (depth {depth})"))
 
 
 def _print_coverage(trace: Any, output_format: OutputFormat, width: int | None) -> None:

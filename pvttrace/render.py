@@ -136,6 +136,11 @@ def _header(trace: Trace) -> Panel:
     return Panel(lines, title=f"pvttrace  ({trace.device} device)", title_align="left")
 
 
+def header_panel(trace: Trace) -> Panel:
+    """The header every view of a trace starts with: model, input, totals, memory and the convention."""
+    return _header(trace)
+
+
 _STAGE_HEADER = ("stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params")
 
 

@@ -32,7 +32,20 @@ from pvttrace.records import CONVENTIONS, Shape, Trace
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ModelSpec", "builtin_spec", "load_model", "parse_input_shape", "parse_model_spec", "trace_target"]
+    from pvttrace.module_view import ModuleRow
+
+__all__ = [
+    "ModelSpec",
+    "builtin_spec",
+    "import_optional",
+    "install_advice",
+    "load_model",
+    "module_facts",
+    "parse_input_shape",
+    "parse_model_spec",
+    "trace_modules",
+    "trace_target",
+]
 
 _IMPORT_SPEC = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 _TIMM_NAME = re.compile(r"^[\w.\-]+$")
@@ -378,6 +391,17 @@ def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
         setattr(module, "fused_attn", spec.attention == "sdpa")  # noqa: B010 - nn.Module's __setattr__ typing
 
 
+def module_facts(model: nn.Module) -> tuple[dict[str, int], dict[str, str]]:
+    """Each module's own parameter count (shared parameters counted once) and class name."""
+    params: dict[str, int] = {}
+    seen: set[int] = set()
+    for path, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        params[path] = sum(p.numel() for p in own)
+    return params, {path: type(module).__name__ for path, module in model.named_modules()}
+
+
 def _explicit_attention(model: nn.Module) -> None:
     """Turn off every ``fused_attn`` switch (timm's): the attention timm's benchmark counted with fvcore."""
     for module in model.modules():
@@ -393,6 +417,7 @@ def trace_target(
     optimizer: str = "adamw",
     device: str = "meta",
     on_note: Callable[[str], None] | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
 ) -> Trace:
     """Build and trace what ``spec`` names, counting in ``convention``.
 
@@ -400,7 +425,8 @@ def trace_target(
     is built on ``device`` (meta by default, CPU fallback with a note) and traced with a
     ``(B, C, H, W)`` input; a forward that fails because of the meta device (it reads tensor
     values, or mixes devices) is retried once on the CPU.
-    ``on_note`` receives non-fatal notes (one line each).
+    ``on_note`` receives non-fatal notes (one line each); ``on_model``, the model that was traced
+    (for views that need its modules, e.g. :mod:`pvttrace.module_view`).
 
     Raises:
         UserInputError: bad spec or convention, missing timm, unknown timm model.
@@ -414,6 +440,10 @@ def trace_target(
     if spec.source == "builtin":
         if spec.config is None:
             raise UserInputError("a builtin model spec needs a config")
+        if on_model is not None:
+            from pvttrace.model import build_model
+
+            on_model(build_model(spec.config))
         return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
     import torch
 
@@ -455,4 +485,30 @@ def trace_target(
     for note in notes:
         if on_note is not None:
             on_note(note)
+    if on_model is not None:
+        on_model(model)
     return trace
+
+
+def trace_modules(
+    spec: ModelSpec,
+    *,
+    depth: int,
+    convention: str = "macs",
+    device: str = "meta",
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[Trace, tuple[ModuleRow, ...]]:
+    """Trace ``spec`` and return the trace with its per-module rows to ``depth`` (see :mod:`pvttrace.module_view`).
+
+    Raises:
+        UserInputError: a bad depth, spec or convention.
+        TraceError: the model failed to build or run.
+    """
+    from pvttrace.module_view import MAX_DEPTH, module_rows
+
+    if not 0 <= depth <= MAX_DEPTH:
+        raise UserInputError(f"depth={depth} must be from 0 to {MAX_DEPTH}")
+    traced: list[nn.Module] = []
+    trace = trace_target(spec, convention=convention, device=device, on_note=on_note, on_model=traced.append)
+    params, types = module_facts(traced[-1])
+    return trace, module_rows(trace, params, types, depth=depth)

@@ -290,7 +290,7 @@ def test_json_round_trip_keeps_model_and_convention() -> None:
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--img", "8"], "cannot be combined with img"),
         (["--input-shape", "1,3,8,8"], "input_shape needs --model"),
         (["--model", "anymodel_zoo:mix", "--attention", "sdpa"], "needs a model whose attention modules have a"),
-        (["--model", "anymodel_zoo:mix", "--modules"], "--modules works with built-in variants only"),
+        (["--model", "anymodel_zoo:mix", "--modules", "--depth", "65"], "depth=65 must be from 0 to 64"),
         (["--convention", "flops"], "Invalid value for '--convention'"),
     ],
 )
