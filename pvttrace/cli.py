@@ -230,6 +230,7 @@ def resolve_spec(
     input_shape: str | None,
     config_kwargs: dict[str, Any],
     options: Sequence[str] = (),
+    inputs: str | None = None,
 ) -> ModelSpec:
     """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
 
@@ -246,6 +247,8 @@ def resolve_spec(
             raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
         if options:
             raise UserInputError("model_option needs --model hf:CLASS; built-in variants take --dims, --depths ...")
+        if inputs is not None:
+            raise UserInputError("inputs needs --model; built-in variants take --img/--batch/--in-chans")
         from pvttrace.config import resolve_config
 
         return builtin_spec(resolve_config(**config_kwargs))
@@ -264,6 +267,7 @@ def resolve_spec(
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
         options=options,
+        inputs=inputs,
     )
 TrainOpt = Annotated[
     bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
@@ -387,6 +391,14 @@ def run(
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
     model_option: ModelOptionOpt = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="With --model: PACKAGE.MODULE:FUNCTION returning the forward's inputs (a tensor, a tuple for "
+            "several positional inputs, or a dict of keyword inputs), made on the trace device.",
+        ),
+    ] = None,
     depth: Annotated[
         int, typer.Option("--depth", help="With --modules --model: how deep the module tree goes (0 = the model).")
     ] = 3,
@@ -399,7 +411,7 @@ def run(
         spec = resolve_spec(ctx, model, input_shape, config_options(
             variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ), options=model_option or ())
+        ), options=model_option or (), inputs=inputs)
         kinds = _parse_kinds(kind)
         cfg = spec.config
         if stage and cfg is not None:

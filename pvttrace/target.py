@@ -22,7 +22,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pvttrace.config import PvtConfig, parse_img
@@ -74,6 +74,9 @@ class ModelSpec:
     """``explicit`` or ``sdpa``: sets every ``fused_attn`` switch of an external model (timm's)."""
     options: tuple[tuple[str, str], ...] = ()
     """``hf:`` models: config overrides ``(key, value text)``, applied to the config class's defaults."""
+    inputs: str | None = None
+    """``package.module:function`` returning the forward's inputs: a tensor, a tuple (positional) or a dict
+    (keyword); called inside ``with torch.device(...)``, so ``torch.empty``/``randn`` land on the trace device."""
 
     @property
     def name(self) -> str:
@@ -111,6 +114,7 @@ def parse_model_spec(
     in_chans: int | None = None,
     attention: str | None = None,
     options: Sequence[str] = (),
+    inputs: str | None = None,
 ) -> ModelSpec:
     """Validate ``--model`` and its input options (no import happens here).
 
@@ -143,6 +147,11 @@ def parse_model_spec(
         pairs.append((key.strip(), text.strip()))
     if pairs and source != "hf":
         raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
+    if inputs is not None:
+        if not _IMPORT_SPEC.match(inputs.strip()):
+            raise UserInputError(f"inputs={inputs!r} must be PACKAGE.MODULE:FUNCTION returning the forward's inputs")
+        if input_shape is not None or img is not None or batch is not None or in_chans is not None:
+            raise UserInputError("inputs cannot be combined with input_shape, img, batch or in_chans; the factory sets them")
     if input_shape is not None and (img is not None or batch is not None or in_chans is not None):
         raise UserInputError("input_shape cannot be combined with img, batch or in_chans; give one or the other")
     for field, value in (("batch", batch), ("in_chans", in_chans)):
@@ -164,6 +173,7 @@ def parse_model_spec(
         in_chans=in_chans,
         attention=attention,
         options=tuple(pairs),
+        inputs=None if inputs is None else inputs.strip(),
     )
 
 
@@ -180,7 +190,7 @@ def _where(exc: BaseException) -> str:
     return f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
 
 
-def _import_factory(spec: ModelSpec) -> Callable[[], Any]:
+def _import_factory(spec: ModelSpec, what: str = "model") -> Callable[[], Any]:
     module_name, _, attribute = spec.target.partition(":")
     cwd = os.getcwd()
     added = cwd not in sys.path
@@ -190,22 +200,22 @@ def _import_factory(spec: ModelSpec) -> Callable[[], Any]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise UserInputError(f"model={spec.target!r}: cannot import {module_name} ({_one_line(exc)})") from None
+        raise UserInputError(f"{what}={spec.target!r}: cannot import {module_name} ({_one_line(exc)})") from None
     except Exception as exc:
-        raise TraceError(f"model {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
+        raise TraceError(f"{what} {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
     factory: Any = module
     for part in attribute.split("."):
         if not hasattr(factory, part):
-            raise UserInputError(f"model={spec.target!r}: {module_name} has no attribute {attribute!r}")
+            raise UserInputError(f"{what}={spec.target!r}: {module_name} has no attribute {attribute!r}")
         factory = getattr(factory, part)
     from torch import nn
 
     if isinstance(factory, nn.Module) or not callable(factory):
         raise UserInputError(
-            f"model={spec.target!r}: {attribute} is a {type(factory).__name__}, not a factory; "
+            f"{what}={spec.target!r}: {attribute} is a {type(factory).__name__}, not a factory; "
             "name a function or class that returns an nn.Module"
         )
     return factory  # type: ignore[no-any-return]
@@ -402,6 +412,28 @@ def module_facts(model: nn.Module) -> tuple[dict[str, int], dict[str, str]]:
     return params, {path: type(module).__name__ for path, module in model.named_modules()}
 
 
+def _call_inputs(spec: ModelSpec, device: str) -> Any:
+    """The forward's inputs from ``spec.inputs``, made on ``device``, as :class:`pvttrace.trace.ModelInputs`."""
+    import torch
+
+    from pvttrace.trace import ModelInputs
+
+    assert spec.inputs is not None  # noqa: S101 - the caller checks
+    factory = _import_factory(replace(spec, target=spec.inputs), what="inputs")
+    try:
+        with torch.device(device):
+            value = factory()
+    except Exception as exc:
+        raise TraceError(f"inputs {spec.inputs} failed: {_one_line(exc)}{_where(exc)}") from None
+    if isinstance(value, torch.Tensor):
+        return ModelInputs((value,))
+    if isinstance(value, dict):
+        return ModelInputs((), dict(value))
+    if isinstance(value, (tuple, list)):
+        return ModelInputs(tuple(value))
+    raise UserInputError(f"inputs={spec.inputs!r} returned a {type(value).__name__}; return a tensor, a tuple or a dict")
+
+
 def _explicit_attention(model: nn.Module) -> None:
     """Turn off every ``fused_attn`` switch (timm's): the attention timm's benchmark counted with fvcore."""
     for module in model.modules():
@@ -435,7 +467,7 @@ def trace_target(
     """
     if convention not in CONVENTIONS:
         raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTIONS)}")
-    from pvttrace.trace import trace_config, trace_model
+    from pvttrace.trace import ModelInputs, trace_config, trace_model
 
     if spec.source == "builtin":
         if spec.config is None:
@@ -457,9 +489,13 @@ def trace_target(
 
     def run(model: nn.Module, on: str) -> Trace:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        example = torch.empty(shape, device=on, dtype=dtype)
-        if on != "meta":
-            example.normal_(generator=torch.Generator(device=on).manual_seed(0))
+        example: torch.Tensor | ModelInputs
+        if spec.inputs is not None:
+            example = _call_inputs(spec, on)
+        else:
+            example = torch.empty(shape, device=on, dtype=dtype)
+            if on != "meta":
+                example.normal_(generator=torch.Generator(device=on).manual_seed(0))
         return trace_model(
             model, example, convention=convention, model_name=spec.name, notes=notes, train=train, optimizer=optimizer
         )

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
@@ -50,7 +51,7 @@ from pvttrace.labels import (
     stage_of_module,
 )
 from pvttrace.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
-from pvttrace.memory import LifetimeLog
+from pvttrace.memory import LifetimeLog, StorageKind
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
@@ -336,22 +337,45 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     return ()
 
 
+@dataclass(frozen=True, slots=True)
+class ModelInputs:
+    """What a forward is called with when it is not one tensor: ``model(*args, **kwargs)``.
+
+    The trace's ``input_shape`` and device are those of the first tensor; every tensor counts as input memory.
+    """
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensor arguments, positional first."""
+        return _tensors(self.args, self.kwargs)
+
+
+def _as_inputs(example: torch.Tensor | ModelInputs) -> ModelInputs:
+    inputs = example if isinstance(example, ModelInputs) else ModelInputs((example,))
+    if not inputs.tensors():
+        raise UserInputError("inputs must hold at least one tensor (the trace's input shape is the first one's)")
+    return inputs
+
+
 def _run_recorded(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | ModelInputs,
     *,
     observer: OpObserver | None = None,
     train: bool = False,
     facts: list[dict[str, Any]] | None = None,
 ) -> tuple[tuple[OpRecord, ...], Any]:
     """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output."""
+    inputs = _as_inputs(example)
     stack: list[str] = [""]
     recorder = _Recorder(stack, facts, observer)
     was_training = model.training
     model.train(train)
     try:
         with _module_path_hooks(model, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
-            out = model(example)
+            out = model(*inputs.args, **inputs.kwargs)
     except Exception as exc:
         where = recorder.failed_op or f"module {stack[-1] or 'the model'}"
         last = recorder.records[-1] if recorder.records else None
@@ -390,7 +414,11 @@ def _output_tensors(out: Any) -> list[torch.Tensor]:
 
 
 def memory_log(
-    model: nn.Module, example: torch.Tensor, *, train: bool, facts: list[dict[str, Any]] | None = None
+    model: nn.Module,
+    example: torch.Tensor | ModelInputs,
+    *,
+    train: bool,
+    facts: list[dict[str, Any]] | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     """Run one forward (inference) or forward + backward (training) under a storage tracker.
 
@@ -401,7 +429,10 @@ def memory_log(
     tracker = StorageTracker()
     out: Any = None
     try:
-        register_model(tracker, model, example)
+        inputs = _as_inputs(example)
+        register_model(tracker, model, inputs.tensors()[0])
+        for extra in inputs.tensors()[1:]:
+            tracker.mark(extra, StorageKind.INPUT)
         with tracker:
             with report_saved_tensors(tracker) if train else nullcontext():
                 ops, out = _run_recorded(model, example, observer=tracker, train=train, facts=facts)
@@ -485,7 +516,7 @@ def _attention_stages(config: PvtConfig | None, stages: tuple[StageSummary, ...]
 
 def trace_model(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | ModelInputs,
     *,
     config: PvtConfig | None = None,
     convention: str = "macs",
@@ -509,6 +540,8 @@ def trace_model(
         UserInputError: an unknown optimizer.
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
+    inputs = _as_inputs(example)
+    first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []
     ops, outputs, log = memory_log(model, example, train=False, facts=facts)
     module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
@@ -516,7 +549,7 @@ def trace_model(
     geometry: tuple[StageGeometry, ...] = ()
     if config is None:
         ops = label_ops(ops)
-        derived = derive_structure(ops, module_types, int(example.shape[0]) if example.dim() else 1)
+        derived = derive_structure(ops, module_types, int(first.shape[0]) if first.dim() else 1)
         if derived is not None:
             ops, geometry = derived.ops, derived.stages
             stage_params = _derived_stage_params(model, derived.module_stages)
@@ -531,7 +564,7 @@ def trace_model(
             ops,
             facts,
             module_types,
-            input_shape=tuple(example.shape),
+            input_shape=tuple(first.shape),
             attention_stages=_attention_stages(config, structure, ops) if pvt_like else (),
         )
     totals = Totals(
@@ -544,12 +577,12 @@ def trace_model(
         uncosted_ops=sum(1 for op in ops if op.cost_rule == CostRule.NONE),
     )
     stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
-    input_bytes = example.untyped_storage().nbytes()
+    input_bytes = sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs.tensors()}.values())
     timeline = memory.activation_timeline(log, len(ops))
     ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
     training = None
     if train:
-        train_ops, _, train_log = memory_log(model, example, train=True)
+        train_ops, _, train_log = memory_log(model, inputs, train=True)
         if [op.op for op in train_ops] != [op.op for op in ops]:
             raise TraceError("the forward with grad enabled issued different ops than the inference forward")
         trainable = [p for p in params if p.requires_grad]
@@ -564,12 +597,12 @@ def trace_model(
         )
     return Trace(
         config=config,
-        input_shape=tuple(example.shape),
+        input_shape=tuple(first.shape),
         outputs=outputs,
         ops=ops,
         stages=stages,
         totals=totals,
-        device=str(example.device.type),
+        device=str(first.device.type),
         tool_version=__version__,
         convention=convention,
         model=model_name,

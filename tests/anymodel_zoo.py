@@ -190,3 +190,29 @@ class Cumulative(nn.Module):
 
 def cumulative() -> Cumulative:
     return Cumulative()
+
+
+class TwoInputs(nn.Module):
+    """Image features and a text embedding, the text given by keyword (as HF models take it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = nn.Conv2d(3, 8, 4, 4)
+        self.text = nn.Linear(16, 8)
+
+    def forward(self, pixels: torch.Tensor, *, tokens: torch.Tensor) -> torch.Tensor:
+        img = self.image(pixels).flatten(2).transpose(1, 2)  # [B, 64, 8]
+        txt = self.text(tokens)  # [B, 5, 8]
+        return img @ txt.transpose(1, 2)  # [B, 64, 5]
+
+
+def two_inputs() -> TwoInputs:
+    return TwoInputs()
+
+
+def two_inputs_kwargs() -> dict[str, torch.Tensor]:
+    return {"pixels": torch.empty(2, 3, 32, 32), "tokens": torch.empty(2, 5, 16)}
+
+
+def one_tensor_positional() -> tuple[torch.Tensor, ...]:
+    return (torch.empty(2, 3, 32, 32),)
