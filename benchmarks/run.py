@@ -102,6 +102,12 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
             group="whole model",  # its own target (5x floor); not under the backbone cases' RSS target
         ),
     ]
+    if _importable("timm"):
+        # --model timm:NAME costs `import torch, timm` plus the trace: its own floor, and its own RSS budget.
+        cases += [
+            Case("floor: python -c 'import torch, timm'", [PYTHON, "-c", "import torch, timm"], group="timm"),
+            Case("run --model timm:pvt_v2_b0", _pvttrace("run", "--model", "timm:pvt_v2_b0"), group="timm"),
+        ]
     if _has_command("diff"):
         cases += [
             Case("diff sr 8,4,2,1 vs 1,1,1,1 @224", _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1")),
@@ -265,6 +271,10 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float) -> list[str
         if value is not None:
             ratio = value / floor_wall
             lines.append(f"| {name} wall <= {limit}x floor | {ratio:.2f}x | {'yes' if ratio <= limit else 'NO'} |")
+    timm_floor, timm_run = wall("floor: python -c 'import torch, timm'"), wall("run --model timm:pvt_v2_b0")
+    if timm_floor is not None and timm_run is not None:
+        ratio = timm_run / timm_floor
+        lines.append(f"| run --model timm:pvt_v2_b0 wall <= 1.2x the torch+timm floor | {ratio:.2f}x | {'yes' if ratio <= 1.2 else 'NO'} |")
     help_wall = wall("pvttrace --help")
     if help_wall is not None:
         lines.append(f"| pvttrace --help <= 0.3 s | {help_wall:.2f} s | {'yes' if help_wall <= 0.3 else 'NO'} |")

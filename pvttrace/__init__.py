@@ -28,6 +28,7 @@ _EXPORTS = {
     "build_model": "pvttrace.model",
     "trace_config": "pvttrace.trace",
     "trace_model": "pvttrace.trace",
+    "register_cost_rule": "pvttrace.costs",
     "PvtTraceError": "pvttrace.errors",
     "ConfigError": "pvttrace.errors",
     "TraceError": "pvttrace.errors",

@@ -173,6 +173,7 @@ class Convention(StrEnum):
 
     MACS = "macs"
     FVCORE = "fvcore"
+    TIMM = "timm"
     PAPER = "paper"
 
 
@@ -230,7 +231,15 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Trace any model instead of a built-in variant: PACKAGE.MODULE:FACTORY (a callable returning an "
-        "nn.Module) or timm:NAME (needs timm). Input from --input-shape, or --img/--batch/--in-chans.",
+        "nn.Module), timm:NAME (needs timm) or hf:CLASS (a transformers class, e.g. hf:PvtV2Model, built from "
+        "its config's defaults). Input from --input-shape, or --img/--batch/--in-chans.",
+    ),
+]
+ModelOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-option",
+        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; repeatable.",
     ),
 ]
 InputShapeOpt = Annotated[
@@ -240,8 +249,9 @@ ConventionOpt = Annotated[
     Convention,
     typer.Option(
         "--convention",
-        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count) or "
-        "paper (the PVT authors' get_flops.py: mmcv hooks + closed-form attention).",
+        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count), timm "
+        "(fvcore with explicit attention: timm's published GMACs) or paper (the PVT authors' get_flops.py: "
+        "mmcv hooks + closed-form attention).",
     ),
 ]
 CoverageOpt = Annotated[
@@ -260,6 +270,8 @@ def resolve_spec(
     model: str | None,
     input_shape: str | None,
     config_kwargs: dict[str, Any],
+    options: Sequence[str] = (),
+    inputs: str | None = None,
 ) -> ModelSpec:
     """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
 
@@ -274,6 +286,10 @@ def resolve_spec(
     if model is None:
         if input_shape is not None:
             raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+        if options:
+            raise UserInputError("model_option needs --model hf:CLASS; built-in variants take --dims, --depths ...")
+        if inputs is not None:
+            raise UserInputError("inputs needs --model; built-in variants take --img/--batch/--in-chans")
         from pvttrace.config import resolve_config
 
         return builtin_spec(resolve_config(**config_kwargs))
@@ -291,6 +307,8 @@ def resolve_spec(
         batch=config_kwargs.get("batch"),
         in_chans=config_kwargs.get("in_chans"),
         attention=config_kwargs.get("attention"),
+        options=options,
+        inputs=inputs,
     )
 HeadOpt = Annotated[
     str | None,
@@ -493,6 +511,18 @@ def run(
     gpu_setting: GpuSettingOpt = None,
     amp: AmpOpt = False,
     quiet: QuietOpt = False,
+    model_option: ModelOptionOpt = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="With --model: PACKAGE.MODULE:FUNCTION returning the forward's inputs (a tensor, a tuple for "
+            "several positional inputs, or a dict of keyword inputs), made on the trace device.",
+        ),
+    ] = None,
+    depth: Annotated[
+        int, typer.Option("--depth", help="With --modules --model: how deep the module tree goes (0 = the model).")
+    ] = 3,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -506,7 +536,7 @@ def run(
         spec = resolve_spec(ctx, model, input_shape, config_options(
             variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
             qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ))
+        ), options=model_option or (), inputs=inputs)
         kinds = _parse_kinds(kind)
         stages = parse_int_list(stage, "stage")
         cfg = spec.config
@@ -526,7 +556,8 @@ def run(
             raise UserInputError("amp=True needs --gpu-setting (mixed precision applies to the GPU prediction)")
         if modules:
             if cfg is None:
-                raise UserInputError("--modules works with built-in variants only (not with --model)")
+                _print_module_view(spec, depth, convention.value, device.value, width)
+                return
             from pvttrace.modules import module_summary
 
             sys.stdout.write(module_summary(cfg, width=make_console(width).width) + "\n")
@@ -619,6 +650,17 @@ def _check_stages(stages: list[int], count: int) -> None:
     for s in stages:
         if not 1 <= s <= count:
             raise UserInputError(f"stage={s} must be between 1 and {count}")
+
+
+def _print_module_view(spec: Any, depth: int, convention: str, device: str, width: int | None) -> None:
+    from pvttrace.render import header_panel
+    from pvttrace.render_modules import module_table
+    from pvttrace.target import trace_modules
+
+    trace, rows = trace_modules(spec, depth=depth, convention=convention, device=device, on_note=lambda n: warn([n]))
+    console = make_console(width)
+    console.print(header_panel(trace))
+    console.print(module_table(rows, title=f"Modules (depth {depth})"))
 
 
 def _print_coverage(trace: Any, output_format: OutputFormat, width: int | None) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pvttrace.costs import ADDMM_OPS, CONV_TRANSPOSE_OPS, EINSUM_OPS, conv_macs, einsum_macs
+from pvttrace.costs import ADDMM_OPS, CONV_TRANSPOSE_OPS, EINSUM_OPS, conv_macs, einsum_macs, registered_cost_rules
 from pvttrace.records import CONVENTIONS, OpKind, OpRecord, Shape
 
 __all__ = ["CONVENTION_NAMES", "AttentionStage", "apply_convention", "fvcore_macs", "mmcv_macs", "paper_attention_term"]
@@ -247,9 +247,15 @@ def apply_convention(
     """
     if convention == "macs":
         return tuple(ops)
-    if convention == "fvcore":
-        return tuple(replace(op, macs=fvcore_macs(op, facts[i])) for i, op in enumerate(ops))
+    # Ops with a user rule (register_cost_rule) keep its count in every convention.
+    user = registered_cost_rules()
+    if convention in ("fvcore", "timm"):
+        # timm's benchmark counts with fvcore; the explicit attention is set on the model before tracing.
+        return tuple(op if op.op in user else replace(op, macs=fvcore_macs(op, facts[i])) for i, op in enumerate(ops))
     if convention == "paper":
-        hooked = [replace(op, macs=mmcv_macs(op, facts[i], module_types.get(op.module))) for i, op in enumerate(ops)]
+        hooked = [
+            op if op.op in user else replace(op, macs=mmcv_macs(op, facts[i], module_types.get(op.module)))
+            for i, op in enumerate(ops)
+        ]
         return _with_paper_term(hooked, attention_stages, input_shape)
     raise ValueError(f"convention={convention!r} must be one of {', '.join(CONVENTION_NAMES)}")

@@ -9,13 +9,16 @@ with 0 MACs and flagged (``CostRule.NONE``) rather than dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from pvttrace.records import CostRule, OpKind, Shape
 
 __all__ = [
     "OP_KINDS",
+    "CostFormula",
+    "register_cost_rule",
+    "registered_cost_rules",
     "call_macs",
     "conv_macs",
     "conv_transpose_macs",
@@ -176,8 +179,75 @@ ADDMM_OPS = frozenset({"addmm", "Tensor.addmm", "baddbmm", "Tensor.baddbmm"})
 CONV_TRANSPOSE_OPS = frozenset(f"{p}conv_transpose{d}d" for p in ("", "nn.functional.") for d in (1, 2, 3))
 
 
+class CostFormula(Protocol):
+    """A user cost rule: MACs of one call from its tensor arguments' shapes and the output's shape."""
+
+    def __call__(self, *input_shapes: Shape, out_shape: Shape) -> int: ...  # noqa: D102
+
+
+#: User rules (``register_cost_rule``): op name -> (kind, formula). Consulted before the built-in table.
+_USER_RULES: dict[str, tuple[OpKind, CostFormula]] = {}
+
+
+def register_cost_rule(
+    op_name: str, *, kind: OpKind | str = OpKind.OTHER, replace: bool = False
+) -> Callable[[CostFormula], CostFormula]:
+    """Decorator: count an op that pvttrace has no rule for (a custom op, a torch function it lacks).
+
+    ``op_name`` is the name ``pvttrace run --coverage`` lists for the op (``cumsum``,
+    ``ops.mylib.fused_block.default`` ...). The formula gets the shapes of the call's tensor
+    arguments in order and ``out_shape``, and returns MACs (a non-negative int); it should be pure,
+    like ``torch.utils.flop_counter.register_flop_formula``'s. It applies in every convention.
+
+    Example:
+        >>> @register_cost_rule("cumsum")
+        ... def cumsum_macs(x_shape, *_, out_shape):
+        ...     return math.prod(out_shape)
+
+    Raises:
+        ValueError: ``op_name`` already has a rule (built-in or registered) and ``replace`` is False.
+    """
+    op_kind = OpKind(kind)
+
+    def register(formula: CostFormula) -> CostFormula:
+        if not replace and (op_name in _USER_RULES or op_name in OP_KINDS):
+            raise ValueError(f"op {op_name!r} already has a cost rule; pass replace=True to override it")
+        _USER_RULES[op_name] = (op_kind, formula)
+        return formula
+
+    return register
+
+
+def registered_cost_rules() -> dict[str, OpKind]:
+    """The op names with a user rule and their kinds."""
+    return {name: kind for name, (kind, _) in _USER_RULES.items()}
+
+
+def user_rule_macs(op_name: str, inputs: Sequence[Shape], output: Shape) -> int | None:
+    """MACs from a registered rule, or None when ``op_name`` has none.
+
+    Raises:
+        ValueError: the formula returned something other than a non-negative int.
+    """
+    rule = _USER_RULES.get(op_name)
+    if rule is None:
+        return None
+    value = rule[1](*inputs, out_shape=output)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"cost rule for {op_name!r} returned {value!r}; it must return a non-negative int of MACs")
+    return value
+
+
+def op_kind(op_name: str) -> OpKind:
+    """The kind of an op name: a user rule's, the built-in table's, else ``other``."""
+    rule = _USER_RULES.get(op_name)
+    return rule[0] if rule is not None else OP_KINDS.get(op_name, OpKind.OTHER)
+
+
 def cost_rule(op_name: str) -> CostRule:
-    """How an op name is costed: by a MAC formula, zero by rule, or not known (flagged)."""
+    """How an op name is costed: by a MAC formula (built-in or registered), zero by rule, or not known (flagged)."""
+    if op_name in _USER_RULES:
+        return CostRule.MACS
     kind = OP_KINDS.get(op_name)
     if kind is None:
         return CostRule.NONE
@@ -302,6 +372,9 @@ def call_macs(name: str, kind: OpKind, inputs: Sequence[Shape], output: Shape, f
     """MACs of one recorded call: :func:`op_macs` plus the ops whose cost needs a non-tensor argument
     (``facts``: the einsum equation, MHA's embed dim) or other operand positions (addmm, transposed conv).
     """
+    user = user_rule_macs(name, inputs, output)
+    if user is not None:
+        return user
     if name in EINSUM_OPS:
         return einsum_macs(str(facts["equation"]), inputs)
     if kind == OpKind.MHA:

@@ -23,10 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from pvttrace.records import LAYOUT_KINDS, MacsCategory, OpKind, OpRecord, Shape, StageSummary, macs_category
+from pvttrace.structure import StageGeometry
 
 __all__ = [
     "LABEL_RULES",
     "attention_map",
+    "attention_modules",
     "block_of",
     "derive_stages",
     "is_pvt_like",
@@ -48,38 +50,48 @@ _BLOCK = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.(\d+)(?:\.|$)")
 _BLOCK_ROOT = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.\d+$")
 _STAGE_ROOT = re.compile(r"^(?:stages|layers)\.\d+$")
 _ATTENTION_LEAVES = frozenset({"attn", "attention", "self_attn"})
-_PATCH_LEAF = re.compile(r"^(?:patch_embed\d*|downsample)$")
+_PATCH_LEAF = re.compile(r"^(?:patch_embed\d*|downsample|patch_embeddings?)$")
 
 _CONVS = frozenset({OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV})
-_A = r"(?:^|\.)(?:attn|attention|self_attn)\."
+_A = r"(?:^|\.)(?:attn|attention|self_attn)\.(?:self\.)?"
+#: HF transformers spell the SR conv ``spatial_reduction`` (PvtV2), ``sequence_reduction`` (Segformer, Pvt).
+_SR = r"(?:sr|spatial_reduction|sequence_reduction(?:\.sequence_reduction)?)"
 
-#: Leaf rules: (module path pattern, op kinds, label). The first match wins.
+#: Leaf rules: (module path pattern, op kinds, label). The first match wins. Names from the official
+#: code and timm first, then HF transformers' (``query``, ``dense1``, ``layernorm_before`` ...).
 LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
     (re.compile(pattern), kinds, label)
     for pattern, kinds, label in (
-        (_A + r"q$", frozenset({OpKind.LINEAR}), "q projection"),
+        (_A + r"(?:q|query|q_proj)$", frozenset({OpKind.LINEAR}), "q projection"),
         (_A + r"kv$", frozenset({OpKind.LINEAR}), "kv projection"),
+        (_A + r"(?:key|k_proj)$", frozenset({OpKind.LINEAR}), "k projection"),
+        (_A + r"(?:value|v_proj)$", frozenset({OpKind.LINEAR}), "v projection"),
         (_A + r"(?:qkv|in_proj)$", frozenset({OpKind.LINEAR}), "qkv projection"),
-        (_A + r"(?:proj|out_proj)$", frozenset({OpKind.LINEAR}), "output projection"),
-        (_A + r"sr$", _CONVS, "SR conv"),
+        (_A + r"(?:proj|out_proj|o_proj|output\.dense)$", frozenset({OpKind.LINEAR}), "output projection"),
+        (_A + _SR + r"$", _CONVS, "SR conv"),
         (_A + r"pool$", frozenset({OpKind.POOL}), "SR pool"),
-        (_A + r"norm$", frozenset({OpKind.NORM}), "SR norm"),
+        (_A + r"(?:norm|layer_norm|sequence_reduction\.layer_norm)$", frozenset({OpKind.NORM}), "SR norm"),
         (_A + r"act$", frozenset({OpKind.ACTIVATION}), "SR activation"),
         (_A + r"attn_drop$", frozenset({OpKind.DROPOUT}), "attention dropout"),
         (_A + r"proj_drop$", frozenset({OpKind.DROPOUT}), "projection dropout"),
-        (r"(?:^|\.)mlp\.fc1$", frozenset({OpKind.LINEAR}), "MLP fc1"),
-        (r"(?:^|\.)mlp\.fc2$", frozenset({OpKind.LINEAR}), "MLP fc2"),
+        (r"(?:^|\.)mlp\.(?:fc1|dense1)$", frozenset({OpKind.LINEAR}), "MLP fc1"),
+        (r"(?:^|\.)mlp\.(?:fc2|dense2)$", frozenset({OpKind.LINEAR}), "MLP fc2"),
         (r"(?:^|\.)mlp\.dwconv(?:\.dwconv)?$", _CONVS, "DW conv 3x3"),
         (r"(?:^|\.)mlp\.relu$", frozenset({OpKind.ACTIVATION}), "MLP ReLU"),
-        (r"(?:^|\.)mlp\.act$", frozenset({OpKind.ACTIVATION}), "MLP activation"),
-        (r"(?:^|\.)mlp\.drop\d?$", frozenset({OpKind.DROPOUT}), "MLP dropout"),
+        (r"(?:^|\.)mlp\.(?:act|intermediate_act_fn|activation_fn)$", frozenset({OpKind.ACTIVATION}), "MLP activation"),
+        (r"(?:^|\.)mlp\.(?:drop\d?|dropout)$", frozenset({OpKind.DROPOUT}), "MLP dropout"),
         (r"^norm\d+$", frozenset({OpKind.NORM}), "stage norm"),
-        (r"^(?:stages|layers)\.\d+\.norm$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"(?:^|\.)(?:stages|layers)\.\d+\.(?:norm|layer_norm)$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"^encoder\.layer_norm\.\d+$", frozenset({OpKind.NORM}), "stage norm"),
         (r"^norm$", frozenset({OpKind.NORM}), "final norm"),
-        (r"\.norm1$", frozenset({OpKind.NORM}), "norm1"),
-        (r"\.norm2$", frozenset({OpKind.NORM}), "norm2"),
-        (r"(?:^|\.)(?:patch_embed\d*|downsample)\.proj$", _CONVS, "patch embed conv"),
-        (r"(?:^|\.)(?:patch_embed\d*|downsample)\.norm$", frozenset({OpKind.NORM}), "patch norm"),
+        (r"\.(?:norm1|layer_norm_1|layernorm_before)$", frozenset({OpKind.NORM}), "norm1"),
+        (r"\.(?:norm2|layer_norm_2|layernorm_after)$", frozenset({OpKind.NORM}), "norm2"),
+        (r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.proj$", _CONVS, "patch embed conv"),
+        (
+            r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.(?:norm|layer_norm)$",
+            frozenset({OpKind.NORM}),
+            "patch norm",
+        ),
         (r"^pos_drop\d+$", frozenset({OpKind.DROPOUT}), "pos dropout"),
         (r"^head$", frozenset({OpKind.LINEAR}), "classifier head"),
         (r"^head_drop$", frozenset({OpKind.DROPOUT}), "head dropout"),
@@ -90,6 +102,8 @@ LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
 _CONTINUES = {
     "q projection": "split heads",
     "kv projection": "split k/v heads",
+    "k projection": "split k heads",
+    "v projection": "split v heads",
     "qkv projection": "split q/k/v heads",
     "SR conv": "map to tokens",
     "attention@v": "merge heads",
@@ -121,20 +135,25 @@ def is_pvt_like(module_names: Iterable[str]) -> bool:
     """True when some attention module has PVT's spatial reduction (``attn.sr``) or its q/kv pair."""
     names = set(module_names)
     for name in names:
-        if re.search(_A + r"sr$", name):
+        if re.search(_A + _SR + r"$", name):
             return True
         if re.search(_A + r"q$", name) and name[:-1] + "kv" in names:
             return True
     return False
 
 
-def _context(path: str) -> tuple[str, str]:
-    """The innermost structural module around ``path``: (role, its path)."""
+def _context(path: str, attention: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The innermost structural module around ``path``: (role, its path).
+
+    ``attention`` holds modules recognised as attention by what they do (see :func:`attention_modules`).
+    """
     parts = path.split(".") if path else []
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
         leaf = parts[end - 1]
-        if leaf in _ATTENTION_LEAVES:
+        if leaf in _ATTENTION_LEAVES or prefix in attention:
+            return "attn", prefix
+        if leaf == "self" and end >= 2 and parts[end - 2] in _ATTENTION_LEAVES:
             return "attn", prefix
         if leaf == "mlp":
             return "mlp", prefix
@@ -158,7 +177,21 @@ def _leaf_label(op: OpRecord) -> str | None:
     return None
 
 
-def _first_pass(ops: Sequence[OpRecord]) -> list[str | None]:
+def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
+    """Modules that compute attention themselves, whatever their name: matmul, softmax, matmul in their own ops."""
+    seen: dict[str, list[OpKind]] = {}
+    for op in ops:
+        if op.kind in (OpKind.MATMUL, OpKind.SOFTMAX):
+            seen.setdefault(op.module, []).append(op.kind)
+    found = set()
+    for module, kinds in seen.items():
+        text = "".join("m" if k == OpKind.MATMUL else "s" for k in kinds)
+        if module and "msm" in text:
+            found.add(module)
+    return frozenset(found)
+
+
+def _first_pass(ops: Sequence[OpRecord], attention: frozenset[str] = frozenset()) -> list[str | None]:
     """Labels of the ops that are not layout ops: leaf rules, then order rules per module."""
     labels: list[str | None] = []
     # Each attention module issues two matmuls per call and each block two residual adds,
@@ -166,7 +199,9 @@ def _first_pass(ops: Sequence[OpRecord]) -> list[str | None]:
     counters: dict[str, int] = {}
     for op in ops:
         label = _leaf_label(op)
-        role, path = _context(op.module)
+        role, path = _context(op.module, attention)
+        if label is None and role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
+            label = "SR conv"
         if label is None and op.kind == OpKind.MHA:
             label = "multi-head attention"
         elif label is None and role == "attn" and op.module == path:
@@ -210,9 +245,16 @@ def _anchor(ops: Sequence[OpRecord], labels: Sequence[str | None], start: int, s
     return None
 
 
-def _layout_label(ops: Sequence[OpRecord], labels: Sequence[str | None], i: int) -> str | None:
+def _strided(op: OpRecord) -> bool:
+    """A conv whose output grid is smaller than its input's: a spatial reduction."""
+    return len(op.output) == 4 and len(op.inputs[0]) == 4 and op.output[-1] < op.inputs[0][-1]
+
+
+def _layout_label(
+    ops: Sequence[OpRecord], labels: Sequence[str | None], i: int, attention: frozenset[str] = frozenset()
+) -> str | None:
     op = ops[i]
-    role, path = _context(op.module)
+    role, path = _context(op.module, attention)
     previous = ops[i - 1] if i > 0 and _inside(ops[i - 1], path) else None
     previous_label = labels[i - 1] if previous is not None else None
     chained = previous is not None and bool(op.inputs) and op.inputs[0] == previous.output
@@ -245,13 +287,14 @@ def _layout_label(ops: Sequence[OpRecord], labels: Sequence[str | None], i: int)
 
 def label_ops(ops: Sequence[OpRecord]) -> tuple[OpRecord, ...]:
     """Fill in walkthrough labels for ops that have none, by the rule table and the order rules."""
-    labels = _first_pass(ops)
+    attention = attention_modules(ops)
+    labels = _first_pass(ops, attention)
     for i, op in enumerate(ops):
         if op.label is not None:
             labels[i] = op.label
     for i, op in enumerate(ops):
         if labels[i] is None and op.kind in LAYOUT_KINDS:
-            labels[i] = _layout_label(ops, labels, i)
+            labels[i] = _layout_label(ops, labels, i, attention)
     return tuple(op if op.label == labels[i] else replace(op, label=labels[i]) for i, op in enumerate(ops))
 
 
@@ -281,38 +324,53 @@ def stage_macs_fields(stage_ops: Sequence[OpRecord]) -> dict[str, int]:
     }
 
 
-def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int) -> int:
+def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int, map_shape: Shape | None) -> int:
+    """The stage's spatial-reduction ratio: the SR conv's kernel (linear SRA: grid over pooled size);
+    1 when attention sees every token; 0 (unknown) without attention or when keys are reduced otherwise."""
     conv = next((op for op in stage_ops if op.label == "SR conv" and len(op.inputs) >= 2), None)
     if conv is None:
-        return 1
+        return 1 if map_shape is not None and map_shape[-1] == map_shape[-2] else 0
     kernel = conv.inputs[1][-1]
     if kernel > 1:
         return kernel
     # Linear SRA: pooled to a fixed grid, so the ratio is the grid over the pooled size.
     pooled = conv.output[-2] if len(conv.output) >= 2 else 0
-    return max(1, grid_h // pooled) if pooled else 1
+    return max(1, grid_h // pooled) if pooled and grid_h else 0
 
 
-def derive_stages(ops: Sequence[OpRecord], stage_params: Mapping[int | None, int]) -> tuple[StageSummary, ...]:
+def derive_stages(
+    ops: Sequence[OpRecord],
+    stage_params: Mapping[int | None, int],
+    geometry: Sequence[StageGeometry] = (),
+) -> tuple[StageSummary, ...]:
     """Stage summaries of any model, read back from its op records (no config needed).
 
-    Grid: the stage's patch-embedding output; tokens N and keys N': the attention map (or the
-    first projection's input); heads: the map's second dim; dim: the q projection's width.
-    Unknown facts are 0.
+    With ``geometry`` (from :func:`pvttrace.structure.derive_structure`) the grid, channels and
+    depth are the data's; without it, the stage's patch-embedding output gives the grid.
+    Tokens N and keys N': the attention map (or the stage's tokens); heads: the map's second
+    dim; dim: the q projection's width. Facts that cannot be known are 0 (rendered ``-``).
     """
+    known = {g.index: g for g in geometry}
     summaries = []
     for index in sorted({op.stage for op in ops if op.stage is not None}):
         stage_ops = [op for op in ops if op.stage == index]
         map_shape, map_bytes = attention_map(stage_ops)
+        geo = known.get(index)
         embed = next((op for op in stage_ops if op.kind == OpKind.PATCH_EMBED and len(op.output) == 4), None)
-        grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
-        hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
-        linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
-        tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
         q_proj = next((op for op in stage_ops if op.label in ("q projection", "qkv projection")), None)
-        dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
-        outputs = [op for op in stage_ops if op.label in ("stage output map", "stage norm")]
-        last_op = outputs[-1] if outputs else stage_ops[-1]
+        if geo is not None:
+            hw, depth = geo.hw, geo.depth
+            tokens = map_shape[-2] if map_shape else geo.tokens
+            dim = q_proj.inputs[0][-1] if q_proj else geo.channels
+        else:
+            grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
+            hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
+            linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
+            tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
+            dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
+            depth = len({op.block for op in stage_ops if op.block is not None})
+        # The stage's output is what its last op leaves for the next stage (or the head).
+        last_op = stage_ops[-1]
         summaries.append(
             StageSummary(
                 index=index,
@@ -321,8 +379,8 @@ def derive_stages(ops: Sequence[OpRecord], stage_params: Mapping[int | None, int
                 kv_tokens=map_shape[-1] if map_shape else tokens,
                 dim=dim,
                 heads=map_shape[1] if map_shape and len(map_shape) == 4 else 0,
-                sr_ratio=_sr_ratio(stage_ops, hw[0]),
-                depth=len({op.block for op in stage_ops if op.block is not None}),
+                sr_ratio=_sr_ratio(stage_ops, hw[0], map_shape),
+                depth=depth,
                 params=stage_params.get(index, 0),
                 **stage_macs_fields(stage_ops),
                 attention_map_shape=map_shape,

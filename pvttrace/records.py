@@ -56,6 +56,10 @@ CONVENTIONS: dict[str, str] = {
         "norms 5 x numel (4 without affine), bilinear upsample 4 x numel, adaptive avg pool numel(input); "
         "ops fvcore has no handle for (fused SDPA, GELU, softmax ...) count 0; flops = 2 x macs"
     ),
+    "timm": (
+        "timm: fvcore's count (as in convention fvcore) with attention computed explicitly (timm's fused_attn "
+        "off), as timm's benchmark.py reports infer_gmacs in its results CSVs; flops = 2 x macs"
+    ),
     "paper": (
         "paper: the PVT authors' get_flops.py: mmcv hooks by exact module type (conv incl. bias, linear, "
         "nn.LayerNorm 2 x numel, ReLU, pools, Upsample) plus their closed-form attention term "
@@ -232,7 +236,7 @@ class OpRecord:
         )
 
 
-_ATTENTION_MODULE = re.compile(r"(^|\.)attn($|\.)")
+_ATTENTION_MODULE = re.compile(r"(^|\.)(attn|attention|self_attn)($|\.)")
 _MLP_MODULE = re.compile(r"(^|\.)mlp($|\.)")
 
 

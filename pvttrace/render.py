@@ -76,6 +76,7 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
     wanted = None if stages is None else set(stages)
     sections: list[OpSection] = []
     ops = trace.ops
+    first_staged = next((k for k, o in enumerate(ops) if o.stage is not None), len(ops))
     i = 0
     while i < len(ops):
         op = ops[i]
@@ -84,7 +85,7 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
         while j < len(ops) and ops[j].stage == stage and ops[j].block == op.block:
             j += 1
         run = ops[i:j]
-        where = ("head" if trace.stages else "model") if stage is None else f"stage {stage}"
+        where = ("stem" if trace.stages and i < first_staged else "head" if trace.stages else "model") if stage is None else f"stage {stage}"
         if op.block is None:
             blocks_follow = any(o.stage == stage and o.block is not None for o in ops[j:])
             title = where if stage is None else f"{where} {'entry' if blocks_follow else 'exit'}"
@@ -140,22 +141,32 @@ def _header(trace: Trace) -> Panel:
     return Panel(lines, title=f"pvttrace  ({trace.device} device)", title_align="left")
 
 
+def header_panel(trace: Trace) -> Panel:
+    """The header every view of a trace starts with: model, input, totals, memory and the convention."""
+    return _header(trace)
+
+
 _STAGE_HEADER = ("stage", "grid", "N", "N'", "dim", "heads", "sr", "depth", "params")
 
 
 def _stage_cells(s: StageSummary) -> list[str]:
     """The cells under ``_STAGE_HEADER``, shared by the rich and markdown stage tables."""
+    # 0 means "not known" for a model traced without a config (no attention, no grid): show "-".
     return [
         str(s.index),
-        f"{s.hw[0]}x{s.hw[1]}",
-        str(s.tokens),
-        str(s.kv_tokens),
-        str(s.dim),
-        str(s.heads),
-        str(s.sr_ratio),
-        str(s.depth),
+        f"{s.hw[0]}x{s.hw[1]}" if s.hw[0] else "-",
+        _known(s.tokens),
+        _known(s.kv_tokens),
+        _known(s.dim),
+        _known(s.heads),
+        _known(s.sr_ratio),
+        _known(s.depth),
         format_count(s.params),
     ]
+
+
+def _known(value: int) -> str:
+    return str(value) if value else "-"
 
 
 def stage_table(stages: Sequence[StageSummary]) -> FittedTable:

@@ -21,8 +21,8 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pvttrace.config import PvtConfig, parse_img
@@ -33,10 +33,24 @@ from pvttrace.records import CONVENTIONS, Shape, Trace
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ModelSpec", "builtin_spec", "load_model", "parse_input_shape", "parse_model_spec", "trace_target"]
+    from pvttrace.module_view import ModuleRow
+
+__all__ = [
+    "ModelSpec",
+    "builtin_spec",
+    "import_optional",
+    "install_advice",
+    "load_model",
+    "module_facts",
+    "parse_input_shape",
+    "parse_model_spec",
+    "trace_modules",
+    "trace_target",
+]
 
 _IMPORT_SPEC = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 _TIMM_NAME = re.compile(r"^[\w.\-]+$")
+_HF_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _ATTENTION_CHOICES = ("explicit", "sdpa")
 
 
@@ -61,13 +75,20 @@ class ModelSpec:
     """``explicit`` or ``sdpa``: sets every ``fused_attn`` switch of an external model (timm's)."""
     head: HeadConfig | None = None
     """Built-in only: a dense-prediction head on the PVT (``pvttrace.heads``), None for the PVT alone."""
+    options: tuple[tuple[str, str], ...] = ()
+    """``hf:`` models: config overrides ``(key, value text)``, applied to the config class's defaults."""
+    inputs: str | None = None
+    """``package.module:function`` returning the forward's inputs: a tensor, a tuple (positional) or a dict
+    (keyword); called inside ``with torch.device(...)``, so ``torch.empty``/``randn`` land on the trace device."""
 
     @property
     def name(self) -> str:
         """How the model is named in headers and JSON: ``timm:pvt_v2_b0``, ``pkg.mod:make``, ``tiny``."""
         if self.source == "builtin" and self.config is not None:
             return self.config.variant if self.head is None else f"{self.head.kind} on {self.config.variant}"
-        return f"timm:{self.target}" if self.source == "timm" else self.target
+        if self.source in ("timm", "hf"):
+            return f"{self.source}:{self.target}"
+        return self.target
 
 
 def builtin_spec(config: PvtConfig, head: HeadConfig | None = None) -> ModelSpec:
@@ -95,8 +116,12 @@ def parse_model_spec(
     batch: int | None = None,
     in_chans: int | None = None,
     attention: str | None = None,
+    options: Sequence[str] = (),
+    inputs: str | None = None,
 ) -> ModelSpec:
     """Validate ``--model`` and its input options (no import happens here).
+
+    ``options`` are ``key=value`` config overrides for ``hf:CLASS`` models.
 
     Raises:
         UserInputError: a malformed spec, a bad size, or ``--input-shape`` combined with
@@ -107,12 +132,29 @@ def parse_model_spec(
         source, target = "timm", spec[len("timm:") :]
         if not _TIMM_NAME.match(target):
             raise UserInputError(f"model={text!r} must name a timm model after 'timm:', e.g. timm:pvt_v2_b0")
+    elif spec.startswith("hf:"):
+        source, target = "hf", spec[len("hf:") :]
+        if not _HF_NAME.match(target):
+            raise UserInputError(f"model={text!r} must name a transformers model class after 'hf:', e.g. hf:PvtV2Model")
     elif _IMPORT_SPEC.match(spec):
         source, target = "import", spec
     else:
         raise UserInputError(
-            f"model={text!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module) or timm:NAME"
+            f"model={text!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"
         )
+    pairs = []
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key.strip()):
+            raise UserInputError(f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]")
+        pairs.append((key.strip(), text.strip()))
+    if pairs and source != "hf":
+        raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
+    if inputs is not None:
+        if not _IMPORT_SPEC.match(inputs.strip()):
+            raise UserInputError(f"inputs={inputs!r} must be PACKAGE.MODULE:FUNCTION returning the forward's inputs")
+        if input_shape is not None or img is not None or batch is not None or in_chans is not None:
+            raise UserInputError("inputs cannot be combined with input_shape, img, batch or in_chans; the factory sets them")
     if input_shape is not None and (img is not None or batch is not None or in_chans is not None):
         raise UserInputError("input_shape cannot be combined with img, batch or in_chans; give one or the other")
     for field, value in (("batch", batch), ("in_chans", in_chans)):
@@ -133,6 +175,8 @@ def parse_model_spec(
         batch=batch,
         in_chans=in_chans,
         attention=attention,
+        options=tuple(pairs),
+        inputs=None if inputs is None else inputs.strip(),
     )
 
 
@@ -149,7 +193,7 @@ def _where(exc: BaseException) -> str:
     return f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
 
 
-def _import_factory(spec: ModelSpec) -> Callable[[], Any]:
+def _import_factory(spec: ModelSpec, what: str = "model") -> Callable[[], Any]:
     module_name, _, attribute = spec.target.partition(":")
     cwd = os.getcwd()
     added = cwd not in sys.path
@@ -159,41 +203,66 @@ def _import_factory(spec: ModelSpec) -> Callable[[], Any]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise UserInputError(f"model={spec.target!r}: cannot import {module_name} ({_one_line(exc)})") from None
+        raise UserInputError(f"{what}={spec.target!r}: cannot import {module_name} ({_one_line(exc)})") from None
     except Exception as exc:
-        raise TraceError(f"model {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
+        raise TraceError(f"{what} {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
     factory: Any = module
     for part in attribute.split("."):
         if not hasattr(factory, part):
-            raise UserInputError(f"model={spec.target!r}: {module_name} has no attribute {attribute!r}")
+            raise UserInputError(f"{what}={spec.target!r}: {module_name} has no attribute {attribute!r}")
         factory = getattr(factory, part)
     from torch import nn
 
     if isinstance(factory, nn.Module) or not callable(factory):
         raise UserInputError(
-            f"model={spec.target!r}: {attribute} is a {type(factory).__name__}, not a factory; "
+            f"{what}={spec.target!r}: {attribute} is a {type(factory).__name__}, not a factory; "
             "name a function or class that returns an nn.Module"
         )
     return factory  # type: ignore[no-any-return]
 
 
-def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
+def import_optional(module: str, spec: ModelSpec) -> Any:
+    """Import timm or transformers for ``spec``, or say why not in one line.
+
+    The advice never names an install that would replace the user's torch: ``pvttrace[timm]``
+    pins nothing, but pip resolving timm's torchvision can pull another torch build.
+
+    Raises:
+        UserInputError: the import failed (the message carries the real import error).
+    """
     try:
         with warnings.catch_warnings():
             # torchvision (imported by timm) warns when its optional image extension is missing;
-            # pvttrace needs only timm's model builders.
+            # pvttrace needs only the model builders.
             warnings.simplefilter("ignore")
-            import timm
-    except ImportError:
-        raise UserInputError(
-            f"model='timm:{spec.target}' needs timm, which is not installed; install the extra: "
-            "pip install 'pvttrace[timm]' (README: 'Tracing any model')"
-        ) from None
+            return importlib.import_module(module)
     except Exception as exc:
-        raise UserInputError(f"timm is installed but cannot be imported: {_one_line(exc)}") from None
+        error = " ".join(str(exc).split()) if isinstance(exc, ImportError) else _one_line(exc)
+        advice = install_advice(module, exc)
+        raise UserInputError(f"model={spec.name!r} needs {module}: {module} failed to import: {error}; {advice}") from None
+
+
+def install_advice(module: str, exc: BaseException) -> str:
+    """What to install for ``module`` without replacing the installed torch (README: 'Tracing any model')."""
+    missing = getattr(exc, "name", None)
+    import torch
+
+    version = torch.__version__.split("+")[0]
+    if isinstance(exc, ModuleNotFoundError) and missing not in (None, module, "torchvision"):
+        return f"install what it lacks: pip install {missing}"
+    if module == "timm":
+        return (
+            f"install the torchvision release made for your torch {version} (pytorch.org's compatibility table) "
+            "from the same index as your torch, then: pip install timm"
+        )
+    return f"pip install {module} (it does not pin torch; keep your torch {version})"
+
+
+def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
+    timm = import_optional("timm", spec)
     if not timm.is_model(spec.target):
         close = difflib.get_close_matches(spec.target, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -203,6 +272,49 @@ def _timm_factory(spec: ModelSpec) -> Callable[[], Any]:
         return timm.create_model(spec.target, pretrained=False)
 
     return create
+
+
+def _hf_factory(spec: ModelSpec) -> Callable[[], Any]:
+    """A transformers model class built from its config class's defaults plus ``spec.options``.
+
+    No weights and no hub: ``cls(config_class(**overrides))``, which initialises on the current device.
+    """
+    transformers = import_optional("transformers", spec)
+    cls = getattr(transformers, spec.target, None)
+    config_class = getattr(cls, "config_class", None)
+    if cls is None or config_class is None:
+        names = [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification", "ForSemanticSegmentation"))]
+        close = difflib.get_close_matches(spec.target, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserInputError(f"model='hf:{spec.target}': transformers has no model class {spec.target!r}{hint}")
+    default_config = config_class()
+    defaults = default_config.to_dict()
+    overrides: dict[str, Any] = {}
+    for key, text in spec.options:
+        if key not in defaults and not hasattr(default_config, key):
+            close = difflib.get_close_matches(key, list(defaults), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserInputError(f"model_option {key}={text}: {config_class.__name__} has no field {key!r}{hint}")
+        overrides[key] = _literal(text)
+    try:
+        config = config_class(**overrides)
+    except Exception as exc:
+        raise UserInputError(f"model_option: {config_class.__name__} rejects {overrides}: {_one_line(exc)}") from None
+
+    def create() -> Any:
+        return cls(config)
+
+    return create
+
+
+def _literal(text: str) -> Any:
+    """A config value: a Python literal (``[3, 4, 6, 3]``, ``0.5``, ``True``), else the text as a string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
@@ -230,7 +342,12 @@ def load_model(spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str]
         UserInputError: the factory cannot be found, or does not return an ``nn.Module``.
         TraceError: the factory raised (the message names the error and where it happened).
     """
-    factory = _timm_factory(spec) if spec.source == "timm" else _import_factory(spec)
+    if spec.source == "timm":
+        factory = _timm_factory(spec)
+    elif spec.source == "hf":
+        factory = _hf_factory(spec)
+    else:
+        factory = _import_factory(spec)
     if device == "meta":
         try:
             model = _build(factory, "meta", spec.name)
@@ -258,10 +375,22 @@ def _input_shape(spec: ModelSpec, model: nn.Module) -> Shape:
         return spec.input_shape
     default = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = default.get("input_size") if isinstance(default, dict) else None
+    if size is None and spec.source == "hf":
+        size = _hf_input_size(model)
     in_chans, h, w = (int(size[0]), int(size[1]), int(size[2])) if size and len(size) == 3 else (3, 224, 224)
     if spec.img is not None:
         h, w = spec.img
     return (spec.batch or 1, spec.in_chans or in_chans, h, w)
+
+
+def _hf_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """(channels, H, W) from a transformers config's ``num_channels`` and ``image_size`` (224 when absent)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    image = getattr(config, "image_size", 224)
+    h, w = (image, image) if isinstance(image, int) else (int(image[0]), int(image[1]))
+    return (int(getattr(config, "num_channels", 3)), h, w)
 
 
 def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
@@ -275,6 +404,46 @@ def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
         setattr(module, "fused_attn", spec.attention == "sdpa")  # noqa: B010 - nn.Module's __setattr__ typing
 
 
+def module_facts(model: nn.Module) -> tuple[dict[str, int], dict[str, str]]:
+    """Each module's own parameter count (shared parameters counted once) and class name."""
+    params: dict[str, int] = {}
+    seen: set[int] = set()
+    for path, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        params[path] = sum(p.numel() for p in own)
+    return params, {path: type(module).__name__ for path, module in model.named_modules()}
+
+
+def _call_inputs(spec: ModelSpec, device: str) -> Any:
+    """The forward's inputs from ``spec.inputs``, made on ``device``, as :class:`pvttrace.trace.ModelInputs`."""
+    import torch
+
+    from pvttrace.trace import ModelInputs
+
+    assert spec.inputs is not None  # noqa: S101 - the caller checks
+    factory = _import_factory(replace(spec, target=spec.inputs), what="inputs")
+    try:
+        with torch.device(device):
+            value = factory()
+    except Exception as exc:
+        raise TraceError(f"inputs {spec.inputs} failed: {_one_line(exc)}{_where(exc)}") from None
+    if isinstance(value, torch.Tensor):
+        return ModelInputs((value,))
+    if isinstance(value, dict):
+        return ModelInputs((), dict(value))
+    if isinstance(value, (tuple, list)):
+        return ModelInputs(tuple(value))
+    raise UserInputError(f"inputs={spec.inputs!r} returned a {type(value).__name__}; return a tensor, a tuple or a dict")
+
+
+def _explicit_attention(model: nn.Module) -> None:
+    """Turn off every ``fused_attn`` switch (timm's): the attention timm's benchmark counted with fvcore."""
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_attn", None), bool):
+            setattr(module, "fused_attn", False)  # noqa: B010 - nn.Module's __setattr__ typing
+
+
 def trace_target(
     spec: ModelSpec,
     *,
@@ -283,6 +452,7 @@ def trace_target(
     optimizer: str = "adamw",
     device: str = "meta",
     on_note: Callable[[str], None] | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
 ) -> Trace:
     """Build and trace what ``spec`` names, counting in ``convention``.
 
@@ -290,7 +460,8 @@ def trace_target(
     is built on ``device`` (meta by default, CPU fallback with a note) and traced with a
     ``(B, C, H, W)`` input; a forward that fails because of the meta device (it reads tensor
     values, or mixes devices) is retried once on the CPU.
-    ``on_note`` receives non-fatal notes (one line each).
+    ``on_note`` receives non-fatal notes (one line each); ``on_model``, the model that was traced
+    (for views that need its modules, e.g. :mod:`pvttrace.module_view`).
 
     Raises:
         UserInputError: bad spec or convention, missing timm, unknown timm model.
@@ -299,11 +470,15 @@ def trace_target(
     """
     if convention not in CONVENTIONS:
         raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTIONS)}")
-    from pvttrace.trace import trace_config, trace_model
+    from pvttrace.trace import ModelInputs, trace_config, trace_model
 
     if spec.source == "builtin":
         if spec.config is None:
             raise UserInputError("a builtin model spec needs a config")
+        if on_model is not None:
+            from pvttrace.model import build_model
+
+            on_model(build_model(spec.config))
         if spec.head is not None:
             if convention != "macs":
                 raise UserInputError(f"convention={convention!r} works on the PVT alone; whole models (--head) count macs")
@@ -316,14 +491,20 @@ def trace_target(
     model, used = load_model(spec, device=device, on_note=on_note)
     if spec.attention is not None:
         _set_attention(model, spec)
+    elif convention == "timm":
+        _explicit_attention(model)
     shape = _input_shape(spec, model)
     notes: list[str] = []
 
     def run(model: nn.Module, on: str) -> Trace:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        example = torch.empty(shape, device=on, dtype=dtype)
-        if on != "meta":
-            example.normal_(generator=torch.Generator(device=on).manual_seed(0))
+        example: torch.Tensor | ModelInputs
+        if spec.inputs is not None:
+            example = _call_inputs(spec, on)
+        else:
+            example = torch.empty(shape, device=on, dtype=dtype)
+            if on != "meta":
+                example.normal_(generator=torch.Generator(device=on).manual_seed(0))
         return trace_model(
             model, example, convention=convention, model_name=spec.name, notes=notes, train=train, optimizer=optimizer
         )
@@ -340,6 +521,8 @@ def trace_target(
         model, used = load_model(spec, device="cpu", on_note=on_note)
         if spec.attention is not None:
             _set_attention(model, spec)
+        elif convention == "timm":
+            _explicit_attention(model)
         try:
             trace = run(model, used)
         except TraceError as cpu_exc:
@@ -347,4 +530,30 @@ def trace_target(
     for note in notes:
         if on_note is not None:
             on_note(note)
+    if on_model is not None:
+        on_model(model)
     return trace
+
+
+def trace_modules(
+    spec: ModelSpec,
+    *,
+    depth: int,
+    convention: str = "macs",
+    device: str = "meta",
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[Trace, tuple[ModuleRow, ...]]:
+    """Trace ``spec`` and return the trace with its per-module rows to ``depth`` (see :mod:`pvttrace.module_view`).
+
+    Raises:
+        UserInputError: a bad depth, spec or convention.
+        TraceError: the model failed to build or run.
+    """
+    from pvttrace.module_view import MAX_DEPTH, module_rows
+
+    if not 0 <= depth <= MAX_DEPTH:
+        raise UserInputError(f"depth={depth} must be from 0 to {MAX_DEPTH}")
+    traced: list[nn.Module] = []
+    trace = trace_target(spec, convention=convention, device=device, on_note=on_note, on_model=traced.append)
+    params, types = module_facts(traced[-1])
+    return trace, module_rows(trace, params, types, depth=depth)

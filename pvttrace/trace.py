@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
@@ -38,7 +39,7 @@ from pvttrace.annotate import current_label, current_stage
 from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
-from pvttrace.costs import OP_KINDS, call_macs, cost_rule
+from pvttrace.costs import OP_KINDS, call_macs, cost_rule, op_kind
 from pvttrace.errors import TraceError, UserInputError
 from pvttrace.labels import (
     attention_map,
@@ -50,11 +51,12 @@ from pvttrace.labels import (
     stage_of_module,
 )
 from pvttrace.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
-from pvttrace.memory import LifetimeLog
+from pvttrace.memory import LifetimeLog, StorageKind
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 from pvttrace.trainstate import preserved_state
+from pvttrace.structure import StageGeometry, derive_structure
 
 __all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
 
@@ -107,7 +109,7 @@ def _refine_kind(kind: OpKind, module: str, label: str | None, groups_like_dw: b
     if kind != OpKind.CONV:
         return kind
     leaf = module.rsplit(".", 1)[-1]
-    if leaf == "sr" or (label or "").startswith("SR"):
+    if leaf in ("sr", "spatial_reduction", "sequence_reduction") or (label or "").startswith("SR"):
         return OpKind.SR_CONV
     if "dwconv" in module or groups_like_dw:
         return OpKind.DW_CONV
@@ -266,7 +268,7 @@ class _Recorder(TorchFunctionMode):
         module = self.module_stack[-1]
         label = current_label()
         rule = cost_rule(name)
-        kind = OP_KINDS.get(name, OpKind.OTHER)
+        kind = op_kind(name)
         if kind == OpKind.CONV and len(inputs) >= 2:
             weight = inputs[1]
             groups_like_dw = weight.shape[1] == 1 and inputs[0].shape[1] > 1
@@ -336,22 +338,45 @@ def _output_shapes(out: Any) -> tuple[Shape, ...]:
     return ()
 
 
+@dataclass(frozen=True, slots=True)
+class ModelInputs:
+    """What a forward is called with when it is not one tensor: ``model(*args, **kwargs)``.
+
+    The trace's ``input_shape`` and device are those of the first tensor; every tensor counts as input memory.
+    """
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensor arguments, positional first."""
+        return _tensors(self.args, self.kwargs)
+
+
+def _as_inputs(example: torch.Tensor | ModelInputs) -> ModelInputs:
+    inputs = example if isinstance(example, ModelInputs) else ModelInputs((example,))
+    if not inputs.tensors():
+        raise UserInputError("inputs must hold at least one tensor (the trace's input shape is the first one's)")
+    return inputs
+
+
 def _run_recorded(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | ModelInputs,
     *,
     observer: OpObserver | None = None,
     train: bool = False,
     facts: list[dict[str, Any]] | None = None,
 ) -> tuple[tuple[OpRecord, ...], Any]:
     """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output."""
+    inputs = _as_inputs(example)
     stack: list[str] = [""]
     recorder = _Recorder(stack, facts, observer)
     was_training = model.training
     model.train(train)
     try:
         with _module_path_hooks(model, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
-            out = model(example)
+            out = model(*inputs.args, **inputs.kwargs)
     except Exception as exc:
         where = recorder.failed_op or f"module {stack[-1] or 'the model'}"
         last = recorder.records[-1] if recorder.records else None
@@ -390,7 +415,11 @@ def _output_tensors(out: Any) -> list[torch.Tensor]:
 
 
 def memory_log(
-    model: nn.Module, example: torch.Tensor, *, train: bool, facts: list[dict[str, Any]] | None = None
+    model: nn.Module,
+    example: torch.Tensor | ModelInputs,
+    *,
+    train: bool,
+    facts: list[dict[str, Any]] | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     """Run one forward (inference) or forward + backward (training) under a storage tracker.
 
@@ -408,7 +437,10 @@ def _memory_log(
     tracker = StorageTracker()
     out: Any = None
     try:
-        register_model(tracker, model, example)
+        inputs = _as_inputs(example)
+        register_model(tracker, model, inputs.tensors()[0])
+        for extra in inputs.tensors()[1:]:
+            tracker.mark(extra, StorageKind.INPUT)
         with tracker:
             with report_saved_tensors(tracker) if train else nullcontext():
                 ops, out = _run_recorded(model, example, observer=tracker, train=train, facts=facts)
@@ -435,6 +467,16 @@ def _stage_params(model: nn.Module) -> dict[int | None, int]:
     counts: dict[int | None, int] = {}
     for name, param in model.named_parameters():
         stage = _stage_of(name)
+        counts[stage] = counts.get(stage, 0) + param.numel()
+    return counts
+
+
+def _derived_stage_params(model: nn.Module, module_stages: dict[str, int | None]) -> dict[int | None, int]:
+    """Parameters per derived stage: each goes to the stage its module's ops ran in (None when they span several)."""
+    counts: dict[int | None, int] = {}
+    for name, param in model.named_parameters():
+        module = name.rpartition(".")[0]
+        stage = module_stages.get(module)
         counts[stage] = counts.get(stage, 0) + param.numel()
     return counts
 
@@ -482,7 +524,7 @@ def _attention_stages(config: PvtConfig | None, stages: tuple[StageSummary, ...]
 
 def trace_model(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | ModelInputs,
     *,
     config: PvtConfig | None = None,
     convention: str = "macs",
@@ -506,24 +548,31 @@ def trace_model(
         UserInputError: an unknown optimizer.
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
+    inputs = _as_inputs(example)
+    first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []
     ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
+    stage_params = _stage_params(model)
+    geometry: tuple[StageGeometry, ...] = ()
     if config is None:
         ops = label_ops(ops)
+        derived = derive_structure(ops, module_types, int(first.shape[0]) if first.dim() else 1)
+        if derived is not None:
+            ops, geometry = derived.ops, derived.stages
+            stage_params = _derived_stage_params(model, derived.module_stages)
     params = list(model.parameters())
-    stage_params = _stage_params(model)
     if convention != "macs":
-        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
+        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
         pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
         if convention == "paper" and not pvt_like and notes is not None:
             notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
-        module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
         ops = apply_convention(
             convention,
             ops,
             facts,
             module_types,
-            input_shape=tuple(example.shape),
+            input_shape=tuple(first.shape),
             attention_stages=_attention_stages(config, structure, ops) if pvt_like else (),
         )
     totals = Totals(
@@ -535,13 +584,13 @@ def trace_model(
         ops=len(ops),
         uncosted_ops=sum(1 for op in ops if op.cost_rule == CostRule.NONE),
     )
-    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
-    input_bytes = example.untyped_storage().nbytes()
+    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
+    input_bytes = sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs.tensors()}.values())
     timeline = memory.activation_timeline(log, len(ops))
     ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
     training = None
     if train:
-        train_ops, _, train_log = memory_log(model, example, train=True)
+        train_ops, _, train_log = memory_log(model, inputs, train=True)
         if [op.op for op in train_ops] != [op.op for op in ops]:
             raise TraceError("the forward with grad enabled issued different ops than the inference forward")
         trainable = [p for p in params if p.requires_grad]
@@ -556,12 +605,12 @@ def trace_model(
         )
     return Trace(
         config=config,
-        input_shape=tuple(example.shape),
+        input_shape=tuple(first.shape),
         outputs=outputs,
         ops=ops,
         stages=stages,
         totals=totals,
-        device=str(example.device.type),
+        device=str(first.device.type),
         tool_version=__version__,
         convention=convention,
         model=model_name,

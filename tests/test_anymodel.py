@@ -146,10 +146,21 @@ def test_missing_timm_is_a_clear_exit_2(runner: CliRunner, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
     result = runner.invoke(app, ["run", "--model", "timm:pvt_v2_b0"])
     assert result.exit_code == 2
-    assert result.stderr == (
-        "error: model='timm:pvt_v2_b0' needs timm, which is not installed; install the extra: "
-        "pip install 'pvttrace[timm]' (README: 'Tracing any model')\n"
+    assert result.stderr.startswith(
+        "error: model='timm:pvt_v2_b0' needs timm: timm failed to import: import of timm halted; "
     )
+    # Never an install that would swap the user's torch build: the matching torchvision first, then timm.
+    assert "pvttrace[timm]" not in result.stderr
+    assert f"torchvision release made for your torch {torch.__version__.split('+')[0]}" in result.stderr
+    assert result.stderr.rstrip().endswith("then: pip install timm") and result.stderr.count("\n") == 1
+
+
+def test_import_errors_name_what_is_missing() -> None:
+    from pvttrace.target import install_advice
+
+    missing = ModuleNotFoundError("No module named 'requests'", name="requests")
+    assert install_advice("timm", missing) == "install what it lacks: pip install requests"
+    assert install_advice("transformers", ImportError("boom")).startswith("pip install transformers (it does not pin torch")
 
 
 # ------------------------------------------------------------------------------ attention spellings
@@ -273,13 +284,13 @@ def test_json_round_trip_keeps_model_and_convention() -> None:
         (["--model", "anymodel_zoo:not_a_module"], "the factory returned an object of type int, not an nn.Module"),
         (["--model", "anymodel_zoo:nope"], "error: model='anymodel_zoo:nope': anymodel_zoo has no attribute 'nope'"),
         (["--model", "no_such_pkg.mod:make"], "cannot import no_such_pkg.mod (ModuleNotFoundError"),
-        (["--model", "anymodel_zoo"], "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module) or timm:NAME"),
+        (["--model", "anymodel_zoo"], "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"),
         (["--model", "anymodel_zoo:mix", "--variant", "b0", "--sr", "1,1,1,1"], "cannot be combined with --variant, --sr"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,x"], "input_shape='1,x' must be positive integers"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--img", "8"], "cannot be combined with img"),
         (["--input-shape", "1,3,8,8"], "input_shape needs --model"),
         (["--model", "anymodel_zoo:mix", "--attention", "sdpa"], "needs a model whose attention modules have a"),
-        (["--model", "anymodel_zoo:mix", "--modules"], "--modules works with built-in variants only"),
+        (["--model", "anymodel_zoo:mix", "--modules", "--depth", "65"], "depth=65 must be from 0 to 64"),
         (["--convention", "flops"], "Invalid value for '--convention'"),
     ],
 )

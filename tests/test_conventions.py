@@ -101,7 +101,7 @@ def test_every_header_and_json_states_the_convention(runner: CliRunner) -> None:
 
 
 def test_unknown_convention_is_refused() -> None:
-    with pytest.raises(ValueError, match="convention='flops' must be one of macs, fvcore, paper"):
+    with pytest.raises(ValueError, match="convention='flops' must be one of macs, fvcore, timm, paper"):
         apply_convention("flops", (), (), {}, input_shape=(1, 3, 224, 224))
 
 
