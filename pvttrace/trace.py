@@ -432,7 +432,7 @@ def memory_log(
 
 
 def _memory_log(
-    model: nn.Module, example: torch.Tensor, *, train: bool, facts: list[dict[str, Any]] | None
+    model: nn.Module, example: torch.Tensor | ModelInputs, *, train: bool, facts: list[dict[str, Any]] | None
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     tracker = StorageTracker()
     out: Any = None

@@ -30,7 +30,7 @@ def test_run_head_json_has_the_whole_model(runner: CliRunner) -> None:
 def test_run_head_train_names_the_loss_and_stage_params(runner: CliRunner) -> None:
     code, out, _ = _invoke(
         runner, "run", "--head", "semantic-fpn", "--variant", "tiny", "--img", "64", "--train",
-        "--num-classes", "19", "--width", "120",
+        "--num-classes", "19", "--width", "120", "--ops",
     )
     assert code == 0
     assert "semantic-fpn on tiny: tiny (PVT v1, backbone)" in out

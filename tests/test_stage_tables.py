@@ -136,12 +136,12 @@ def _my_pvt_levels() -> list[object]:
 
 
 def _render(trace: Trace) -> str:
-    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console = Console(file=io.StringIO(), width=160, color_system=None)
     console.print(render_trace(trace))
     return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
 def _render_table(trace: Trace) -> str:
-    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console = Console(file=io.StringIO(), width=160, color_system=None)
     console.print(stage_table(trace.stages))
     return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
