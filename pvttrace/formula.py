@@ -712,7 +712,19 @@ def _symbolic_stand_in_mode() -> Any:
                 symbolic_size = isinstance(size, (tuple, list)) and any(isinstance(s, torch.SymInt) for s in size)
                 if symbolic_size and x.dim() == 2 + len(size):
                     return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device=x.device)
+            if func is F.pad and args and _symbolic(args[1] if len(args) > 1 else kwargs.get("pad")):
+                x = args[0]
+                pad = list(args[1] if len(args) > 1 else kwargs["pad"])
+                mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+                if mode == "constant" and len(pad) % 2 == 0 and len(pad) // 2 <= x.dim():
+                    sizes = list(x.shape)
+                    for i in range(len(pad) // 2):
+                        sizes[-1 - i] = sizes[-1 - i] + pad[2 * i] + pad[2 * i + 1]
+                    return torch.empty(sizes, dtype=x.dtype, device=x.device)
             return func(*args, **kwargs)
+
+    def _symbolic(values: Any) -> bool:
+        return isinstance(values, (tuple, list)) and any(isinstance(v, torch.SymInt) for v in values)
 
     return Mode()
 
@@ -878,3 +890,216 @@ def expand_definitions(stage: StageFormula, expr: sympy.Expr) -> sympy.Expr:
     for symbol, definition in reversed(stage.definitions):
         out = out.xreplace({symbol: definition})
     return out
+
+
+# ---------------------------------------------------------------------------------- text, JSON, LaTeX
+FORMULA_SCHEMA = "pvttrace.formula/1"
+
+
+def expr_text(expr: sympy.Basic) -> str:
+    """Compact text of an expression: ``128*N1*N1'``, ``(H//4)`` for floor divisions."""
+    factored = sympy.factor(expr) if isinstance(expr, sympy.Expr) and expr.free_symbols else expr
+    plain = sympy.sstr(expr)
+    short = sympy.sstr(factored)
+    return short if len(short) < len(plain) else plain
+
+
+def expr_tree(expr: sympy.Basic) -> Any:
+    """A structured, language-neutral form: ``{"op": "Mul", "args": [...]}``, ``{"symbol": "H"}``, ints."""
+    if isinstance(expr, sympy.Integer):
+        return int(expr)
+    if isinstance(expr, sympy.Rational):
+        return {"op": "Rational", "args": [int(expr.p), int(expr.q)]}
+    if isinstance(expr, sympy.Symbol):
+        return {"symbol": expr.name}
+    if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
+        return bool(expr)
+    return {"op": type(expr).__name__, "args": [expr_tree(a) for a in expr.args]}
+
+
+def growth_text(expr: sympy.Expr, symbols: Mapping[str, sympy.Symbol]) -> str:
+    """``~ H**2*W**2/16384: quadratic in H*W``; ``constant`` when no size term remains."""
+    lead = growth(expr, symbols)
+    if lead is None:
+        return "constant" if not (expr.free_symbols & set(symbols.values()) - {symbols.get("B")}) else "-"
+    return f"~ {sympy.sstr(lead.term)}: {lead.describe()}"
+
+
+def key_ratio(stage: StageFormula, symbols: Mapping[str, sympy.Symbol]) -> str | None:
+    """``N1' ~ N1/64``: how the keys grow against the tokens (the SR ratio squared), when both grow."""
+    names = {s.name: e for s, e in stage.definitions}
+    n, k = f"N{stage.index}", f"N{stage.index}'"
+    if n not in names or k not in names:
+        return None
+    tokens = growth(expand_definitions(stage, sympy.Symbol(n, integer=True, positive=True)), symbols)
+    keys = growth(expand_definitions(stage, sympy.Symbol(k, integer=True, positive=True)), symbols)
+    if tokens is None or keys is None or tokens.degree != keys.degree:
+        return None
+    ratio = sympy.simplify(keys.term / tokens.term)
+    if not ratio.is_number:
+        return None
+    if ratio == 1:
+        return f"{k} ~ {n}"
+    if ratio.is_Rational and ratio.p == 1:
+        return f"{k} ~ {n}/{ratio.q}"
+    return f"{k} ~ {sympy.sstr(ratio)}*{n}"
+
+
+def stage_dict(stage: StageFormula, symbols: Mapping[str, sympy.Symbol]) -> dict[str, Any]:
+    """JSON form of one stage: readable and raw expressions as strings and trees, and growth."""
+
+    def entry(expr: sympy.Expr) -> dict[str, Any]:
+        nice = readable(stage, expr)
+        lead = growth(expr, symbols)
+        return {
+            "text": expr_text(nice),
+            "raw": sympy.sstr(expr),
+            "python": python_expr(expr),
+            "tree": expr_tree(expr),
+            "leading_term": None if lead is None else sympy.sstr(lead.term),
+            "growth_exponent": None if lead is None else lead.exponent,
+        }
+
+    return {
+        "index": stage.index,
+        "depth": stage.depth,
+        "definitions": {s.name: sympy.sstr(e) for s, e in stage.definitions},
+        "key_ratio": key_ratio(stage, symbols),
+        "macs": {c: entry(stage.macs[c]) for c in CATEGORIES},
+        "macs_per_block": None if stage.per_block is None else {c: entry(stage.per_block[c]) for c in CATEGORIES},
+        "params": stage.params,
+        "attention_map_elements": None if stage.attention_map is None else entry(stage.attention_map),
+        "attention_map_bytes": entry(stage.attention_map_bytes),
+        "activation_peak": None,
+    }
+
+
+def to_dict(formula: ModelFormula, *, with_ops: bool = True) -> dict[str, Any]:
+    """The ``pvttrace.formula/1`` JSON document: expressions as strings and as trees."""
+    lead = growth(formula.macs, formula.symbols)
+    return {
+        "schema": FORMULA_SCHEMA,
+        "model": formula.name,
+        "symbolic": list(formula.symbolic),
+        "fixed": dict(formula.fixed),
+        "traced_at": dict(formula.hint),
+        "ranges": {k: {"min": lo, "max": hi} for k, (lo, hi) in formula.ranges.items()},
+        "guards": [python_expr(g) for g in formula.guards],
+        "traced_depths": None if formula.traced_depths is None else list(formula.traced_depths),
+        "macs": {
+            "raw": sympy.sstr(formula.macs),
+            "python": python_expr(formula.macs),
+            "tree": expr_tree(formula.macs),
+            "leading_term": None if lead is None else sympy.sstr(lead.term),
+            "growth_exponent": None if lead is None else lead.exponent,
+        },
+        "params": formula.params,
+        "outside_stages": {c: sympy.sstr(formula.outside_macs[c]) for c in CATEGORIES},
+        "stages": [stage_dict(s, formula.symbols) for s in formula.stages],
+        "activation_peak": PEAK_NOTE,
+        "ops": [
+            {
+                "index": op.index,
+                "module": op.module,
+                "op": op.op,
+                "kind": op.kind,
+                "label": op.label,
+                "stage": op.stage,
+                "block": op.block,
+                "category": op.category,
+                "output": [sympy.sstr(d) for d in op.output],
+                "macs": sympy.sstr(op.macs),
+            }
+            for op in formula.ops
+        ]
+        if with_ops
+        else None,
+        "notes": list(formula.notes),
+    }
+
+
+def _latex_printer() -> Any:
+    from sympy.printing.latex import LatexPrinter
+
+    class Printer(LatexPrinter):  # type: ignore[misc]
+        def _print_FloorDiv(self, expr: Any) -> str:
+            a, b = expr.args
+            return rf"\left\lfloor \frac{{{self._print(a)}}}{{{self._print(b)}}} \right\rfloor"
+
+        def _print_CeilDiv(self, expr: Any) -> str:
+            a, b = expr.args
+            return rf"\left\lceil \frac{{{self._print(a)}}}{{{self._print(b)}}} \right\rceil"
+
+        def _print_PythonMod(self, expr: Any) -> str:
+            return rf"{self._print(expr.args[0])} \bmod {self._print(expr.args[1])}"
+
+        _print_Mod = _print_PythonMod
+
+    return Printer()
+
+
+def latex_expr(expr: sympy.Basic) -> str:
+    """LaTeX of an expression, floor divisions as floor brackets."""
+    text: str = _latex_printer().doprint(expr)
+    return text
+
+
+def latex_document(formula: ModelFormula) -> str:
+    """An ``align*`` block per stage: definitions, then MACs per category; the total last."""
+    lines = [f"% {formula.name}: MACs (multiply-accumulates) as exact functions of the input size, by pvttrace"]
+    lines.append(f"% valid where: {_range_text(formula)}")
+    for stage in formula.stages:
+        lines.append(r"\begin{align*}")
+        rows = [rf"{latex_expr(s)} &= {latex_expr(e)}" for s, e in stage.definitions]
+        for c in CATEGORIES:
+            per_block = "" if stage.per_block is None else rf" \quad ({latex_expr(readable(stage, stage.per_block[c]))} \text{{ per block}})"
+            rows.append(
+                rf"\mathrm{{MACs}}^{{({stage.index})}}_{{\text{{{c}}}}} &= {latex_expr(readable(stage, stage.macs[c]))}{per_block}"
+            )
+        lines.append(" \\\\\n".join(rows))
+        lines.append(r"\end{align*}")
+    lines.append(r"\begin{align*}")
+    lines.append(rf"\mathrm{{MACs}} &= {latex_expr(formula.macs)}")
+    lines.append(r"\end{align*}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- diff
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    """One stage and category in two formulas, and their difference (b - a)."""
+
+    stage: int
+    category: str
+    before: sympy.Expr
+    after: sympy.Expr
+    change: sympy.Expr
+    before_growth: Growth | None
+    after_growth: Growth | None
+
+
+def diff_formulas(a: ModelFormula, b: ModelFormula) -> tuple[StageChange, ...]:
+    """What changes between two formulas, per stage and category (only categories that change).
+
+    Expressions are in H, W (and B); readable names differ between the two when the SR
+    ratio changes, so the difference is taken on the raw forms and shown in ``a``'s names.
+
+    Raises:
+        UserInputError: the formulas are of different variables or stage counts.
+    """
+    if a.symbolic != b.symbolic or len(a.stages) != len(b.stages):
+        raise UserInputError("formulas differ in their size variables or stage counts; diff compares one model family")
+    changes = []
+    for sa, sb in zip(a.stages, b.stages, strict=True):
+        for c in CATEGORIES:
+            before, after = sa.macs[c], sb.macs[c]
+            change = sympy.expand(after - before)
+            if change == 0:
+                continue
+            changes.append(
+                StageChange(
+                    sa.index, c, readable(sa, before), readable(sb, after), change,
+                    growth(before, a.symbols), growth(after, b.symbols),
+                )
+            )
+    return tuple(changes)
