@@ -196,7 +196,19 @@ class ModelFormula:
             exprs.extend(stage.macs[c] for c in CATEGORIES)
             exprs.append(stage.attention_map if stage.attention_map is not None else sympy.Integer(0))
             exprs.append(stage.attention_map_bytes)
+        exprs.append(self.tokens_expr())
         return exprs
+
+    def tokens_expr(self) -> sympy.Expr:
+        """Stage 1's tokens (``N1``) in H, W, the x of sweep fits; H*W when no stage grid is known."""
+        if self.stages:
+            first = self.stages[0]
+            name = f"N{first.index}"
+            if any(s.name == name for s, _ in first.definitions):
+                return expand_definitions(first, sympy.Symbol(name, integer=True, positive=True))
+        h = self.symbols.get("H", sympy.Integer(self.fixed.get("H", 1)))
+        w = self.symbols.get("W", sympy.Integer(self.fixed.get("W", 1)))
+        return h * w
 
     def check(self, sizes: Mapping[str, int]) -> str | None:
         """None when the formula holds at ``sizes`` (values of the symbolic variables), else why not."""
@@ -231,7 +243,7 @@ class ModelFormula:
             elements = values.pop(0)
             map_bytes = values.pop(0)
             stages.append(StageValues(stage.index, cats, stage.params, elements, map_bytes))
-        return FormulaValues(dict(sizes), total, self.params, tuple(stages))
+        return FormulaValues(dict(sizes), total, self.params, tuple(stages), values.pop(0))
 
     def sizes_at(self, img: tuple[int, int], batch: int | None = None) -> dict[str, int]:
         """The symbolic variables' values for an image size (and batch)."""
@@ -263,6 +275,8 @@ class FormulaValues:
     macs: int
     params: int
     stages: tuple[StageValues, ...]
+    tokens: int
+    """Stage 1's tokens (H*W when the model has no stage grid)."""
 
 
 def _sizes_text(sizes: Mapping[str, int]) -> str:
@@ -512,7 +526,12 @@ def _derive_builtin(
     def build() -> nn.Module:
         return build_model(one_block, device="meta")
 
-    run = _symbolic_run(build, shape, positions, symbolic, dtype, cfg.variant)
+    # Variants that differ only in depth (b1..b4; tiny..large) trace the same one-block model.
+    key = (dataclasses.replace(one_block, variant="", img=(224, 224)), symbolic, tuple(shape))
+    run = _RUNS.get(key)
+    if run is None:
+        run = _symbolic_run(build, shape, positions, symbolic, dtype, cfg.variant)
+        _RUNS[key] = run
     return _assemble(
         run,
         name=cfg.variant,
@@ -562,6 +581,10 @@ def _derive_external(
         labelled=False,
         notes=tuple(notes),
     )
+
+
+#: Symbolic runs of one-block built-in models in this process, by (config, variables, input shape).
+_RUNS: dict[tuple[Any, ...], _Run] = {}
 
 
 @dataclass
