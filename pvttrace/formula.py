@@ -676,6 +676,14 @@ def _symbolic_run(
             return int(env.guarding_hint_or_throw(value.node.expr))
         return int(value)
 
+    known = set(rename)
+    for op in ops:
+        for value in (*(d for shape in (*op.inputs, op.output) for d in shape), op.macs):
+            if isinstance(value, torch.SymInt) and not value.node.expr.free_symbols <= known:
+                raise TraceError(
+                    f"{name} cannot be traced with symbolic sizes: the output size of op #{op.index} {op.title} "
+                    f"in {op.module or 'the model'} depends on tensor values, not only on the input size"
+                )
     symbolic_ops = []
     hinted_ops = []
     for op in ops:
