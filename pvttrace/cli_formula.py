@@ -139,7 +139,7 @@ def formula(
         changes = diff_formulas(results[0], results[1])
         labels = (f"sr {srs[0]}", f"sr {srs[1]}")
         if output_format == FormulaFormat.JSON:
-            import sympy
+            import sympy  # type: ignore[import-untyped]
 
             from pvttrace.records import dumps_json
 

@@ -261,7 +261,7 @@ def _formula_sweep(columns: Any, sizes: Any, metrics: Any) -> SweepResult:
 def _model_formula_sweep(specs: Any, sizes: Any, metrics: Any, labels: list[str] | None) -> SweepResult | None:
     """--model columns through their formulas; None (with a warning) when one cannot be traced symbolically."""
     from pvttrace.errors import TraceError
-    from pvttrace.formula import derive_formula
+    from pvttrace.formula import DEFAULT_HINT, derive_formula
     from pvttrace.sweep import SweepColumn, model_spec_at
     from pvttrace.sweep_formula import run_formula_sweep
 
@@ -275,7 +275,7 @@ def _model_formula_sweep(specs: Any, sizes: Any, metrics: Any, labels: list[str]
     try:
         result, _ = run_formula_sweep(
             columns, sizes, metrics, grid,
-            derive=lambda spec, at: derive_formula(spec, hint=at or spec.img or (spec.input_shape or (0, 0))[-2:]),
+            derive=lambda spec, at: derive_formula(spec, hint=at or DEFAULT_HINT),
             batch=lambda spec: (spec.input_shape[0] if spec.input_shape else spec.batch) or 1,
             configs=[None for _ in specs],
         )

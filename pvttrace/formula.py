@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sympy
+import sympy  # type: ignore[import-untyped]
 
 from pvttrace.config import PvtConfig
 from pvttrace.errors import TraceError, UserInputError
-from pvttrace.records import MacsCategory, OpKind, OpRecord, macs_category
+from pvttrace.records import OpKind, OpRecord, macs_category
 
 if TYPE_CHECKING:
     from torch import nn
@@ -188,7 +188,7 @@ class ModelFormula:
         if fn is None:
             fn = _compile(self._value_exprs(), self.guards, self.symbolic, self.symbols)
             self._compiled["values"] = fn
-        return fn  # type: ignore[no-any-return]
+        return fn
 
     def _value_exprs(self) -> list[sympy.Expr]:
         exprs: list[sympy.Expr] = [self.macs]
@@ -354,7 +354,7 @@ def python_code(formula: ModelFormula) -> str:
 
 
 def _py_name(symbol: sympy.Symbol) -> str:
-    return symbol.name.replace("'", "_kv")
+    return str(symbol.name).replace("'", "_kv")
 
 
 def _to_python_names(expr: sympy.Expr) -> sympy.Expr:
@@ -552,7 +552,7 @@ def _derive_external(
     from pvttrace.trace import _stage_params
 
     notes: list[str] = []
-    model, device = load_model(spec, device="meta", on_note=notes.append)
+    model, _ = load_model(spec, device="meta", on_note=notes.append)
     if spec.attention is not None:
         _set_attention(model, spec)
     shape = _input_shape(spec, model)
@@ -620,7 +620,7 @@ def _symbolic_run(
     env = ShapeEnv(duck_shape=False)
     mode = FakeTensorMode(shape_env=env)
     dynamic = {positions[n] for n in symbolic}
-    context = StatelessSymbolicContext(
+    context: Any = StatelessSymbolicContext(
         dynamic_sizes=[DimDynamic.DYNAMIC if i in dynamic else DimDynamic.STATIC for i in range(len(shape))]
     )
     model = build()
@@ -636,7 +636,7 @@ def _symbolic_run(
                 ops, _ = record_ops(model, example)
     except TraceError as exc:
         raise TraceError(f"{name} cannot be traced with symbolic sizes: {exc}") from None
-    except Exception as exc:  # torch's symbolic machinery raises many types (data-dependent ops ...)
+    except Exception as exc:  # noqa: BLE001 - torch's symbolic machinery raises many types (data-dependent ops ...)
         message = " ".join(str(exc).split())[:300]
         raise TraceError(f"{name} cannot be traced with symbolic sizes: {type(exc).__name__}: {message}") from None
     symbols: dict[str, sympy.Symbol] = {}
@@ -740,8 +740,7 @@ def _symbolic_stand_in_mode() -> Any:
             if func is F.interpolate and args:
                 x = args[0]
                 size = kwargs.get("size", args[1] if len(args) > 1 else None)
-                symbolic_size = isinstance(size, (tuple, list)) and any(isinstance(s, torch.SymInt) for s in size)
-                if symbolic_size and x.dim() == 2 + len(size):
+                if isinstance(size, (tuple, list)) and _symbolic(size) and x.dim() == 2 + len(size):
                     return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device=x.device)
             if func is F.pad and args and _symbolic(args[1] if len(args) > 1 else kwargs.get("pad")):
                 x = args[0]
@@ -800,8 +799,8 @@ def _assemble(
                 label=op.label,
                 stage=op.stage,
                 block=op.block,
-                output=tuple(sym_op.output),  # type: ignore[arg-type]
-                macs=sym_op.macs,  # type: ignore[arg-type]
+                output=tuple(sym_op.output),
+                macs=sym_op.macs,
                 category=macs_category(op).value,
             )
         )
@@ -858,7 +857,7 @@ def _attention_map(in_stage: Sequence[tuple[OpFormula, OpRecord, OpRecord]]) -> 
     """One block's score map: elements and materialised bytes (0 for fused SDPA)."""
     for formula, hinted, sym in in_stage:
         if hinted.label == "scores q@k^T":
-            return _sum_product(sym.output), sym.out_bytes  # type: ignore[return-value]
+            return _sum_product(sym.output), sym.out_bytes
         if hinted.kind == OpKind.SDPA and len(sym.inputs) >= 2:
             q, k = sym.inputs[0], sym.inputs[1]
             return _sum_product((*q[:-1], k[-2])), sympy.Integer(0)
@@ -877,20 +876,20 @@ def _definitions(
     keys: sympy.Expr | None = None
     for formula, hinted, sym in in_stage:
         if grid is None and hinted.kind == OpKind.PATCH_EMBED and len(sym.output) == 4:
-            grid = sym.output  # type: ignore[assignment]
+            grid = sym.output
         if keys is None and hinted.kind == OpKind.SR_CONV and len(sym.output) == 4:
-            keys = sym.output  # type: ignore[assignment]
+            keys = sym.output
     out: list[tuple[sympy.Symbol, sympy.Expr]] = []
 
     def name(text: str) -> sympy.Symbol:
         return sympy.Symbol(text, integer=True, positive=True)
 
     if grid is not None:
-        h, w = grid[2], grid[3]  # type: ignore[index]
+        h, w = grid[2], grid[3]
         if h.free_symbols or w.free_symbols:
             out += [(name(f"h{index}"), h), (name(f"w{index}"), w)]
     if keys is not None:
-        h2, w2 = keys[2], keys[3]  # type: ignore[index]
+        h2, w2 = keys[2], keys[3]
         if (h2.free_symbols or w2.free_symbols) and keys != grid:
             out += [(name(f"h{index}'"), h2), (name(f"w{index}'"), w2)]
     if grid is not None and any(s.name == f"h{index}" for s, _ in out):
@@ -932,7 +931,7 @@ def expr_text(expr: sympy.Basic) -> str:
     factored = sympy.factor(expr) if isinstance(expr, sympy.Expr) and expr.free_symbols else expr
     plain = sympy.sstr(expr)
     short = sympy.sstr(factored)
-    return short if len(short) < len(plain) else plain
+    return str(short if len(short) < len(plain) else plain)
 
 
 def expr_tree(expr: sympy.Basic) -> Any:
@@ -1050,7 +1049,7 @@ def to_dict(formula: ModelFormula, *, with_ops: bool = True) -> dict[str, Any]:
 
 
 def _latex_printer() -> Any:
-    from sympy.printing.latex import LatexPrinter
+    from sympy.printing.latex import LatexPrinter  # type: ignore[import-untyped]
 
     class Printer(LatexPrinter):  # type: ignore[misc]
         def _print_FloorDiv(self, expr: Any) -> str:

@@ -44,7 +44,7 @@ def _header(formula: ModelFormula) -> list[RenderableType]:
     variables = ", ".join(formula.symbolic)
     fixed = ", ".join(f"{k}={v}" for k, v in formula.fixed.items())
     hint = "x".join(str(formula.hint[k]) for k in ("H", "W") if k in formula.hint)
-    lines = [
+    lines: list[RenderableType] = [
         Text(f"{formula.name}: MACs as exact formulas of {variables}" + (f" ({fixed})" if fixed else ""), style="bold"),
         Text(CONVENTION, style="dim"),
         Text(f"traced once at {hint}" + (f", B={formula.hint['B']}" if "B" in formula.symbolic else "")
@@ -144,7 +144,6 @@ def render_formula_diff(a: ModelFormula, b: ModelFormula, labels: tuple[str, str
         table.add_column(column, overflow="fold")
     for change in changes:
         before = "-" if change.before_growth is None else change.before_growth.describe()
-        after = "-" if change.after_growth is None else change.after_growth.describe()
         lead_a = "" if change.before_growth is None else str(change.before_growth.term)
         lead_b = "" if change.after_growth is None else str(change.after_growth.term)
         growth = f"{lead_a} -> {lead_b}" if lead_a != lead_b else f"{before}, unchanged"
