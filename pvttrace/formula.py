@@ -628,8 +628,14 @@ def _symbolic_run(
     # the mode is entered (a tensor created inside is already fake, with fixed sizes). Fake CPU,
     # not meta: the meta stand-ins (pvttrace.metashapes) take concrete shapes only.
     real = torch.empty(tuple(shape), dtype=dtype)
+    # Size-oblivious reasoning for torch's internal layout checks (is this view contiguous when a
+    # dim is 1?): they decide strides, never shapes, so they need not become guards. Without it a
+    # PVT records ~60 such guards, each narrowing where the formula holds; branches in model code
+    # (padding, positional tables) are still guarded.
+    from torch.fx.experimental import _config as shapes_config
+
     try:
-        with mode:
+        with shapes_config.patch(backed_size_oblivious=True), mode:
             example = mode.from_tensor(real, symbolic_context=context)
             _fake_weights(model, mode)
             with _SymbolicStandIns():
