@@ -375,8 +375,9 @@ def _range_text(formula: ModelFormula) -> str:
 def _atom_solution(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
     """``expr = a*A + c`` with one non-symbol atom ``A`` (a floor division): (A, a, c), else None."""
     expr = sympy.expand(expr)
-    atoms = [t for t in expr.atoms(sympy.Function) if t.free_symbols and not any(t in o.args for o in expr.atoms(sympy.Function) if o != t)]
-    top = [t for t in atoms if expr.has(t)]
+    functions = expr.atoms(sympy.Function)
+    # The outermost floor divisions: those that are no other function's argument.
+    top = [t for t in functions if t.free_symbols and not any(t in o.args for o in functions if o != t)]
     if len(top) != 1:
         return None
     atom = top[0]
@@ -970,9 +971,8 @@ def readable(stage: StageFormula, expr: sympy.Expr) -> sympy.Expr:
     if not stage.definitions:
         return expr
     rewritten = _readable(stage, expr)
-    if rewritten.free_symbols & {sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W")} and not expr.free_symbols - {
-        sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B")
-    }:
+    sizes = {sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W")}
+    if rewritten.free_symbols & sizes:
         # The names did not cover every size term: show the raw form rather than a mix.
         return expr
     return rewritten
