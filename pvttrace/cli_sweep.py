@@ -182,14 +182,15 @@ def sweep(
         metrics = parse_metrics(metric)
         from pvttrace.sweep_formula import FORMULA_METRICS
 
+        notes: list[str] = []  # printed once every input is validated
         if not exact_trace and metric is None:
             dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
             metrics = tuple(m for m in metrics if m.name in FORMULA_METRICS)
             if dropped:
-                warn([f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)"])
+                notes.append(f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)")
         elif not exact_trace and any(m.name not in FORMULA_METRICS for m in metrics):
             names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
-            warn([f"{names}: not a closed form, so every size is traced (as with --exact-trace)"])
+            notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
             exact_trace = True
         specs = _model_specs(model, input_shape, options) if model or input_shape else None
         columns = build_columns(options, labels=label) if specs is None else ()
@@ -198,6 +199,9 @@ def sweep(
 
             plot_format(plot)
             require_matplotlib()
+        if specs is None:
+            plan_sweep(columns, sizes)  # every config validated before the first trace
+        warn(notes)
         if specs is not None:
             result = None if exact_trace else _model_formula_sweep(specs, sizes, metrics, label)
             if result is None:
