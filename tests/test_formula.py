@@ -143,7 +143,7 @@ def test_outside_the_guards_the_formula_does_not_apply() -> None:
     assert reason is not None and "(H // 4) != 56" in reason
     with pytest.raises(FormulaNotApplicable, match="does not apply at H=224, W=224"):
         formula.evaluate({"H": 224, "W": 224})
-    assert "outside the range" in (formula.check({"H": 16, "W": 999}) or "")
+    assert "outside the range" in (formula.check({"H": 1, "W": 999}) or "")  # torch specialises 0 and 1
 
 
 # ---------------------------------------------------------------------------------- readable forms
