@@ -636,7 +636,7 @@ def _symbolic_run(
     from torch.fx.experimental import _config as shapes_config
 
     try:
-        with shapes_config.patch(backed_size_oblivious=True), mode:
+        with shapes_config.patch(backed_size_oblivious=True), mode:  # type: ignore[attr-defined]
             example = mode.from_tensor(real, symbolic_context=context)
             _fake_weights(model, mode)
             with _SymbolicStandIns():
