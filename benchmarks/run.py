@@ -116,6 +116,12 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
                 _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--img", "1024"),
             ),
         ]
+    sweep = ("sweep", "--variant", "b0", "--variant", "b2", "--variant", "b2-li", "--img", "224..2048", "--step", "8",
+             "--metric", "macs,attention_macs,params", "--format", "json")
+    cases += [
+        Case(SWEEP_CASE, _pvttrace(*sweep), timeout_s=600),
+        Case(f"{SWEEP_CASE} --exact-trace", _pvttrace(*sweep, "--exact-trace"), timeout_s=1200, repeat=1),
+    ]
     if quick or not peers:
         return cases
     cap = 20 * GIB
@@ -248,12 +254,16 @@ def report(cases: list[Case], repeat: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The performance issue's targets: (case, limit as a multiple of the floor's wall time).
+#: 229 sizes x 3 configurations through their formulas (issue 15), and the same traced at every size.
+SWEEP_CASE = "sweep b0/b2/b2-li @224..2048 step 8"
+
+#: The performance issues' targets: (case, limit as a multiple of the floor's wall time).
 WALL_TARGETS = (
     ("run tiny @224", 1.3),
     ("run large @224", 1.5),
     ("run b5 @224", 1.5),
     ("run segformer mit-b5 @1024 --train", 5.0),
+    (SWEEP_CASE, 3.0),
 )
 
 
@@ -298,8 +308,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="pvttrace cases only")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to write")
+    parser.add_argument("--only", help="run only the cases whose name contains this text (and the floor)")
     args = parser.parse_args()
     cases = build_cases(quick=args.quick, peers=not args.no_peers)
+    if args.only:
+        cases = [c for c in cases if c.group == "floor" or args.only in c.name]
     for i in range(args.repeat):
         for case in cases:
             limit = case.repeat if case.repeat is not None else args.repeat

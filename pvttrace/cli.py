@@ -715,3 +715,4 @@ from pvttrace import cli_diff as _cli_diff  # noqa: E402,F401  (registers comman
 from pvttrace import cli_fit as _cli_fit  # noqa: E402,F401  (registers commands)
 from pvttrace import cli_snapshot as _cli_snapshot  # noqa: E402,F401  (registers commands)
 from pvttrace import cli_sweep as _cli_sweep  # noqa: E402,F401  (registers commands)
+from pvttrace import cli_formula as _cli_formula  # noqa: E402,F401  (registers commands)

@@ -6,6 +6,7 @@ the command body (through ``pvttrace.trace``), matplotlib only when ``--plot`` i
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +32,7 @@ from pvttrace.errors import UserInputError
 from pvttrace.sweep import DEFAULT_SIZES
 
 if TYPE_CHECKING:
+    from pvttrace.sweep import SweepResult
     from pvttrace.target import ModelSpec
 
 __all__ = ["sweep"]
@@ -133,6 +135,13 @@ def sweep(
         str | None,
         typer.Option("--input-shape", help="With --model: input shape, e.g. 1,3,224,224; the sizes replace its H, W."),
     ] = None,
+    step: Annotated[
+        int | None, typer.Option("--step", help="With a range --img 224..2048: the step between sizes, e.g. 8.")
+    ] = None,
+    exact_trace: Annotated[
+        bool,
+        typer.Option("--exact-trace", help="Trace every size instead of evaluating one symbolic trace's formula."),
+    ] = False,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
     width: WidthOpt = None,
     head: HeadOpt = None,
@@ -144,6 +153,10 @@ def sweep(
 
     One table per metric (rows: sizes, columns: configurations), the fitted growth exponent k
     (value ~ N^k, N = stage-1 tokens), the dominant stage, and a log-log chart.
+
+    Each configuration is traced once with symbolic sizes and its formula evaluated at every size
+    (a size outside the formula's guards gets its own trace); the leading k row is the formula's
+    exact exponent. --exact-trace traces every size instead (needed for peak_activation_bytes).
 
     A repeatable option given k times makes k configurations (every repeated option must be
     given the same k times); given once, it applies to all; the value '-' keeps the preset's.
@@ -173,8 +186,24 @@ def sweep(
             "num_classes": [] if num_classes is None else [num_classes],
             "pos_size": [] if pos_size is None else [pos_size],
         }
-        sizes = parse_sizes(img)
+        sizes = parse_sizes(img, step)
+        if step is not None and ".." not in img:
+            raise UserInputError(f"step={step} needs a range such as --img 224..2048")
         metrics = parse_metrics(metric)
+        from pvttrace.sweep_formula import FORMULA_METRICS
+
+        if head is not None or train:
+            exact_trace = True  # whole models and training steps have no formula: trace every size
+        notes: list[str] = []  # printed once every input is validated
+        if not exact_trace and metric is None:
+            dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
+            metrics = tuple(m for m in metrics if m.name in FORMULA_METRICS)
+            if dropped:
+                notes.append(f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)")
+        elif not exact_trace and any(m.name not in FORMULA_METRICS for m in metrics):
+            names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
+            notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
+            exact_trace = True
         specs = _model_specs(model, input_shape, options) if model or input_shape else None
         columns = build_columns(options, labels=label) if specs is None else ()
         if plot is not None:
@@ -186,18 +215,25 @@ def sweep(
                 raise UserInputError(f"dpi={dpi} must be from 50 to 1200")
         if specs is not None and (head or head_width or train):
             raise UserInputError("--head and --train sweep built-in configurations (not with --model)")
+        if specs is None:
+            plan_sweep(columns, sizes)  # every config validated before the first trace
+        warn(notes)
         if specs is not None:
-            from pvttrace.sweep import run_model_sweep
-            from pvttrace.target import trace_target
+            result = None if exact_trace else _model_formula_sweep(specs, sizes, metrics, label)
+            if result is None:
+                from pvttrace.sweep import run_model_sweep
+                from pvttrace.target import trace_target
 
-            result = run_model_sweep(
-                specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
-            )
-        else:
+                result = run_model_sweep(
+                    specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
+                )
+        elif exact_trace:
             plan_sweep(columns, sizes)  # every config validated before the first trace
             from pvttrace.cli_diff import config_tracer
 
             result = run_sweep(columns, sizes, metrics, trace=config_tracer("meta", head, head_width, num_classes, train))
+        else:
+            result = _formula_sweep(columns, sizes, metrics)
         if not quiet:
             from pvttrace.notes import grouped_by_prefix
 
@@ -224,3 +260,53 @@ def sweep(
         make_console(width).print(render_sweep(result, chart=chart))
     if plot is not None:
         sys.stderr.write(f"plot written to {plot}\n")
+
+
+def _formula_sweep(columns: Any, sizes: Any, metrics: Any) -> SweepResult:
+    """Built-in columns: one symbolic trace per column (more only where a guard fails), evaluated at every size."""
+    from pvttrace.formula import derive_formula
+    from pvttrace.sweep import plan_sweep
+    from pvttrace.sweep_formula import run_formula_sweep
+
+    grid = plan_sweep(columns, sizes)
+    notes = [f"{c.label} at {cfg.img[0]}x{cfg.img[1]}: {w}" for c, row in zip(columns, grid, strict=True) for cfg in row
+             for w in cfg.warnings]
+    result, _ = run_formula_sweep(
+        columns, sizes, metrics, grid,
+        derive=lambda cfg, at: derive_formula(cfg, hint=at),
+        batch=lambda cfg: cfg.batch,
+        configs=[row[0] for row in grid],
+        warnings=notes,
+    )
+    return result
+
+
+def _model_formula_sweep(specs: Any, sizes: Any, metrics: Any, labels: list[str] | None) -> SweepResult | None:
+    """--model columns through their formulas; None (with a warning) when one cannot be traced symbolically."""
+    from pvttrace.errors import TraceError
+    from pvttrace.formula import DEFAULT_HINT, derive_formula
+    from pvttrace.sweep import SweepColumn, model_spec_at
+    from pvttrace.sweep_formula import run_formula_sweep
+
+    if labels and len(labels) != len(specs):
+        return None  # run_model_sweep reports it
+    names = list(labels) if labels else [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        return None
+    grid = [[model_spec_at(spec, size) for size in sizes] for spec in specs]
+    columns = tuple(SweepColumn(name, (("model", spec.name),)) for name, spec in zip(names, specs, strict=True))
+    try:
+        result, _ = run_formula_sweep(
+            columns, sizes, metrics, grid,
+            derive=lambda spec, at: derive_formula(spec, hint=at or DEFAULT_HINT),
+            batch=lambda spec: (spec.input_shape[0] if spec.input_shape else spec.batch) or 1,
+            configs=[None for _ in specs],
+        )
+    except TraceError as exc:
+        warn([f"{exc}; tracing every size instead"])
+        return None
+    shapes = []
+    for spec in specs:
+        first = model_spec_at(spec, sizes[0])
+        shapes.append(first.input_shape or (first.batch or 1, first.in_chans or 3, *sizes[0]))
+    return dataclasses.replace(result, inputs=tuple(shapes))

@@ -65,6 +65,11 @@ def _fit_rows(series: Sequence[SweepSeries]) -> list[tuple[str, list[str]]]:
         ("growth k", [format_exponent(s.fit) for s in series]),
         ("fit r²", ["-" if s.fit is None else f"{s.fit.r_squared:.4f}" for s in series]),
         ("end slope", ["-" if s.fit is None else _fixed(s.fit.end_slope, 2) for s in series]),
+        *(
+            [("leading k", ["-" if s.leading_exponent is None else f"N^{_fixed(s.leading_exponent, 2)}" for s in series])]
+            if any(s.leading_exponent is not None for s in series)
+            else []
+        ),
     ]
 
 

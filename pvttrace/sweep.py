@@ -267,16 +267,31 @@ def parse_metrics(texts: Sequence[str] | None) -> tuple[Metric, ...]:
     return tuple(chosen)
 
 
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """Parse ``--img 224,320,800x1333`` into (H, W) sizes, smallest area first.
+def _size_range(item: str, step: int | None) -> list[tuple[int, int]]:
+    """``224..2048`` with a step: square sizes from the first to at most the last; else one size."""
+    if ".." not in item:
+        return [parse_img(item)]
+    first, _, last = item.partition("..")
+    low, high = parse_img(first), parse_img(last)
+    if step is None:
+        raise ConfigError(f"img={item!r} is a range; give its --step, e.g. --img {item} --step 8")
+    if low[0] != low[1] or high[0] != high[1] or low[0] > high[0]:
+        raise ConfigError(f"img={item!r} must be a range of square sizes from small to large, e.g. 224..2048")
+    return [(v, v) for v in range(low[0], high[0] + 1, step)]
+
+
+def parse_sizes(text: str, step: int | None = None) -> tuple[tuple[int, int], ...]:
+    """Parse ``--img 224,320,800x1333`` (or a range ``224..2048`` with ``step``) into (H, W) sizes, smallest area first.
 
     Raises:
-        ConfigError: an item that is not a size, or the same size twice.
+        ConfigError: an item that is not a size, a range without a step, or the same size twice.
     """
+    if step is not None and step <= 0:
+        raise ConfigError(f"step={step} must be a positive integer")
     items = [t.strip() for t in text.split(",")]
     if not text.strip() or any(not t for t in items):
         raise ConfigError(f"img={text!r} must be a comma-separated list of sizes such as 224,512,800x1333")
-    sizes = [parse_img(item) for item in items]
+    sizes = [size for item in items for size in _size_range(item, step)]
     for size in sizes:
         if sizes.count(size) > 1:
             raise ConfigError(f"img={text!r} lists {size[0]}x{size[1]} more than once; give each size once")
@@ -483,6 +498,10 @@ class SweepSeries:
     column: SweepColumn
     points: tuple[SweepPoint, ...]
     fit: PowerFit | None
+    leading_exponent: float | None = None
+    """Formula sweeps: the exponent of the formula's leading term in N (exact as sizes grow)."""
+    leading_term: str | None = None
+    """Formula sweeps: that leading term in H and W, e.g. ``H**2*W**2/64``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -491,7 +510,11 @@ class SweepSeries:
         def rounded(value: float) -> float:
             return round(value, 6) or 0.0  # never "-0.0"
 
+        leading = {} if self.leading_exponent is None else {
+            "leading_exponent": self.leading_exponent, "leading_term": self.leading_term,
+        }
         return {
+            **leading,
             "label": self.column.label,
             "exponent": None if fit is None else rounded(fit.exponent),
             "coefficient": None if fit is None else float(f"{fit.coefficient:.6g}"),
