@@ -48,6 +48,10 @@ SrsOpt = Annotated[
     typer.Option("--sr", help=f"SR ratio per stage, e.g. 8,4,2,1. {_REPEAT}"),
 ]
 
+# From this many sizes on, sweep evaluates a formula by default (one symbolic trace per configuration costs about
+# as much as 20-40 ordinary traces, measured on b0/b2/b2-li).
+FORMULA_MIN_SIZES = 32
+
 
 def _list_option(flag: str, what: str) -> Any:
     return typer.Option(flag, help=f"{what} {_REPEAT}")
@@ -142,6 +146,14 @@ def sweep(
         bool,
         typer.Option("--exact-trace", help="Trace every size instead of evaluating one symbolic trace's formula."),
     ] = False,
+    formula: Annotated[
+        bool,
+        typer.Option(
+            "--formula",
+            help=f"Evaluate one symbolic trace's formula at every size (the default from {FORMULA_MIN_SIZES} sizes on; "
+            "a symbolic trace costs about as much as 20-40 ordinary ones).",
+        ),
+    ] = False,
     chart: Annotated[bool, typer.Option("--chart/--no-chart", help="Terminal charts under the tables.")] = True,
     width: WidthOpt = None,
     head: HeadOpt = None,
@@ -192,8 +204,14 @@ def sweep(
         metrics = parse_metrics(metric)
         from pvttrace.sweep_formula import FORMULA_METRICS
 
+        if exact_trace and formula:
+            raise UserInputError("--exact-trace and --formula exclude each other")
         if head is not None or train:
+            if formula:
+                raise UserInputError("--formula works on backbones at inference (not with --head or --train)")
             exact_trace = True  # whole models and training steps have no formula: trace every size
+        elif not formula and not exact_trace:
+            exact_trace = len(sizes) < FORMULA_MIN_SIZES  # below that, tracing each size is the cheaper way
         notes: list[str] = []  # printed once every input is validated
         if not exact_trace and metric is None:
             dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
