@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._prims_common import suggest_memory_format
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__, memory
 from pvttrace.annotate import current_label, current_stage
+from pvttrace.atenshapes import suggest_memory_format
 from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
