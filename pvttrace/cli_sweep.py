@@ -181,9 +181,13 @@ def sweep(
             )
         else:
             plan_sweep(columns, sizes)  # every config validated before the first trace
+            from pvttrace.sweep import needs_memory
             from pvttrace.trace import trace_config
 
-            result = run_sweep(columns, sizes, metrics, trace=trace_config)
+            memory_figures = needs_memory(metrics)
+            result = run_sweep(
+                columns, sizes, metrics, trace=lambda cfg: trace_config(cfg, memory_figures=memory_figures)
+            )
         warn(result.warnings)
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure

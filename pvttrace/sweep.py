@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METRICS",
+    "needs_memory",
     "DEFAULT_SIZES",
     "METRICS",
     "SWEEP_SCHEMA",
@@ -224,6 +225,11 @@ DEFAULT_METRICS = ("macs", "attention_macs", "attention_map_bytes", "peak_activa
 
 def _metric_available(metric: Metric) -> bool:
     return metric.requires is None or metric.requires in {f.name for f in fields(Totals)}
+
+
+def needs_memory(metrics: Sequence[Metric]) -> bool:
+    """Whether any of ``metrics`` reads a memory figure (the others need no storage tracking)."""
+    return any(metric.requires is not None for metric in metrics)
 
 
 def available_metrics() -> tuple[str, ...]:

@@ -510,6 +510,7 @@ def trace_model(
     notes: list[str] | None = None,
     train: bool = False,
     optimizer: str = "adamw",
+    memory_figures: bool = True,
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
 
@@ -519,7 +520,9 @@ def trace_model(
 
     Every trace carries its inference memory (per-op live and peak activation bytes, the peak);
     with ``train`` a second forward with grad and a backward add the training-step memory for
-    ``optimizer`` (see :mod:`pvttrace.memory`).
+    ``optimizer`` (see :mod:`pvttrace.memory`). ``memory_figures=False`` (inference only) skips the
+    storage tracking, which costs about a third of the forward: memory fields are then 0, every other
+    figure is the same (for callers such as sweeps that show no memory metric).
 
     Raises:
         TraceError: the forward (or backward) failed.
@@ -527,7 +530,11 @@ def trace_model(
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
     facts: list[dict[str, Any]] = []
-    ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    if memory_figures or train:
+        ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    else:
+        ops, outputs = record_ops(model, example, facts=facts)
+        log = None
     if config is None:
         ops = label_ops(ops)
     params = list(model.parameters())
@@ -557,8 +564,9 @@ def trace_model(
     )
     stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params)
     input_bytes = example.untyped_storage().nbytes()
-    timeline = memory.activation_timeline(log, len(ops))
-    ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
+    if log is not None:
+        timeline = memory.activation_timeline(log, len(ops))
+        ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
     training = None
     if train:
         train_ops, _, train_log = memory_log(model, example, train=True)
@@ -596,10 +604,12 @@ def trace_config(
     convention: str = "macs",
     train: bool = False,
     optimizer: str = "adamw",
+    memory_figures: bool = True,
 ) -> Trace:
     """Build the PVT described by ``cfg`` on ``device`` and trace one forward of a ``cfg.input_shape`` batch.
 
-    With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state).
+    With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state);
+    ``memory_figures=False`` leaves the memory fields 0 (see :func:`trace_model`).
 
     Example:
         >>> from pvttrace.config import get_variant
@@ -622,5 +632,8 @@ def trace_config(
     except (RuntimeError, MemoryError) as exc:  # real devices: out of memory (meta allocates nothing)
         message = " ".join(str(exc).split())[:300]
         raise TraceError(f"cannot build the model and its input on {device}: {type(exc).__name__}: {message}") from exc
-    return trace_model(model, example, config=cfg, convention=convention, train=train, optimizer=optimizer)
+    return trace_model(
+        model, example, config=cfg, convention=convention, train=train, optimizer=optimizer,
+        memory_figures=memory_figures,
+    )
 
