@@ -27,15 +27,16 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -393,15 +394,19 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per case (median reported)")
     parser.add_argument("--quick", action="store_true", help="pvttrace cases only")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer tools")
+    parser.add_argument("--cases", help="regular expression: keep only matching cases (floors always kept)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose pvttrace cases run interleaved too")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to write")
     args = parser.parse_args()
     cases = build_cases(quick=args.quick, peers=not args.no_peers)
+    if args.cases:
+        keep = re.compile(args.cases)
+        cases = [case for case in cases if case.group == "floor" or keep.search(case.name)]
     if args.baseline is not None:
         cases += [
             Case("before: " + case.name, case.argv, group=case.group, timeout_s=case.timeout_s, cwd=args.baseline.resolve())
             for case in cases
-            if case.group == "pvttrace"
+            if case.group == "pvttrace" and not case.name.startswith("run tiny depths")
         ]
     for i in range(args.repeat):
         for case in cases:
@@ -411,12 +416,12 @@ def main() -> int:
                 run_once(case)
                 result = case.failures[-1] if len(case.failures) > failures else f"{case.walls[-1]:.2f} s"
                 print(f"[{i + 1}/{args.repeat}] {case.name}: {result}", file=sys.stderr)
-    text = report(cases, args.repeat)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+        text = report(cases, i + 1)  # after every round, so an interrupted run still leaves its medians
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
     sys.stdout.write(text)
     return 0
 
