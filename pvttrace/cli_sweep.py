@@ -27,6 +27,8 @@ from pvttrace.errors import UserInputError
 from pvttrace.sweep import DEFAULT_SIZES
 
 if TYPE_CHECKING:
+    from pvttrace.config import PvtConfig
+    from pvttrace.records import Trace
     from pvttrace.target import ModelSpec
 
 __all__ = ["sweep"]
@@ -182,12 +184,20 @@ def sweep(
         else:
             plan_sweep(columns, sizes)  # every config validated before the first trace
             from pvttrace.sweep import needs_memory
-            from pvttrace.trace import trace_config
+            from pvttrace.trace import architecture_key, trace_config
 
             memory_figures = needs_memory(metrics)
-            result = run_sweep(
-                columns, sizes, metrics, trace=lambda cfg: trace_config(cfg, memory_figures=memory_figures)
-            )
+            models: dict[tuple[object, ...], Any] = {}  # one build per architecture, reused at every size
+
+            def trace(cfg: PvtConfig) -> Trace:
+                from pvttrace.model import build_model
+
+                key = architecture_key(cfg)
+                if key not in models:
+                    models[key] = build_model(cfg)
+                return trace_config(cfg, memory_figures=memory_figures, model=models[key])
+
+            result = run_sweep(columns, sizes, metrics, trace=trace)
         warn(result.warnings)
         if plot is not None:
             from pvttrace.plot import plot_sweep, save_figure

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METRICS",
-    "needs_memory",
     "DEFAULT_SIZES",
     "METRICS",
     "SWEEP_SCHEMA",
@@ -50,6 +49,7 @@ __all__ = [
     "build_columns",
     "fit_power_law",
     "model_spec_at",
+    "needs_memory",
     "parse_metrics",
     "parse_sizes",
     "plan_sweep",

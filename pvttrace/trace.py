@@ -19,6 +19,7 @@ analysis is in :mod:`pvttrace.memory`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -56,7 +57,7 @@ from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model, torch_dtype
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 
-__all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
+__all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trace_model"]
 
 # Property getters and metadata calls that return tensors but are not ops of the model.
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
@@ -597,6 +598,11 @@ def trace_model(
     )
 
 
+def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
+    """Every field of ``cfg`` the built model can depend on: all but the input's size and batch."""
+    return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("img", "batch", "warnings"))
+
+
 def trace_config(
     cfg: PvtConfig,
     *,
@@ -605,11 +611,14 @@ def trace_config(
     train: bool = False,
     optimizer: str = "adamw",
     memory_figures: bool = True,
+    model: nn.Module | None = None,
 ) -> Trace:
     """Build the PVT described by ``cfg`` on ``device`` and trace one forward of a ``cfg.input_shape`` batch.
 
     With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state);
-    ``memory_figures=False`` leaves the memory fields 0 (see :func:`trace_model`).
+    ``memory_figures=False`` leaves the memory fields 0 (see :func:`trace_model`). ``model``, when given, is
+    a model already built on ``device`` for ``cfg``'s architecture (see :func:`architecture_key`), e.g. by
+    a sweep that traces one architecture at many sizes: the model does not depend on the image size.
 
     Example:
         >>> from pvttrace.config import get_variant
@@ -625,7 +634,8 @@ def trace_config(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
     try:
-        model = build_model(cfg, device=device)
+        if model is None:
+            model = build_model(cfg, device=device)
         example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
         if device != "meta":
             example.normal_(generator=torch.Generator(device=device).manual_seed(0))
