@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from pvttrace.annotate import stage_scope, step
 from pvttrace.config import LINEAR_SRA_POOL, PvtConfig, Task
-from pvttrace.noinit import skip_meta_init
 
 __all__ = ["PyramidVisionTransformer", "build_model", "torch_dtype"]
 
@@ -343,5 +342,7 @@ def build_model(cfg: PvtConfig, *, device: str | torch.device = "meta") -> Pyram
         >>> sum(p.numel() for p in model.parameters())
         3666760
     """
+    from pvttrace.noinit import skip_meta_init  # local: keeps the recorded source lines of the forward unchanged
+
     with skip_meta_init(device):
         return PyramidVisionTransformer(cfg, device=device).eval()
