@@ -59,26 +59,35 @@ class Case:
     failures: list[str] = field(default_factory=list)
     cwd: Path = ROOT
     """Where the process runs; ``python -m pvttrace`` imports the pvttrace found there."""
+    inner: list[float] = field(default_factory=list)
+    """Seconds the process reports itself (an ``inner_s=`` line): the traced or bare forward alone."""
 
 
 SCALING_DEPTHS = (2, 8, 32, 128)
 
-_BARE_SCRIPT = """
-import sys, torch
+_SCALING_SCRIPT = """
+import sys, time, torch
 from torch.overrides import TorchFunctionMode
 from pvttrace.config import resolve_config
 from pvttrace.metashapes import meta_stand_in
 from pvttrace.model import build_model
+from pvttrace.trace import trace_model
 class Bare(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = meta_stand_in(func, args, kwargs)
         return func(*args, **kwargs) if out is None else out
-depth = sys.argv[1]
+mode, depth = sys.argv[1], sys.argv[2]
 cfg = resolve_config("tiny", depths=",".join([depth] * 4))
 model = build_model(cfg)
-with torch.no_grad(), Bare():
-    model(torch.empty(cfg.input_shape, device="meta"))
+example = torch.empty(cfg.input_shape, device="meta")
+start = time.perf_counter()
+if mode == "trace":
+    ops = trace_model(model, example, config=cfg).totals.ops
+else:
+    with torch.no_grad(), Bare():
+        model(example)
+print(f"inner_s={time.perf_counter() - start}")
 """
 
 
@@ -144,8 +153,13 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
         Case("run --model timm:mvitv2_huge_cls", _pvttrace("run", "--model", "timm:mvitv2_huge_cls")),
     ]
     for depth in SCALING_DEPTHS:
-        cases.append(Case(f"run tiny depths {depth}x4", _pvttrace("run", "--variant", "tiny", "--depths", ",".join([str(depth)] * 4))))
-        cases.append(Case(f"bare stand-in forward tiny depths {depth}x4", [PYTHON, "-c", _BARE_SCRIPT, str(depth)], group="bare"))
+        depths = ",".join([str(depth)] * 4)
+        cases.append(Case(f"run tiny depths {depth}x4", _pvttrace("run", "--variant", "tiny", "--depths", depths)))
+        cases.append(Case(f"trace_model tiny depths {depth}x4", [PYTHON, "-c", _SCALING_SCRIPT, "trace", str(depth)]))
+        cases.append(
+            Case(f"bare stand-in forward tiny depths {depth}x4", [PYTHON, "-c", _SCALING_SCRIPT, "bare", str(depth)],
+                 group="bare")
+        )
     if _has_command("diff"):
         cases += [
             Case("diff sr 8,4,2,1 vs 1,1,1,1 @224", _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1")),
@@ -196,9 +210,9 @@ def _limit(cap: int | None):  # type: ignore[no-untyped-def]
 def run_once(case: Case) -> None:
     """Run ``case`` once as a child process; record wall seconds and peak RSS (or why it failed)."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(
-            case.argv, stdout=subprocess.DEVNULL, stderr=err, cwd=case.cwd, preexec_fn=_limit(case.memory_cap_bytes)
+            case.argv, stdout=out, stderr=err, cwd=case.cwd, preexec_fn=_limit(case.memory_cap_bytes)
         )
         try:
             _, status, usage = _wait(proc, case.timeout_s)
@@ -216,6 +230,10 @@ def run_once(case: Case) -> None:
             reason = f"out of memory (cap {cap / GIB:.0f} GiB)" if oom and cap else f"failed (exit {status})"
             case.failures.append(reason)
             return
+        out.seek(0)
+        for line in out.read().decode(errors="replace").splitlines():
+            if line.startswith("inner_s="):
+                case.inner.append(float(line.removeprefix("inner_s=")))
     case.walls.append(wall)
     case.rss.append(usage.ru_maxrss * 1024)
 
@@ -275,6 +293,8 @@ def report(cases: list[Case], repeat: int) -> str:
             wall = statistics.median(case.walls)
             rss = statistics.median(case.rss)
             note = "; ".join(sorted(set(case.failures)))
+            if case.inner:
+                note = "; ".join(filter(None, (note, f"in-process {statistics.median(case.inner):.2f} s")))
             lines.append(
                 f"| {case.name} | {wall:.2f} | {wall / floor_wall:.2f} | {rss / 2**20:.0f} | "
                 f"{(rss - floor_rss) / 2**20:+.0f} | {note} |"
@@ -347,7 +367,11 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
             change = value / base - 1
             met = "yes" if abs(change) <= 0.10 else "NO"
             lines.append(f"| tiny @{size} sr 1 within 10% of tiny @224 | {change:+.1%} | {met} |")
-    lines += _scaling(wall, prefix)
+    def inner(name: str) -> float | None:
+        case = by_name.get(name)
+        return statistics.median(case.inner) if case and case.inner else None
+
+    lines += _scaling(inner, prefix)
     worst = max(
         (statistics.median(c.rss) - floor_rss for c in cases if c.group == "pvttrace" and c.rss
          and c.name.startswith(prefix) and (prefix or not c.name.startswith("before: "))),
@@ -360,10 +384,14 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
 _OPS: dict[int, int] = {}
 
 
-def _scaling(wall: Callable[[str], float | None], prefix: str) -> list[str]:
-    """Marginal tracer cost per op between scaling depths, against the bare stand-in forward's."""
-    traced = [wall(f"{prefix}run tiny depths {d}x4") for d in SCALING_DEPTHS]
-    bare = [wall(f"bare stand-in forward tiny depths {d}x4") for d in SCALING_DEPTHS]
+def _scaling(inner: Callable[[str], float | None], prefix: str) -> list[str]:
+    """Marginal tracer cost per op between scaling depths, against the bare stand-in forward's.
+
+    From the seconds each process measures around the traced (or bare) forward alone, so that the
+    noise of start-up does not swamp differences of a few seconds.
+    """
+    traced = [inner(f"{prefix}trace_model tiny depths {d}x4") for d in SCALING_DEPTHS]
+    bare = [inner(f"bare stand-in forward tiny depths {d}x4") for d in SCALING_DEPTHS]
     if any(v is None for v in (*traced, *bare)):
         return []
     for depth in SCALING_DEPTHS:
@@ -406,7 +434,7 @@ def main() -> int:
         cases += [
             Case("before: " + case.name, case.argv, group=case.group, timeout_s=case.timeout_s, cwd=args.baseline.resolve())
             for case in cases
-            if case.group == "pvttrace" and not case.name.startswith("run tiny depths")
+            if case.group == "pvttrace" and not case.name.startswith("run tiny depths")  # the in-process ones suffice
         ]
     for i in range(args.repeat):
         for case in cases:
