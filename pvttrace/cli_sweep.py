@@ -33,6 +33,8 @@ from pvttrace.sweep import DEFAULT_SIZES
 
 if TYPE_CHECKING:
     from pvttrace.sweep import SweepResult
+    from pvttrace.config import PvtConfig
+    from pvttrace.records import Trace
     from pvttrace.target import ModelSpec
 
 __all__ = ["sweep"]
@@ -247,9 +249,15 @@ def sweep(
                 )
         elif exact_trace:
             plan_sweep(columns, sizes)  # every config validated before the first trace
-            from pvttrace.cli_diff import config_tracer
+            if head is not None or train:
+                from pvttrace.cli_diff import config_tracer
 
-            result = run_sweep(columns, sizes, metrics, trace=config_tracer("meta", head, head_width, num_classes, train))
+                tracer = config_tracer("meta", head, head_width, num_classes, train)
+            else:
+                from pvttrace.sweep import size_tracer
+
+                tracer = size_tracer(metrics)
+            result = run_sweep(columns, sizes, metrics, trace=tracer)
         else:
             result = _formula_sweep(columns, sizes, metrics)
         if not quiet:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from pvttrace.atenshapes import aten_stand_in
 from pvttrace.memory import LifetimeLog, SavedTensor, StorageEvent, StorageKind
 
 __all__ = ["StorageTracker", "register_model", "report_saved_tensors", "run_backward"]
@@ -132,7 +133,10 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = aten_stand_in(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             self.key_of(out)
         elif isinstance(out, (tuple, list)):
@@ -174,6 +178,16 @@ def _unpack(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _backward(roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
+    """``torch.autograd.backward(roots, seeds)`` without its seed validation, which imports sympy (about 2 s
+    and 150 MiB on first use): each seed is ``ones_like`` its root, so there is nothing to validate."""
+    engine_run = getattr(torch.autograd.graph, "_engine_run_backward", None)
+    if engine_run is None:  # a torch without the private entry point: the public one does the same
+        torch.autograd.backward(roots, seeds)
+        return
+    engine_run(tuple(roots), tuple(seeds), False, False, (), allow_unreachable=True, accumulate_grad=True)
+
+
 def run_backward(tracker: StorageTracker, model: nn.Module, outputs: list[torch.Tensor]) -> None:
     """Backward from ``outputs`` (seeded with ones, like a loss gradient), then tag parameter grads.
 
@@ -184,7 +198,7 @@ def run_backward(tracker: StorageTracker, model: nn.Module, outputs: list[torch.
     tracker.inside = False
     roots = [t for t in outputs if t.requires_grad]
     seeds = [torch.ones_like(t) for t in roots]
-    torch.autograd.backward(roots, seeds)
+    _backward(roots, seeds)
     del seeds, roots
     for param in model.parameters():
         if param.grad is not None:

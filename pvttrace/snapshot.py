@@ -66,6 +66,8 @@ SNAPSHOT_VERSION = 1
 SNAPSHOT_SCHEMA = f"pvttrace.snapshot/{SNAPSHOT_VERSION}"
 _SCHEMA_PATTERN = re.compile(r"pvttrace\.snapshot/(\d+)")
 
+_OP_KINDS = frozenset(k.value for k in OpKind)
+
 #: Fields that ``rtol`` applies to; every other field (shapes, token counts, flags) must match exactly.
 COST_FIELDS = frozenset(
     {
@@ -149,7 +151,7 @@ class SnapshotOp:
         if not isinstance(data, Mapping):
             raise TraceFileError(f"is malformed: {where} must be a JSON object")
         kind = _string(data, "kind", where)
-        if kind not in {k.value for k in OpKind}:
+        if kind not in _OP_KINDS:
             raise TraceFileError(f"is malformed: {where}.kind={kind!r} is not an op kind")
         return cls(
             module=_string(data, "module", where),

@@ -49,6 +49,7 @@ __all__ = [
     "build_columns",
     "fit_power_law",
     "model_spec_at",
+    "needs_memory",
     "parse_metrics",
     "parse_sizes",
     "plan_sweep",
@@ -230,6 +231,29 @@ DEFAULT_METRICS = ("macs", "attention_macs", "attention_map_bytes", "peak_activa
 
 def _metric_available(metric: Metric) -> bool:
     return metric.requires is None or metric.requires in {f.name for f in fields(Totals)}
+
+
+def needs_memory(metrics: Sequence[Metric]) -> bool:
+    """Whether any of ``metrics`` reads a memory figure (the others need no storage tracking)."""
+    return any(metric.requires is not None for metric in metrics)
+
+
+def size_tracer(metrics: Sequence[Metric]) -> Callable[[PvtConfig], Trace]:
+    """A tracer for a sweep's cells: one model build per architecture, reused at every size, and storage
+    tracking only when one of ``metrics`` reads a memory figure (torch is imported on the first call)."""
+    memory_figures = needs_memory(metrics)
+    models: dict[tuple[object, ...], Any] = {}
+
+    def trace(cfg: PvtConfig) -> Trace:
+        from pvttrace.model import build_model
+        from pvttrace.trace import architecture_key, trace_config
+
+        key = architecture_key(cfg)
+        if key not in models:
+            models[key] = build_model(cfg)
+        return trace_config(cfg, memory_figures=memory_figures, model=models[key])
+
+    return trace
 
 
 def available_metrics() -> tuple[str, ...]:

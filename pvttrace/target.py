@@ -321,7 +321,9 @@ def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
     import torch
     from torch import nn
 
-    with torch.device(device):
+    from pvttrace.noinit import skip_meta_init
+
+    with torch.device(device), skip_meta_init(device):
         model = factory()
     if not isinstance(model, nn.Module):
         raise UserInputError(f"model={name!r}: the factory returned an object of type {type(model).__name__}, not an nn.Module")

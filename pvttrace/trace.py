@@ -19,23 +19,25 @@ analysis is in :mod:`pvttrace.memory`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._prims_common import suggest_memory_format
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__, memory
 from pvttrace.annotate import current_label, current_stage
+from pvttrace.atenshapes import suggest_memory_format
 from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
@@ -58,7 +60,7 @@ from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, To
 from pvttrace.trainstate import preserved_state
 from pvttrace.structure import StageGeometry, derive_structure
 
-__all__ = ["memory_log", "record_ops", "trace_config", "trace_model"]
+__all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trace_model"]
 
 # Property getters and metadata calls that return tensors but are not ops of the model.
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
@@ -390,7 +392,7 @@ def _run_recorded(
 
 def record_ops(
     model: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | ModelInputs,
     *,
     facts: list[dict[str, Any]] | None = None,
     observer: OpObserver | None = None,
@@ -522,6 +524,33 @@ def _attention_stages(config: PvtConfig | None, stages: tuple[StageSummary, ...]
     return [AttentionStage(s.index, s.dim, s.sr_ratio, s.index in pooled) for s in stages if s.attention_map_shape]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _without_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` with Python's cyclic garbage collector paused (restored afterwards).
+
+    A trace creates a few objects per op that live until it ends (records, events, finalizers), so each
+    automatic collection scans a heap that grows with the trace: the cost per op grew with the number
+    of ops. Storages are freed by reference counting (the lifetime tracker relies on that), never by
+    the cycle collector, so pausing it changes no figure; the tests compare traces both ways.
+    """
+
+    @functools.wraps(func)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+@_without_gc
 def trace_model(
     model: nn.Module,
     example: torch.Tensor | ModelInputs,
@@ -532,6 +561,7 @@ def trace_model(
     notes: list[str] | None = None,
     train: bool = False,
     optimizer: str = "adamw",
+    memory_figures: bool = True,
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
 
@@ -541,7 +571,9 @@ def trace_model(
 
     Every trace carries its inference memory (per-op live and peak activation bytes, the peak);
     with ``train`` a second forward with grad and a backward add the training-step memory for
-    ``optimizer`` (see :mod:`pvttrace.memory`).
+    ``optimizer`` (see :mod:`pvttrace.memory`). ``memory_figures=False`` (inference only) skips the
+    storage tracking, which costs about a third of the forward: memory fields are then 0, every other
+    figure is the same (for callers such as sweeps that show no memory metric).
 
     Raises:
         TraceError: the forward (or backward) failed.
@@ -551,7 +583,11 @@ def trace_model(
     inputs = _as_inputs(example)
     first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []
-    ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    if memory_figures or train:
+        ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+    else:
+        ops, outputs = record_ops(model, example, facts=facts)
+        log = None
     module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
     stage_params = _stage_params(model)
     geometry: tuple[StageGeometry, ...] = ()
@@ -586,8 +622,9 @@ def trace_model(
     )
     stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
     input_bytes = sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs.tensors()}.values())
-    timeline = memory.activation_timeline(log, len(ops))
-    ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
+    if log is not None:
+        timeline = memory.activation_timeline(log, len(ops))
+        ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
     training = None
     if train:
         train_ops, _, train_log = memory_log(model, inputs, train=True)
@@ -618,6 +655,11 @@ def trace_model(
     )
 
 
+def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
+    """Every field of ``cfg`` the built model can depend on: all but the input's size and batch."""
+    return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("img", "batch", "warnings"))
+
+
 def trace_config(
     cfg: PvtConfig,
     *,
@@ -625,10 +667,15 @@ def trace_config(
     convention: str = "macs",
     train: bool = False,
     optimizer: str = "adamw",
+    memory_figures: bool = True,
+    model: nn.Module | None = None,
 ) -> Trace:
     """Build the PVT described by ``cfg`` on ``device`` and trace one forward of a ``cfg.input_shape`` batch.
 
-    With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state).
+    With ``train``, also a training step's memory (forward with grad, backward, ``optimizer`` state);
+    ``memory_figures=False`` leaves the memory fields 0 (see :func:`trace_model`). ``model``, when given, is
+    a model already built on ``device`` for ``cfg``'s architecture (see :func:`architecture_key`), e.g. by
+    a sweep that traces one architecture at many sizes: the model does not depend on the image size.
 
     Example:
         >>> from pvttrace.config import get_variant
@@ -644,12 +691,16 @@ def trace_config(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
     try:
-        model = build_model(cfg, device=device)
+        if model is None:
+            model = build_model(cfg, device=device)
         example = torch.empty(cfg.input_shape, device=device, dtype=torch_dtype(cfg.dtype))
         if device != "meta":
             example.normal_(generator=torch.Generator(device=device).manual_seed(0))
     except (RuntimeError, MemoryError) as exc:  # real devices: out of memory (meta allocates nothing)
         message = " ".join(str(exc).split())[:300]
         raise TraceError(f"cannot build the model and its input on {device}: {type(exc).__name__}: {message}") from exc
-    return trace_model(model, example, config=cfg, convention=convention, train=train, optimizer=optimizer)
+    return trace_model(
+        model, example, config=cfg, convention=convention, train=train, optimizer=optimizer,
+        memory_figures=memory_figures,
+    )
 

@@ -1,0 +1,59 @@
+"""Build models on the ``meta`` device without running their weight initialisers.
+
+A model's constructor fills every parameter: ``reset_parameters`` (``kaiming_uniform_`` and friends),
+or the model's own scheme (timm's ``trunc_normal_``: ``uniform_``, ``erfinv_``, ``mul_``, ``add_``,
+``clamp_`` on each tensor). On meta tensors those calls compute nothing, yet each goes through
+torch's dispatch, many through Python reference kernels: on a large timm model (mvitv2_huge_cls)
+they are about 80% of the build. A trace needs only shapes, so while a model is built on meta,
+:func:`skip_meta_init` answers the in-place *value-filling* calls on meta tensors by returning the
+tensor untouched. Calls that change a tensor's shape or strides (``resize_``, ``t_``, ``unsqueeze_``,
+``as_strided_`` ...) are not in the list and run as usual, so shapes, parameter counts and the
+module tree are exactly what a normal build gives (tests/test_performance.py compares them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["skip_meta_init"]
+
+#: In-place tensor methods that only write values (never shape, strides or dtype).
+_FILLS = frozenset(
+    {
+        "uniform_", "normal_", "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_", "random_",
+        "fill_", "zero_", "fill_diagonal_", "copy_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_",
+        "clamp_min_", "clamp_max_", "abs_", "sqrt_", "exp_", "neg_", "sign_", "addcmul_", "addcdiv_",
+    }
+)  # fmt: skip
+
+
+class _SkipFills(TorchFunctionMode):
+    """Returns meta tensors untouched from value-filling in-place calls; everything else runs."""
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if args and getattr(func, "__name__", "") in _FILLS:
+            target = args[0]
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def skip_meta_init(device: str | torch.device) -> Iterator[None]:
+    """While building a model on ``device``: skip weight initialisation if that is ``meta``, else do nothing."""
+    if torch.device(device).type != "meta":
+        yield
+        return
+    with _SkipFills():
+        yield

@@ -1,0 +1,71 @@
+"""The performance shortcuts change no figure: skipped weight initialisation on meta, the paused
+garbage collector, and traces without memory tracking (timings are benchmarks/run.py's job)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pvttrace.config import get_variant, resolve_config
+from pvttrace.model import PyramidVisionTransformer, build_model
+from pvttrace.noinit import skip_meta_init
+from pvttrace.sweep import METRICS, needs_memory
+from pvttrace.trace import trace_config, trace_model
+from tests.optional import require
+
+
+def _shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(n, tuple(t.shape), t.dtype) for n, t in (*model.named_parameters(), *model.named_buffers())]
+
+
+def test_builtin_model_built_without_init_has_every_parameter() -> None:
+    cfg = get_variant("b0")
+    model = build_model(cfg)  # skips initialisation (meta)
+    reference = PyramidVisionTransformer(cfg, device="meta")  # initialised as usual
+    assert _shapes(model) == _shapes(reference)
+    assert sum(p.numel() for p in model.parameters()) == 3_666_760
+
+
+def test_timm_model_built_without_init_has_every_parameter() -> None:
+    timm = require("timm")
+    with torch.device("meta"):
+        reference = timm.create_model("pvt_v2_b0", pretrained=False)
+        with skip_meta_init("meta"):
+            fast = timm.create_model("pvt_v2_b0", pretrained=False)
+    assert _shapes(fast) == _shapes(reference)
+    assert [type(m) for m in fast.modules()] == [type(m) for m in reference.modules()]
+
+
+def test_init_still_runs_off_meta() -> None:
+    torch.manual_seed(0)
+    with skip_meta_init("cpu"):
+        layer = torch.nn.Linear(4, 3)
+    assert layer.weight.abs().sum().item() > 0  # kaiming_uniform_ ran on the CPU tensor
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_trace_is_the_same_with_the_garbage_collector_running(train: bool) -> None:
+    cfg = resolve_config("tiny", img="64", batch=2)
+    model = build_model(cfg)
+    example = torch.empty(cfg.input_shape, device="meta")
+    paused = trace_model(model, example, config=cfg, train=train)
+    running = trace_model.__wrapped__(model, example, config=cfg, train=train)  # type: ignore[attr-defined]
+    assert paused == running
+
+
+def test_trace_without_memory_figures_differs_only_in_memory() -> None:
+    cfg = resolve_config("b0", img="96", batch=2)
+    full, lean = trace_config(cfg), trace_config(cfg, memory_figures=False)
+    memory_fields = {"live_bytes", "peak_bytes", "saved_bytes"}
+    strip = {f.name: 0 for f in dataclasses.fields(full.ops[0]) if f.name in memory_fields}
+    assert [dataclasses.replace(op, **strip) for op in full.ops] == list(lean.ops)
+    assert lean.totals.macs == full.totals.macs and lean.totals.params == full.totals.params
+    assert lean.totals.peak_activation_bytes == 0 < full.totals.peak_activation_bytes
+    assert [s.attention_map_bytes for s in lean.stages] == [s.attention_map_bytes for s in full.stages]
+
+
+def test_only_memory_metrics_need_memory_tracking() -> None:
+    assert needs_memory([METRICS["peak_activation_bytes"]])
+    assert not needs_memory([METRICS[name] for name in ("macs", "attention_macs", "attention_map_bytes", "params")])
