@@ -19,6 +19,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from pvttrace import __version__
+from pvttrace.cli_guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class _OneLineErrors(TyperGroup):
             reconfigure(errors="backslashreplace")
         try:
             result = super().main(*args, **kwargs)
+        except _Interrupted:
+            _fail("interrupted", 130)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -51,6 +54,18 @@ class _OneLineErrors(TyperGroup):
                 raise
             _fail(format_message(), exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+    def invoke(self, ctx: Any) -> Any:  # noqa: D102 - the group's own signature
+        # Click prints an empty line and raises Abort on KeyboardInterrupt; one line is enough.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C (or a KeyboardInterrupt from the model's code) while a command ran."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -372,6 +387,7 @@ def run(
     input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -396,17 +412,19 @@ def run(
 
             sys.stdout.write(module_summary(cfg) + "\n")
             return
+        check_timeout(timeout)
         from pvttrace.coverage import uncosted_summary
         from pvttrace.target import trace_target
 
-        trace = trace_target(
-            spec,
-            convention=convention.value,
-            device=device.value,
-            on_note=lambda note: warn([note]),
-            train=train,
-            optimizer=optimizer_name,
-        )
+        with tracing(f"tracing {spec.name}", timeout):
+            trace = trace_target(
+                spec,
+                convention=convention.value,
+                device=device.value,
+                on_note=lambda note: warn([note]),
+                train=train,
+                optimizer=optimizer_name,
+            )
         if stage and cfg is None:
             _check_stages(stage, len(trace.stages))
         missing = uncosted_summary(trace)
