@@ -176,9 +176,12 @@ def sweep(
             from pvttrace.sweep import run_model_sweep
             from pvttrace.target import trace_target
 
-            result = run_model_sweep(
-                specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
-            )
+            from pvttrace.cli_guard import tracing
+
+            with tracing("sweeping"):
+                result = run_model_sweep(
+                    specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
+                )
         else:
             plan_sweep(columns, sizes)  # every config validated before the first trace
             from pvttrace.trace import trace_config

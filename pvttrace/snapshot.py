@@ -60,6 +60,7 @@ __all__ = [
     "dumps_snapshot",
     "load_snapshot",
     "loads_snapshot",
+    "rewritable",
     "snapshot_from_trace",
     "verify_snapshot",
     "write_snapshot",
@@ -476,6 +477,16 @@ def _recover_config(path: str) -> tuple[PvtConfig, Budgets]:
     return PvtConfig.from_dict(data["config"]), budgets
 
 
+def rewritable(path: str) -> bool:
+    """True when ``path`` holds a snapshot of this or an older schema whose config can be rebuilt
+    (what ``--update`` may overwrite although the file does not load)."""
+    try:
+        _recover_config(path)
+    except (TraceFileError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+    return True
+
+
 def write_text_atomic(path: str, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old file or the new one, never a mix.
 
@@ -684,15 +695,43 @@ def _op_values(op: SnapshotOp) -> dict[str, Any]:
     return {name: getattr(op, name) for name in _OP_FIELDS}
 
 
+#: Largest (stored ops x current ops) between the common prefix and suffix that difflib aligns. difflib's
+#: cost grows with that product; past it the differing middle is reported as removed and added ops.
+MAX_ALIGNMENT_CELLS = 4_000_000
+
+
+def _alignment(stored: Sequence[Any], current: Sequence[Any]) -> list[tuple[str, int, int, int, int]]:
+    """difflib-style opcodes: linear when the sequences are equal, the common prefix and suffix matched
+    in linear time, and difflib only on the differing middle while it stays under MAX_ALIGNMENT_CELLS."""
+    n, m = len(stored), len(current)
+    prefix = 0
+    while prefix < min(n, m) and stored[prefix] == current[prefix]:
+        prefix += 1
+    if prefix == n == m:
+        return [("equal", 0, n, 0, m)] if n else []
+    suffix = 0
+    while suffix < min(n, m) - prefix and stored[n - 1 - suffix] == current[m - 1 - suffix]:
+        suffix += 1
+    opcodes: list[tuple[str, int, int, int, int]] = [("equal", 0, prefix, 0, prefix)] if prefix else []
+    a, b = stored[prefix : n - suffix], current[prefix : m - suffix]
+    if len(a) * len(b) <= MAX_ALIGNMENT_CELLS:
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        opcodes += [(t, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for t, i1, i2, j1, j2 in matcher.get_opcodes()]
+    else:
+        opcodes.append(("replace", prefix, n - suffix, prefix, m - suffix))
+    if suffix:
+        opcodes.append(("equal", n - suffix, n, m - suffix, m))
+    return opcodes
+
+
 def _compare_ops(stored: Sequence[SnapshotOp], current: Sequence[SnapshotOp], rtol: float) -> list[OpChange]:
-    """Align the two op sequences (difflib, no junk heuristic) so an inserted op does not shift the rest."""
-    matcher = difflib.SequenceMatcher(
-        None, [op.identity for op in stored], [op.identity for op in current], autojunk=False
-    )
+    """Align the two op sequences so an inserted op does not shift the rest (see :func:`_alignment`)."""
     changes: list[OpChange] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _alignment([op.identity for op in stored], [op.identity for op in current]):
         if tag == "equal":
             for old, new in zip(stored[i1:i2], current[j1:j2], strict=True):
+                if old == new:
+                    continue
                 fields_changed = _field_changes(_op_values(old), _op_values(new), _OP_FIELDS, rtol)
                 if fields_changed:
                     changes.append(OpChange(ChangeStatus.CHANGED, new, tuple(fields_changed)))

@@ -86,3 +86,26 @@ def deep() -> nn.Module:
 
 def linear() -> nn.Module:
     return nn.Linear(8, 4)
+
+
+class _Slow(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        for _ in range(600):
+            time.sleep(0.05)
+        return x
+
+
+def slow() -> nn.Module:
+    return _Slow()
+
+
+_IMPORTED_MARKER = "hostile_zoo_marker.txt"
+
+
+def marks_the_working_directory() -> nn.Module:
+    """Leaves a file behind when called: proves whether a check ran the factory."""
+    with open(_IMPORTED_MARKER, "w", encoding="utf-8") as handle:
+        handle.write("ran\n")
+    return nn.Linear(8, 4)
