@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -94,7 +95,9 @@ def _deadline(timeout: float | None, label: str) -> Iterator[None]:
         raise _TimedOut
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    # An outer timer (a test harness's alarm) is put back afterwards with the time it had left.
+    outer, _interval = signal.setitimer(signal.ITIMER_REAL, timeout)
+    started = time.monotonic()
     try:
         yield
     except _TimedOut:
@@ -102,6 +105,8 @@ def _deadline(timeout: float | None, label: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001))
 
 
 @contextlib.contextmanager

@@ -173,10 +173,9 @@ def sweep(
             plot_format(plot)
             require_matplotlib()
         if specs is not None:
+            from pvttrace.cli_guard import tracing
             from pvttrace.sweep import run_model_sweep
             from pvttrace.target import trace_target
-
-            from pvttrace.cli_guard import tracing
 
             with tracing("sweeping"):
                 result = run_model_sweep(

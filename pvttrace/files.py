@@ -30,7 +30,7 @@ MAX_FILE_BYTES = 256 * 2**20
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows.
 _UNPRINTABLE = frozenset(
-    [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]
 )
 
 

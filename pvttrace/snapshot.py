@@ -63,6 +63,7 @@ __all__ = [
     "rewritable",
     "snapshot_from_trace",
     "verify_snapshot",
+    "write_bytes_atomic",
     "write_snapshot",
     "write_text_atomic",
 ]
@@ -502,9 +503,14 @@ def write_text_atomic(path: str, text: str) -> None:
         TraceFileError: the directory cannot be created or written, or the file has hard links.
     """
     try:
-        text.encode("utf-8")
+        data = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate, e.g. read from a "\ud800" escape in a JSON file
         raise TraceFileError(f"cannot write {path}: the text is not valid Unicode ({exc.reason})") from None
+    write_bytes_atomic(path, data)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (plots): the same guarantees and errors."""
     target = os.path.realpath(path) if os.path.islink(path) else path
     directory = os.path.dirname(os.path.abspath(target))
     name = os.path.basename(target)
@@ -528,8 +534,8 @@ def write_text_atomic(path: str, text: str) -> None:
         except OSError as exc:
             raise TraceFileError(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-                stream.write(text)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.chmod(temporary, mode)

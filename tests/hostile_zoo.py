@@ -109,3 +109,15 @@ def marks_the_working_directory() -> nn.Module:
     with open(_IMPORTED_MARKER, "w", encoding="utf-8") as handle:
         handle.write("ran\n")
     return nn.Linear(8, 4)
+
+
+class _PrintsAny(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print("hello from the model's forward")
+        return x.relu()
+
+
+def prints_any() -> nn.Module:
+    """Prints from the factory and the forward, and takes any input shape (for the fuzz campaign)."""
+    print("hello from the factory")
+    return _PrintsAny()

@@ -17,11 +17,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import hostile_zoo
 from pvttrace import cli_guard, files, snapshot
 from pvttrace.cli import app
 from pvttrace.config import get_variant
-from pvttrace.errors import TraceError, TraceFileError, UserInputError
+from pvttrace.errors import TraceFileError, UserInputError
 from pvttrace.snapshot import compare_snapshots, load_snapshot, loads_snapshot, snapshot_from_trace, write_text_atomic
 from pvttrace.target import parse_model_spec, trace_target
 from pvttrace.trace import trace_config, trace_model
