@@ -55,14 +55,14 @@ def _progress(label: str) -> Iterator[None]:
 
     progress = Progress(
         SpinnerColumn(),
-        TextColumn(label.replace("[", "\\[")),
+        TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
         redirect_stdout=False,
         redirect_stderr=False,
     )
-    progress.add_task(label, total=None)
+    progress.add_task(label, total=None)  # the label is shown as it is: no markup, no format fields
     lock = threading.Lock()
     state = {"started": False, "done": False}
 

@@ -367,7 +367,7 @@ def test_a_long_trace_shows_progress_on_a_terminal_only(monkeypatch: pytest.Monk
     terminal = _Terminal(tty)
     monkeypatch.setattr(sys, "stderr", terminal)
     monkeypatch.setattr(cli_guard, "PROGRESS_AFTER_S", 0.05)
-    with cli_guard.tracing("tracing something"):
+    with cli_guard.tracing("checking snaps/{x}[red].json"):
         time.sleep(0.6)
-    assert ("tracing something" in terminal.text) is tty
+    assert ("checking snaps/{x}[red].json" in terminal.text) is tty
 
