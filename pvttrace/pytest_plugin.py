@@ -33,7 +33,14 @@ import pytest
 from pvttrace.config import PvtConfig
 from pvttrace.errors import TraceFileError
 from pvttrace.records import Trace
-from pvttrace.snapshot import Budgets, Snapshot, load_snapshot, rewritable, snapshot_from_trace, verify_snapshot
+from pvttrace.snapshot import (
+    Budgets,
+    Snapshot,
+    damaged_own_snapshot,
+    load_snapshot,
+    snapshot_from_trace,
+    verify_snapshot,
+)
 from pvttrace.snapshot_report import result_lines
 from pvttrace.units import parse_bytes, parse_count
 
@@ -159,9 +166,10 @@ class PvtSnapshot:
             action = "write it" if not target.exists() else "rewrite it (or fix it by hand)"
             hint = f"run pytest --pvttrace-update to {action}"
             pytest.fail(f"pvttrace snapshot: {unreadable}; {hint}", pytrace=False)
-        if unreadable and os.path.lexists(target) and not rewritable(str(target)):
-            # The same rule as `pvttrace snapshot check --update`: never overwrite a file that is not a
-            # pvttrace snapshot this version may rewrite (a hand-written file, a newer schema, a FIFO).
+        if unreadable and os.path.lexists(target) and not damaged_own_snapshot(str(target)):
+            # As `pvttrace snapshot check --update`: never overwrite a file that is not a pvttrace snapshot
+            # this version may rewrite (a hand-written file, a newer schema, a FIFO); the config comes from
+            # the test, so a damaged snapshot of ours may be rewritten.
             pytest.fail(f"pvttrace snapshot: {unreadable}; --pvttrace-update leaves it alone", pytrace=False)
         current = snapshot_from_trace(trace, stored.budgets if stored else Budgets())
         result = verify_snapshot(

@@ -57,10 +57,10 @@ __all__ = [
     "check_budgets",
     "check_snapshot_file",
     "compare_snapshots",
+    "damaged_own_snapshot",
     "dumps_snapshot",
     "load_snapshot",
     "loads_snapshot",
-    "rewritable",
     "snapshot_from_trace",
     "verify_snapshot",
     "write_bytes_atomic",
@@ -478,14 +478,18 @@ def _recover_config(path: str) -> tuple[PvtConfig, Budgets]:
     return PvtConfig.from_dict(data["config"]), budgets
 
 
-def rewritable(path: str) -> bool:
-    """True when ``path`` holds a snapshot of this or an older schema whose config can be rebuilt
-    (what ``--update`` may overwrite although the file does not load)."""
+def damaged_own_snapshot(path: str) -> bool:
+    """True when ``path`` is a regular file that looks like a damaged pvttrace snapshot of this or an older
+    schema: its schema line says so, or it starts as :func:`dumps_snapshot` writes. A caller that has the
+    config from elsewhere (the pytest plugin) may rewrite it; a hand-written or newer file is never one."""
     try:
-        _recover_config(path)
-    except (TraceFileError, ValueError, KeyError, TypeError, RecursionError):
+        text = read_text_file(path)
+    except TraceFileError:
         return False
-    return True
+    found = re.search(r'"schema"\s*:\s*"pvttrace\.snapshot/([1-9][0-9]{0,8})"', text, re.ASCII)
+    if found is not None:
+        return int(found.group(1)) <= SNAPSHOT_VERSION
+    return text.startswith('{\n  "budgets": ')
 
 
 def write_text_atomic(path: str, text: str) -> None:
