@@ -19,6 +19,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from pvttrace import __version__
+from pvttrace.cli_guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class _OneLineErrors(TyperGroup):
             reconfigure(errors="backslashreplace")
         try:
             result = super().main(*args, **kwargs)
+        except _Interrupted:
+            _fail("interrupted", 130)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -52,6 +55,17 @@ class _OneLineErrors(TyperGroup):
             argv = args[0] if args else kwargs.get("args")
             _fail(format_message() + usage_hint(list(argv) if argv is not None else sys.argv[1:]), exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:  # noqa: D102 - the group's own signature
+        # Click prints an empty line and raises Abort on KeyboardInterrupt; one line is enough.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C (or a KeyboardInterrupt from the model's code) while a command ran."""
 
 
 def usage_hint(argv: Sequence[str]) -> str:
@@ -523,6 +537,7 @@ def run(
     depth: Annotated[
         int, typer.Option("--depth", help="With --modules --model: how deep the module tree goes (0 = the model).")
     ] = 3,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Trace one configuration (or any model with --model) and show its stages, ops and peak memory.
 
@@ -562,17 +577,19 @@ def run(
 
             sys.stdout.write(module_summary(cfg, width=make_console(width).width) + "\n")
             return
+        check_timeout(timeout)
         from pvttrace.coverage import uncosted_summary
         from pvttrace.target import trace_target
 
-        trace = trace_target(
-            spec,
-            convention=convention.value,
-            device=device.value,
-            on_note=lambda note: warn([note]),
-            train=train,
-            optimizer=optimizer_name,
-        )
+        with tracing(f"tracing {spec.name}", timeout):
+            trace = trace_target(
+                spec,
+                convention=convention.value,
+                device=device.value,
+                on_note=lambda note: warn([note]),
+                train=train,
+                optimizer=optimizer_name,
+            )
         gpu_peak = _gpu_peak(spec, gpu_setting, optimizer_name, amp=amp)
         if stages and cfg is None:
             _check_stages(stages, len(trace.stages))

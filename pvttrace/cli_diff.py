@@ -150,12 +150,14 @@ def _spec_labels(specs: list[ModelSpec]) -> list[str]:
 
 def _trace_specs(specs: list[ModelSpec], device: str) -> list[Trace]:
     """Trace each distinct spec once (torch is imported here)."""
+    from pvttrace.cli_guard import tracing
     from pvttrace.target import trace_target
 
     cache: dict[ModelSpec, Trace] = {}
     for spec in specs:
         if spec not in cache:
-            cache[spec] = trace_target(spec, device=device, on_note=lambda note: warn([note]))
+            with tracing(f"tracing {spec.name}"):
+                cache[spec] = trace_target(spec, device=device, on_note=lambda note: warn([note]))
     return [cache[spec] for spec in specs]
 
 

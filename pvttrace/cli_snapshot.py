@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -45,7 +46,9 @@ from pvttrace.cli import (
     warn,
     warn_config,
 )
+from pvttrace.cli_guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.errors import TraceError, TraceFileError, UserInputError
+from pvttrace.files import printable
 from pvttrace.snapshot import (
     Budgets,
     Snapshot,
@@ -165,9 +168,9 @@ def write(
             warn_config(spec.config.warnings, quiet)
         from pvttrace.target import trace_target
 
-        snapshot = snapshot_from_trace(
-            trace_target(spec, on_note=lambda note: warn([note])), kept.overridden_by(budgets)
-        )
+        with tracing(f"tracing {spec.name}"):
+            traced = trace_target(spec, on_note=lambda note: warn([note]))
+        snapshot = snapshot_from_trace(traced, kept.overridden_by(budgets))
         if existing is not None and not force and _subject(existing) != _subject(snapshot):
             raise UserInputError(
                 f"{path} holds a snapshot of another configuration ({existing.describe()}); pass --force to "
@@ -187,12 +190,28 @@ def _subject(snapshot: Snapshot) -> tuple[object, ...]:
     return (snapshot.config, snapshot.model, None if snapshot.config is not None else snapshot.input_shape)
 
 
-def _trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
-    """Re-trace a --model snapshot's spec at its stored input shape (torch is imported here)."""
-    from pvttrace.target import parse_model_spec, trace_target
+def _model_tracer(path: str, allowed: frozenset[str], allow_all: bool) -> Callable[[str, tuple[int, ...]], Trace]:
+    """Re-trace a --model snapshot's spec at its stored input shape, if the command line allows its import.
 
-    spec = parse_model_spec(model, input_shape=",".join(map(str, input_shape)))
-    return trace_target(spec, on_note=lambda note: warn([note]))
+    A snapshot is data that arrives through pull requests; ``pkg.mod:factory`` would import a module
+    from the working directory and call it, so that runs only for specs the user named with
+    ``--allow-model SPEC`` or for any with ``--allow-model-import``. ``timm:NAME`` builds a model of the
+    installed timm package (no code from the checkout) and is always allowed.
+    """
+
+    def trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
+        from pvttrace.target import parse_model_spec, trace_target
+
+        spec = parse_model_spec(model, input_shape=",".join(map(str, input_shape)))
+        if spec.source == "import" and not allow_all and spec.target not in allowed:
+            shown = printable(model)
+            raise UserInputError(
+                f"{path} names model {shown!r}, which would import and run Python code from the working directory; "
+                f"allow it with --allow-model {shown} (or --allow-model-import for every model)"
+            )
+        return trace_target(spec, on_note=lambda note: warn([note]))
+
+    return trace_model
 
 
 def _snapshot_files(paths: list[str]) -> list[str]:
@@ -232,6 +251,21 @@ def check(
     max_params: MaxParamsOpt = None,
     max_attention_map: MaxMapOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="Op lines shown per stage (0: all).")] = 10,
+    allow_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-model",
+            help="Allow --model snapshots of this PACKAGE.MODULE:FACTORY spec to import and run it (repeatable).",
+        ),
+    ] = None,
+    allow_model_import: Annotated[
+        bool,
+        typer.Option(
+            "--allow-model-import",
+            help="Allow every --model snapshot to import and run its PACKAGE.MODULE:FACTORY (trusted files only).",
+        ),
+    ] = False,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Re-trace the configuration stored in each snapshot (one trace per file) and compare.
 
@@ -246,6 +280,10 @@ def check(
         if limit < 0:
             raise UserInputError(f"limit={limit} must be 0 (show all) or positive")
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
+        check_timeout(timeout)
+        from pvttrace.target import parse_model_spec
+
+        allowed = frozenset(parse_model_spec(spec).target for spec in allow_model or [])
         files = _snapshot_files(paths)
     from pvttrace.trace import trace_config
 
@@ -253,9 +291,15 @@ def check(
     failed = invalid = 0
     for path in files:
         try:
-            result = check_snapshot_file(
-                path, trace=trace_config, rtol=rtol, budgets=budgets, update=update, trace_model=_trace_model
-            )
+            with tracing(f"checking {path}", timeout):
+                result = check_snapshot_file(
+                    path,
+                    trace=trace_config,
+                    rtol=rtol,
+                    budgets=budgets,
+                    update=update,
+                    trace_model=_model_tracer(path, allowed, allow_model_import),
+                )
         except (UserInputError, TraceError) as exc:
             message = str(exc)
             # Name the file, also when the error comes from re-tracing its model (an import that fails).

@@ -238,28 +238,31 @@ def sweep(
         if specs is None:
             plan_sweep(columns, sizes)  # every config validated before the first trace
         warn(notes)
-        if specs is not None:
-            result = None if exact_trace else _model_formula_sweep(specs, sizes, metrics, label)
-            if result is None:
-                from pvttrace.sweep import run_model_sweep
-                from pvttrace.target import trace_target
+        from pvttrace.cli_guard import tracing
 
-                result = run_model_sweep(
-                    specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
-                )
-        elif exact_trace:
-            plan_sweep(columns, sizes)  # every config validated before the first trace
-            if head is not None or train:
-                from pvttrace.cli_diff import config_tracer
+        with tracing("sweeping"):  # a progress line on a terminal when it takes long
+            if specs is not None:
+                result = None if exact_trace else _model_formula_sweep(specs, sizes, metrics, label)
+                if result is None:
+                    from pvttrace.sweep import run_model_sweep
+                    from pvttrace.target import trace_target
 
-                tracer = config_tracer("meta", head, head_width, num_classes, train)
+                    result = run_model_sweep(
+                        specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
+                    )
+            elif exact_trace:
+                plan_sweep(columns, sizes)  # every config validated before the first trace
+                if head is not None or train:
+                    from pvttrace.cli_diff import config_tracer
+
+                    tracer = config_tracer("meta", head, head_width, num_classes, train)
+                else:
+                    from pvttrace.sweep import size_tracer
+
+                    tracer = size_tracer(metrics)
+                result = run_sweep(columns, sizes, metrics, trace=tracer)
             else:
-                from pvttrace.sweep import size_tracer
-
-                tracer = size_tracer(metrics)
-            result = run_sweep(columns, sizes, metrics, trace=tracer)
-        else:
-            result = _formula_sweep(columns, sizes, metrics)
+                result = _formula_sweep(columns, sizes, metrics)
         if not quiet:
             from pvttrace.notes import grouped_by_prefix
 

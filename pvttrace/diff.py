@@ -29,6 +29,7 @@ from typing import Any
 from pvttrace import __version__
 from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_name
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
+from pvttrace.files import loads_strict, read_text_file
 from pvttrace.records import (
     CONVENTION,
     OPTIONAL_TOTALS,
@@ -603,14 +604,11 @@ def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None =
     Raises:
         TraceFileError: missing, unreadable, not JSON, wrong schema, or malformed content.
     """
+    text = read_text_file(path, what="trace or snapshot")
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise TraceFileError(f"cannot read {path}: {reason}") from None
-    try:
-        data = json.loads(text)
+        data = loads_strict(text)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{path} {exc}") from None
     except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
         raise TraceFileError(f"{path} is not valid JSON ({json_error_reason(exc)})") from None
     schema = data.get("schema") if isinstance(data, Mapping) else None
@@ -621,8 +619,9 @@ def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None =
             raise TraceFileError(f"{path}: {exc}") from None
     if schema == SNAPSHOT_SCHEMA:
         return _trace_from_snapshot(data, path, retrace)
-    found = schema if isinstance(data, Mapping) else type(data).__name__
-    raise TraceFileError(f"{path}: schema={found!r} is not {TRACE_SCHEMA!r} or {SNAPSHOT_SCHEMA!r}")
+    found = repr(schema) if isinstance(data, Mapping) else repr(type(data).__name__)
+    found = found if len(found) <= 80 else found[:76] + "...'"
+    raise TraceFileError(f"{path}: schema={found} is not {TRACE_SCHEMA!r} or {SNAPSHOT_SCHEMA!r}")
 
 
 def _trace_from_snapshot(

@@ -28,5 +28,13 @@ class TraceError(PvtTraceError):
     """The traced model failed during its forward; the message names the op where it failed."""
 
 
+class MetaDeviceError(TraceError):
+    """A torch call failed on meta tensors (it reads values, or mixes devices): worth a run on the CPU."""
+
+
+class UserCodeExit(TraceError):
+    """The traced model's own code called ``sys.exit``; never a success, whatever its exit code."""
+
+
 class CheckFailed(PvtTraceError):
     """A comparison or budget check did not hold (CLI exit code 1)."""

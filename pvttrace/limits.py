@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pvttrace.errors import ConfigError
+from pvttrace.errors import ConfigError, UserInputError
 from pvttrace.units import format_bytes
 
 if TYPE_CHECKING:
     from pvttrace.config import PvtConfig
 
-__all__ = ["MAX_BLOCKS", "TORCH_MAX_BYTES", "check_magnitudes", "check_tensor_sizes", "largest_tensor"]
+__all__ = ["MAX_BLOCKS", "MAX_INPUT_DIMS", "TORCH_MAX_BYTES", "check_input_shape", "check_magnitudes", "check_tensor_sizes", "largest_tensor"]
 
 #: Bytes past which torch cannot create a tensor (its sizes and strides are int64).
 TORCH_MAX_BYTES = 2**63 - 1
@@ -119,4 +119,34 @@ def check_tensor_sizes(cfg: PvtConfig) -> None:
             f"the {what} {list(shape)} would take {format_bytes(size)} ({cfg.dtype}) with "
             f"img={cfg.img[0]}x{cfg.img[1]}, batch={cfg.batch}, dims={','.join(map(str, cfg.dims))}; torch cannot "
             f"create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device{hint}"
+        )
+
+
+#: Most dimensions of an input tensor (torch's own limit for many kernels is 64).
+MAX_INPUT_DIMS = 64
+
+
+def check_input_shape(shape: tuple[int, ...], *, dtype_bytes: int = 4, field: str = "input_shape") -> None:
+    """A ``--model`` input shape fits torch: at most 64 dimensions, each and the whole tensor under 2**63 bytes.
+
+    Raises:
+        UserInputError: naming the field, the shape and the limit.
+    """
+    def shown(value: int) -> str:
+        return str(value) if value < 10**30 else f"about 2**{value.bit_length() - 1}"
+
+    if len(shape) > MAX_INPUT_DIMS:
+        raise UserInputError(f"{field} has {len(shape)} dimensions; torch tensors have at most {MAX_INPUT_DIMS}")
+    elements = 1
+    for size in shape:
+        if size > TORCH_MAX_BYTES:
+            raise UserInputError(
+                f"{field}={','.join(shown(s) for s in shape)}: {shown(size)} is larger than torch's largest size, "
+                f"2**63 - 1"
+            )
+        elements *= size
+    if elements * dtype_bytes > TORCH_MAX_BYTES:
+        raise UserInputError(
+            f"{field}={','.join(shown(s) for s in shape)} would take {format_bytes(elements * dtype_bytes)}; torch "
+            "cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device"
         )

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pvttrace.errors import UserInputError
+from pvttrace.errors import TraceFileError, UserInputError
 from pvttrace.sweep import Metric, MetricUnit, SweepResult
 from pvttrace.units import format_bytes, format_count
 
@@ -325,20 +324,12 @@ def save_figure(figure: Figure, path: str, *, dpi: int = _DPI) -> None:
             figure.draw_without_rendering()
             figure.set_layout_engine("none")
         figure.savefig(buffer, format=fmt, metadata=metadata, dpi=dpi)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    from pvttrace.snapshot import write_bytes_atomic
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(temp, path)
-    except OSError as exc:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise UserInputError(f"plot={path!r} cannot be written: {exc.strerror or exc}") from None
+        write_bytes_atomic(path, buffer.getvalue())
+    except TraceFileError as exc:
+        prefix = f"cannot write {path}: "
+        reason = str(exc).removeprefix(prefix)
+        raise UserInputError(f"plot={path!r} cannot be written: {reason}") from None
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

@@ -25,6 +25,7 @@ same ``pvttrace.snapshot/1`` files the command line reads, so CI can also check 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -35,7 +36,14 @@ import pytest
 from pvttrace.config import PvtConfig
 from pvttrace.errors import PvtTraceError, TraceFileError
 from pvttrace.records import Trace
-from pvttrace.snapshot import Budgets, Snapshot, load_snapshot, snapshot_from_trace, verify_snapshot
+from pvttrace.snapshot import (
+    Budgets,
+    Snapshot,
+    damaged_own_snapshot,
+    load_snapshot,
+    snapshot_from_trace,
+    verify_snapshot,
+)
 from pvttrace.snapshot_report import result_lines
 from pvttrace.units import parse_bytes, parse_count
 
@@ -43,6 +51,7 @@ __all__ = ["PvtSnapshot", "pvt_snapshot"]
 
 _WRITTEN = pytest.StashKey[list[str]]()
 _TRACES = pytest.StashKey[dict[object, Trace]]()
+_NAMES = pytest.StashKey[dict[str, str]]()
 _WHAT_TO_PASS = (
     "pass a config (resolve_config('b2', img='512')) or a model spec ('package.module:factory' or 'timm:NAME', "
     "with input_shape=(1, 3, 224, 224))"
@@ -64,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Start the session's list of written files and its trace cache."""
     config.stash[_WRITTEN] = []
     config.stash[_TRACES] = {}
+    config.stash[_NAMES] = {}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -80,6 +90,22 @@ def _budget(value: int | str | None, field: str, parse: Callable[[str, str], int
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def snapshot_name(test_name: str) -> str:
+    """The file-name stem for a test: its name with unsafe characters replaced by ``_``, made injective.
+
+    Brackets alone (``test_x[b2]`` -> ``test_x_b2``) keep the readable name. When any other character is
+    replaced, or the name starts with a dot, eight hex digits of the name's SHA-256 are appended, so
+    that ids such as ``"a b"`` and ``"a_b"`` never share a file.
+    """
+    name = _UNSAFE.sub("_", test_name).strip("_") or "test"
+    lossless = _UNSAFE.sub("_", test_name.replace("[", "_").replace("]", "_")) == test_name.replace(
+        "[", "_"
+    ).replace("]", "_") and test_name.count("[") <= 1 and test_name.endswith("]") == ("[" in test_name)
+    if lossless and "__" not in name and not test_name.startswith("."):
+        return name
+    return f"{name}-{hashlib.sha256(test_name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 class PvtSnapshot:
@@ -179,6 +205,11 @@ class PvtSnapshot:
             action = "write it" if not target.exists() else "rewrite it (or fix it by hand)"
             hint = f"run pytest --pvttrace-update to {action}"
             pytest.fail(f"pvttrace snapshot: {unreadable}; {hint}", pytrace=False)
+        if unreadable and os.path.lexists(target) and not damaged_own_snapshot(str(target)):
+            # As `pvttrace snapshot check --update`: never overwrite a file that is not a pvttrace snapshot
+            # this version may rewrite (a hand-written file, a newer schema, a FIFO); the config comes from
+            # the test, so a damaged snapshot of ours may be rewritten.
+            pytest.fail(f"pvttrace snapshot: {unreadable}; --pvttrace-update leaves it alone", pytrace=False)
         current = snapshot_from_trace(trace, stored.budgets if stored else Budgets())
         result = verify_snapshot(
             str(target), stored, current, rtol=rtol, budgets=budgets, update=self._update, budgets_given_as="argument"
@@ -197,7 +228,12 @@ class PvtSnapshot:
 def pvt_snapshot(request: pytest.FixtureRequest) -> PvtSnapshot:
     """Assert that a PVT configuration's trace matches its stored shape snapshot (see the module docstring)."""
     test_file = Path(str(request.node.path))
-    name = _UNSAFE.sub("_", request.node.name).strip("_") or "test"
+    name = snapshot_name(request.node.name)
+    owners = request.config.stash[_NAMES]
+    stem = test_file.parent / "snapshots" / test_file.stem / name
+    owner = owners.setdefault(str(stem), request.node.nodeid)
+    if owner != request.node.nodeid:
+        pytest.fail(f"pvttrace snapshot: {request.node.nodeid} and {owner} would share {stem}.json", pytrace=False)
     return PvtSnapshot(
         test_dir=test_file.parent,
         default_stem=test_file.parent / "snapshots" / test_file.stem / name,

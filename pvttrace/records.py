@@ -22,6 +22,7 @@ from typing import Any
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, TraceFileError
 from pvttrace.fidelity import fidelity
+from pvttrace.files import loads_strict, read_text_file
 
 __all__ = [
     "CONVENTION",
@@ -582,7 +583,9 @@ def loads_trace(text: str, *, origin: str = "trace") -> Trace:
         TraceFileError: not JSON, or not a trace.
     """
     try:
-        data = json.loads(text)
+        data = loads_strict(text)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{origin} {exc}") from None
     except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
         raise TraceFileError(f"{origin} is not valid JSON ({json_error_reason(exc)})") from None
     try:
@@ -597,10 +600,4 @@ def load_trace(path: str) -> Trace:
     Raises:
         TraceFileError: missing, unreadable, not JSON or not a trace.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise TraceFileError(f"cannot read {path}: {reason}") from None
-    return loads_trace(text, origin=path)
+    return loads_trace(read_text_file(path, what="trace"), origin=path)

@@ -20,14 +20,17 @@ carries its module, label and shapes together, and the files stay about 4x small
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
 import os
 import re
+import signal
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from fractions import Fraction
@@ -35,6 +38,7 @@ from typing import Any, Literal
 
 from pvttrace.config import PvtConfig
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
+from pvttrace.files import loads_strict, read_text_file
 from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace, json_error_reason
 from pvttrace.units import format_shape
 
@@ -53,18 +57,21 @@ __all__ = [
     "check_budgets",
     "check_snapshot_file",
     "compare_snapshots",
+    "damaged_own_snapshot",
     "dumps_snapshot",
     "load_snapshot",
     "loads_snapshot",
     "snapshot_from_trace",
     "verify_snapshot",
+    "write_bytes_atomic",
     "write_snapshot",
     "write_text_atomic",
 ]
 
 SNAPSHOT_VERSION = 1
 SNAPSHOT_SCHEMA = f"pvttrace.snapshot/{SNAPSHOT_VERSION}"
-_SCHEMA_PATTERN = re.compile(r"pvttrace\.snapshot/(\d+)")
+# ASCII digits without a leading zero, at most nine of them: "/01", "/１" and a 5000-digit version are not schemas.
+_SCHEMA_PATTERN = re.compile(r"pvttrace\.snapshot/([1-9][0-9]{0,8})", re.ASCII)
 
 _OP_KINDS = frozenset(k.value for k in OpKind)
 
@@ -368,10 +375,12 @@ def _check_schema(data: Any) -> None:
     schema = data.get("schema")
     if schema is None:
         raise TraceFileError("has no schema field; it is not a pvttrace snapshot")
-    match = _SCHEMA_PATTERN.fullmatch(str(schema))
+    match = _SCHEMA_PATTERN.fullmatch(schema) if isinstance(schema, str) else None
     if match is None:
-        hint = "; write one with: pvttrace snapshot write PATH" if str(schema).startswith("pvttrace.") else ""
-        raise TraceFileError(f"has schema {schema!r}, not {SNAPSHOT_SCHEMA!r}{hint}")
+        text = str(schema) if not isinstance(schema, int) or schema.bit_length() < 64 else "a huge number"
+        shown = repr(text[:60] + "..." if len(text) > 60 else text) if isinstance(schema, str) else text
+        hint = "; write one with: pvttrace snapshot write PATH" if text.startswith("pvttrace.") else ""
+        raise TraceFileError(f"has schema {shown}, not {SNAPSHOT_SCHEMA!r}{hint}")
     version = int(match.group(1))
     if version > SNAPSHOT_VERSION:
         written_by = data.get("tool_version") or "a newer version"
@@ -432,7 +441,9 @@ def loads_snapshot(text: str, *, origin: str = "snapshot") -> Snapshot:
     if not text.strip():
         raise TraceFileError(f"{origin} is empty")
     try:
-        data = json.loads(text)
+        data = loads_strict(text)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{origin} {exc}") from None
     except json.JSONDecodeError as exc:
         raise TraceFileError(f"{origin} {_describe_json_error(text, exc)}") from None
     except RecursionError:
@@ -446,17 +457,7 @@ def loads_snapshot(text: str, *, origin: str = "snapshot") -> Snapshot:
 
 
 def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise TraceFileError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise TraceFileError(f"{path} is a directory, not a snapshot file") from None
-    except UnicodeDecodeError:
-        raise TraceFileError(f"{path} is not UTF-8 text, so not a snapshot") from None
-    except OSError as exc:
-        raise TraceFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_text_file(path, what="snapshot")
 
 
 def load_snapshot(path: str) -> Snapshot:
@@ -470,55 +471,128 @@ def load_snapshot(path: str) -> Snapshot:
 
 def _recover_config(path: str) -> tuple[PvtConfig, Budgets]:
     """The config and budgets of a snapshot whose other parts are unreadable (for ``--update``)."""
-    data = json.loads(_read_text(path))
-    match = _SCHEMA_PATTERN.fullmatch(str(data.get("schema"))) if isinstance(data, Mapping) else None
+    data = loads_strict(_read_text(path))
+    schema = data.get("schema") if isinstance(data, Mapping) else None
+    match = _SCHEMA_PATTERN.fullmatch(schema) if isinstance(schema, str) else None
     if match is None or int(match.group(1)) > SNAPSHOT_VERSION:
         raise ValueError("not a snapshot this version may rewrite")
     budgets = Budgets.from_dict(data.get("budgets", {}))
     return PvtConfig.from_dict(data["config"]), budgets
 
 
+def damaged_own_snapshot(path: str) -> bool:
+    """True when ``path`` is a regular file that looks like a damaged pvttrace snapshot of this or an older
+    schema: its schema line says so, or it starts as :func:`dumps_snapshot` writes. A caller that has the
+    config from elsewhere (the pytest plugin) may rewrite it; a hand-written or newer file is never one."""
+    try:
+        text = read_text_file(path)
+    except TraceFileError:
+        return False
+    found = re.search(r'"schema"\s*:\s*"pvttrace\.snapshot/([1-9][0-9]{0,8})"', text, re.ASCII)
+    if found is not None:
+        return int(found.group(1)) <= SNAPSHOT_VERSION
+    return text.startswith('{\n  "budgets": ')
+
+
 def write_text_atomic(path: str, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old file or the new one, never a mix.
 
     The text goes to a temporary file in the same directory, is flushed to disk, then renamed over
-    ``path``. A crash or kill before the rename leaves the old file untouched (and at worst a stray
-    ``.NAME.*.tmp`` file next to it); a failed write removes its temporary file.
+    the file. A symlink is written through: its target is replaced and the link kept. An existing
+    file keeps its permission bits; a new one gets ``0o666`` less the umask, as ``open`` would give.
+    A file with more than one hard link is refused (the rename would split the links and leave the
+    others stale). SIGTERM during the write is held until the rename is done, so a kill leaves the
+    old or the new file and no ``.NAME.*.tmp``; a crash (SIGKILL) can still leave a stray
+    temporary file next to it.
 
     Raises:
-        TraceFileError: the directory cannot be created or written.
+        TraceFileError: the directory cannot be created or written, or the file has hard links.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
     try:
-        text.encode("utf-8")
+        data = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate, e.g. read from a "\ud800" escape in a JSON file
         raise TraceFileError(f"cannot write {path}: the text is not valid Unicode ({exc.reason})") from None
-    try:
-        os.makedirs(directory, exist_ok=True)
+    write_bytes_atomic(path, data)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (plots): the same guarantees and errors."""
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(os.path.abspath(target))
+    name = os.path.basename(target)
+    with _signals_held():
         try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise TraceFileError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
+            os.makedirs(directory, exist_ok=True)
+            try:
+                info = os.stat(target)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+            else:
+                if not stat.S_ISREG(info.st_mode):
+                    raise TraceFileError(f"cannot write {path}: it is not a regular file")
+                if info.st_nlink > 1:
+                    raise TraceFileError(
+                        f"cannot write {path}: it has {info.st_nlink} hard links, and replacing it would leave the "
+                        "others stale; copy it to a file of its own first"
+                    )
+                mode = stat.S_IMODE(info.st_mode)
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        except OSError as exc:
             raise TraceFileError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, target)
+        except BaseException as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise TraceFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise
     _sync_directory(directory)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM (main thread only) while the block runs, then deliver it with the old handler.
+
+    The default SIGTERM action ends the process at once, without ``finally`` blocks, which could leave
+    the temporary file behind; the atomic write takes milliseconds, so holding the signal is cheap.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    except (ValueError, OSError):  # no signal support here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _sync_directory(directory: str) -> None:
@@ -539,10 +613,9 @@ def write_snapshot(path: str, snapshot: Snapshot) -> bool:
     """Write ``snapshot`` to ``path`` atomically; return False (and touch nothing) when the bytes are already there."""
     text = dumps_snapshot(snapshot)
     try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except (OSError, UnicodeDecodeError):
+        if read_text_file(path) == text:
+            return False
+    except TraceFileError:
         pass
     write_text_atomic(path, text)
     return True
@@ -634,15 +707,43 @@ def _op_values(op: SnapshotOp) -> dict[str, Any]:
     return {name: getattr(op, name) for name in _OP_FIELDS}
 
 
+#: Largest (stored ops x current ops) between the common prefix and suffix that difflib aligns. difflib's
+#: cost grows with that product; past it the differing middle is reported as removed and added ops.
+MAX_ALIGNMENT_CELLS = 4_000_000
+
+
+def _alignment(stored: Sequence[Any], current: Sequence[Any]) -> list[tuple[str, int, int, int, int]]:
+    """difflib-style opcodes: linear when the sequences are equal, the common prefix and suffix matched
+    in linear time, and difflib only on the differing middle while it stays under MAX_ALIGNMENT_CELLS."""
+    n, m = len(stored), len(current)
+    prefix = 0
+    while prefix < min(n, m) and stored[prefix] == current[prefix]:
+        prefix += 1
+    if prefix == n == m:
+        return [("equal", 0, n, 0, m)] if n else []
+    suffix = 0
+    while suffix < min(n, m) - prefix and stored[n - 1 - suffix] == current[m - 1 - suffix]:
+        suffix += 1
+    opcodes: list[tuple[str, int, int, int, int]] = [("equal", 0, prefix, 0, prefix)] if prefix else []
+    a, b = stored[prefix : n - suffix], current[prefix : m - suffix]
+    if len(a) * len(b) <= MAX_ALIGNMENT_CELLS:
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        opcodes += [(t, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for t, i1, i2, j1, j2 in matcher.get_opcodes()]
+    else:
+        opcodes.append(("replace", prefix, n - suffix, prefix, m - suffix))
+    if suffix:
+        opcodes.append(("equal", n - suffix, n, m - suffix, m))
+    return opcodes
+
+
 def _compare_ops(stored: Sequence[SnapshotOp], current: Sequence[SnapshotOp], rtol: float) -> list[OpChange]:
-    """Align the two op sequences (difflib, no junk heuristic) so an inserted op does not shift the rest."""
-    matcher = difflib.SequenceMatcher(
-        None, [op.identity for op in stored], [op.identity for op in current], autojunk=False
-    )
+    """Align the two op sequences so an inserted op does not shift the rest (see :func:`_alignment`)."""
     changes: list[OpChange] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _alignment([op.identity for op in stored], [op.identity for op in current]):
         if tag == "equal":
             for old, new in zip(stored[i1:i2], current[j1:j2], strict=True):
+                if old == new:
+                    continue
                 fields_changed = _field_changes(_op_values(old), _op_values(new), _OP_FIELDS, rtol)
                 if fields_changed:
                     changes.append(OpChange(ChangeStatus.CHANGED, new, tuple(fields_changed)))

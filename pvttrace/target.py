@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from pvttrace.config import PvtConfig, parse_img
 from pvttrace.dense import HeadConfig
-from pvttrace.errors import TraceError, UserInputError
+from pvttrace.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
+from pvttrace.limits import check_input_shape
 from pvttrace.records import CONVENTIONS, Shape, Trace
 
 if TYPE_CHECKING:
@@ -103,9 +104,12 @@ def parse_input_shape(text: str) -> Shape:
         UserInputError: not a comma list of positive integers.
     """
     parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(re.fullmatch(r"\d+", p) for p in parts) or any(int(p) <= 0 for p in parts):
-        raise UserInputError(f"input_shape={text!r} must be positive integers separated by commas, e.g. 1,3,224,224")
-    return tuple(int(p) for p in parts)
+    if not parts or not all(re.fullmatch(r"[0-9]{1,30}", p) for p in parts) or any(int(p) <= 0 for p in parts):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UserInputError(f"input_shape={shown!r} must be positive integers separated by commas, e.g. 1,3,224,224")
+    shape = tuple(int(p) for p in parts)
+    check_input_shape(shape)
+    return shape
 
 
 def parse_model_spec(
@@ -204,6 +208,8 @@ def _import_factory(spec: ModelSpec, what: str = "model") -> Callable[[], Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise UserInputError(f"{what}={spec.target!r}: cannot import {module_name} ({_one_line(exc)})") from None
+    except SystemExit as exc:
+        raise UserCodeExit(f"model {spec.target}: importing {module_name} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise TraceError(f"{what} {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
     finally:
@@ -323,8 +329,18 @@ def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
 
     from pvttrace.noinit import skip_meta_init
 
-    with torch.device(device), skip_meta_init(device):
-        model = factory()
+    try:
+        with torch.device(device), skip_meta_init(device):
+            if device == "meta":
+                model = factory()
+            else:
+                # Seeded (and the caller's generator left as it was), so that a model whose control
+                # flow depends on its weight values traces the same way every time.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = factory()
+    except SystemExit as exc:
+        raise UserCodeExit(f"model {name}: the factory called sys.exit({exc.code!r})") from None
     if not isinstance(model, nn.Module):
         raise UserInputError(f"model={name!r}: the factory returned an object of type {type(model).__name__}, not an nn.Module")
     return model
@@ -354,10 +370,12 @@ def load_model(spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str]
         try:
             model = _build(factory, "meta", spec.name)
             if _on_device(model, "meta"):
-                return model.eval(), "meta"
+                return _ready(model, spec), "meta"
             reason = "the factory created tensors on another device"
-        except UserInputError:
+        except (UserInputError, UserCodeExit):
             raise
+        except RecursionError:
+            raise TraceError(f"model {spec.name} failed to build: {_TOO_DEEP}") from None
         except Exception as exc:
             reason = _one_line(exc)
         if on_note is not None:
@@ -365,11 +383,29 @@ def load_model(spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str]
         device = "cpu"
     try:
         model = _build(factory, device, spec.name)
-    except UserInputError:
+    except (UserInputError, UserCodeExit):
         raise
+    except RecursionError:
+        raise TraceError(f"model {spec.name} failed to build: {_TOO_DEEP}") from None
     except Exception as exc:
         raise TraceError(f"model {spec.name} failed to build: {_one_line(exc)}{_where(exc)}") from None
-    return model.eval(), device
+    return _ready(model, spec), device
+
+
+_TOO_DEEP = "RecursionError: it nests modules or calls too deeply for Python's recursion limit"
+
+
+def _ready(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The model in eval mode; refuse one whose lazy modules have not made their parameters yet."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = next((name for name, p in model.named_parameters() if is_lazy(p)), None)
+    if lazy is not None:
+        raise UserInputError(
+            f"model={spec.name!r} has uninitialised lazy parameters ({lazy}, from a LazyModule); run one forward "
+            "in the factory so that they get their shapes, then return the model"
+        )
+    return model.eval()
 
 
 def _input_shape(spec: ModelSpec, model: nn.Module) -> Shape:
@@ -382,7 +418,9 @@ def _input_shape(spec: ModelSpec, model: nn.Module) -> Shape:
     in_chans, h, w = (int(size[0]), int(size[1]), int(size[2])) if size and len(size) == 3 else (3, 224, 224)
     if spec.img is not None:
         h, w = spec.img
-    return (spec.batch or 1, spec.in_chans or in_chans, h, w)
+    shape = (spec.batch or 1, spec.in_chans or in_chans, h, w)
+    check_input_shape(shape, field="input (batch, in_chans, img)")
+    return shape
 
 
 def _hf_input_size(model: nn.Module) -> tuple[int, int, int] | None:
@@ -472,7 +510,7 @@ def trace_target(
     """
     if convention not in CONVENTIONS:
         raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTIONS)}")
-    from pvttrace.trace import ModelInputs, trace_config, trace_model
+    from pvttrace.trace import trace_config
 
     if spec.source == "builtin":
         if spec.config is None:
@@ -488,7 +526,27 @@ def trace_target(
 
             return trace_dense(spec.config, spec.head, device=device, train=train, optimizer=optimizer)
         return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
+    try:
+        return _trace_external(
+            spec, convention=convention, train=train, optimizer=optimizer, device=device, on_note=on_note, on_model=on_model
+        )
+    except RecursionError:
+        raise TraceError(f"model {spec.name}: {_TOO_DEEP}") from None
+
+
+def _trace_external(
+    spec: ModelSpec,
+    *,
+    convention: str,
+    train: bool,
+    optimizer: str,
+    device: str,
+    on_note: Callable[[str], None] | None,
+    on_model: Callable[[nn.Module], None] | None,
+) -> Trace:
     import torch
+
+    from pvttrace.trace import ModelInputs, trace_model
 
     model, used = load_model(spec, device=device, on_note=on_note)
     if spec.attention is not None:
@@ -504,9 +562,15 @@ def trace_target(
         if spec.inputs is not None:
             example = _call_inputs(spec, on)
         else:
-            example = torch.empty(shape, device=on, dtype=dtype)
-            if on != "meta":
-                example.normal_(generator=torch.Generator(device=on).manual_seed(0))
+            check_input_shape(shape, dtype_bytes=torch.empty((), dtype=dtype).element_size())
+            try:
+                example = torch.empty(shape, device=on, dtype=dtype)
+                if on != "meta":
+                    example.normal_(generator=torch.Generator(device=on).manual_seed(0))
+            except (RuntimeError, MemoryError) as exc:
+                raise TraceError(
+                    f"cannot allocate the input {list(shape)} ({dtype}) on {on}: {_one_line(exc)[:200]}"
+                ) from None
         return trace_model(
             model, example, convention=convention, model_name=spec.name, notes=notes, train=train, optimizer=optimizer
         )
@@ -514,10 +578,11 @@ def trace_target(
     try:
         trace = run(model, used)
     except TraceError as exc:
-        # Only failures that come from the meta device itself (reading values, mixing devices)
-        # are worth a second, real run; a model bug would fail the same way on the CPU.
-        if used != "meta" or "meta" not in str(exc).lower():
-            raise TraceError(f"model {spec.name}: {exc}") from None
+        # Only failures that come from the meta device itself (a torch call on meta tensors that
+        # reads values or mixes devices: MetaDeviceError) are worth a second, real run; an error the
+        # model's own code raises would fail the same way on the CPU.
+        if used != "meta" or not isinstance(exc, MetaDeviceError):
+            raise type(exc)(f"model {spec.name}: {exc}") from None
         if on_note is not None:
             on_note(f"{spec.name} could not run on the meta device ({exc}); traced on cpu instead")
         model, used = load_model(spec, device="cpu", on_note=on_note)
@@ -528,7 +593,7 @@ def trace_target(
         try:
             trace = run(model, used)
         except TraceError as cpu_exc:
-            raise TraceError(f"model {spec.name}: {cpu_exc}") from None
+            raise type(cpu_exc)(f"model {spec.name}: {cpu_exc}") from None
     for note in notes:
         if on_note is not None:
             on_note(note)

@@ -42,7 +42,7 @@ from pvttrace.callfacts import call_facts
 from pvttrace.config import PvtConfig
 from pvttrace.conventions import AttentionStage, apply_convention
 from pvttrace.costs import OP_KINDS, call_macs, cost_rule, op_kind
-from pvttrace.errors import TraceError, UserInputError
+from pvttrace.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
 from pvttrace.labels import (
     attention_map,
     block_of,
@@ -212,6 +212,9 @@ class _Recorder(TorchFunctionMode):
         self.records: list[OpRecord] = []
         self.facts = facts
         self.failed_op: str | None = None
+        self.failed_on_meta = False
+        """True when the first failing torch call had a meta tensor argument (see :class:`MetaDeviceError`)."""
+        self.failed_exc: BaseException | None = None
         self.observer = observer
 
     def _runner(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
@@ -238,9 +241,13 @@ class _Recorder(TorchFunctionMode):
                 out = meta_stand_in(func, args, kwargs)
                 if out is None:
                     out = self._runner(func, args)(*args, **kwargs)
-            except Exception:
+            except Exception as exc:
                 if self.failed_op is None:
                     self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
+                    self.failed_on_meta = isinstance(exc, (RuntimeError, NotImplementedError)) and any(
+                        t.is_meta for t in _tensors(args, kwargs)
+                    )
+                    self.failed_exc = exc
                 raise
             name = _op_name(func)
             if name not in _IGNORED:
@@ -379,12 +386,20 @@ def _run_recorded(
     try:
         with _module_path_hooks(model, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
             out = model(*inputs.args, **inputs.kwargs)
+    except SystemExit as exc:
+        where = f"module {stack[-1]}" if stack[-1] else "the model"
+        raise UserCodeExit(f"the forward called sys.exit({exc.code!r}) in {where}") from None
     except Exception as exc:
         where = recorder.failed_op or f"module {stack[-1] or 'the model'}"
         last = recorder.records[-1] if recorder.records else None
         after = f"; last recorded op #{last.index} {last.title} in {last.module or 'the model'}" if last else ""
         message = " ".join(str(exc).split())
-        raise TraceError(f"the forward failed at {where}: {type(exc).__name__}: {message}{after}") from exc
+        if isinstance(exc, RecursionError):
+            message = "it nests modules or calls too deeply for Python's recursion limit"
+        # A torch call that failed on meta tensors (and not the model's own Python code) is a meta-device
+        # failure: decided by where and how it failed, not by the words of the message.
+        error = MetaDeviceError if recorder.failed_on_meta and recorder.failed_exc is exc else TraceError
+        raise error(f"the forward failed at {where}: {type(exc).__name__}: {message}{after}") from exc
     finally:
         model.train(was_training)
     return tuple(recorder.records), out
@@ -580,6 +595,12 @@ def trace_model(
         UserInputError: an unknown optimizer.
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
+    if train and torch.is_inference_mode_enabled():
+        # Inference mode makes autograd save nothing: the training memory would read 0 saved bytes.
+        raise UserInputError(
+            "train=True cannot be traced inside torch.inference_mode(): autograd saves no activations there, so "
+            "the training memory would be wrong; call it outside the inference_mode block"
+        )
     inputs = _as_inputs(example)
     first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []

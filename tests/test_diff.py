@@ -365,7 +365,7 @@ def test_snapshot_files_are_read_as_stored(saved: dict[str, pathlib.Path], trace
         ("not_json", "is not valid JSON"),
         ("not_object", "schema='list' is not"),
         ("malformed", "malformed trace content"),
-        ("missing", "cannot read"),
+        ("missing", "does not exist"),
     ],
 )
 def test_bad_files_exit_2_with_one_line(runner: CliRunner, saved: dict[str, pathlib.Path], name: str, message: str) -> None:

@@ -147,10 +147,10 @@ def test_snapshot_of_a_zoo_model_stores_the_spec_and_checks_it(runner: CliRunner
     doc = json.loads(path.read_text())
     assert (doc["model"], doc["config"], doc["input_shape"]) == ("anymodel_zoo:mix", None, [2, 3, 8, 8])
     assert doc["totals"]["macs"] == MIX_MACS_BATCH_2 and doc["budgets"] == {"max_macs": 10_000_000}
-    check = runner.invoke(app, ["snapshot", "check", str(path)])
+    check = runner.invoke(app, ["snapshot", "check", str(path), "--allow-model", "anymodel_zoo:mix"])
     assert check.exit_code == 0 and check.stdout == f"ok {path}: anymodel_zoo:mix, input [2, 3, 8, 8]\n", check.output
     # A budget the model exceeds fails the check (exit 1), as for built-in snapshots.
-    check = runner.invoke(app, ["snapshot", "check", str(path), "--max-macs", "5M"])
+    check = runner.invoke(app, ["snapshot", "check", str(path), "--max-macs", "5M", "--allow-model-import"])
     assert check.exit_code == 1 and check.stdout.startswith(f"FAIL {path}: anymodel_zoo:mix"), check.output
 
 
@@ -161,7 +161,7 @@ def test_snapshot_of_a_model_detects_a_changed_model(runner: CliRunner, tmp_path
     doc["model"] = "anymodel_zoo:sdpa"
     doc["input_shape"] = [1, 16, 8]
     path.write_text(json.dumps(doc))
-    check = runner.invoke(app, ["snapshot", "check", str(path)])
+    check = runner.invoke(app, ["snapshot", "check", str(path), "--allow-model-import"])
     assert check.exit_code == 1, check.output
     assert check.stdout.splitlines()[0] == f"FAIL {path}: anymodel_zoo:sdpa, input [1, 16, 8]"
 

@@ -211,3 +211,48 @@ def test_bad(pvt_snapshot):
     assert any(reason in line and "pass a config (resolve_config('b2', img='512')) or a model spec" in line
                for line in lines), result.stdout.str()
     assert "Traceback" not in result.stdout.str()
+def test_update_applies_the_clis_protections(pytester: pytest.Pytester) -> None:
+    """Issue 18: --pvttrace-update never overwrites a hand-written file or a newer-schema snapshot."""
+    pytester.makepyfile(
+        test_probe_guard="""
+from pvttrace.config import get_variant
+
+def test_notes(pvt_snapshot):
+    pvt_snapshot(get_variant("tiny"), "notes.txt")
+
+def test_newer(pvt_snapshot):
+    pvt_snapshot(get_variant("tiny"), "newer.json")
+"""
+    )
+    notes = pytester.path / "notes.txt"
+    notes.write_text("hand-written notes\n")
+    newer = pytester.path / "newer.json"
+    newer.write_text(json.dumps({"schema": "pvttrace.snapshot/2", "config": None}))
+    before = (notes.read_bytes(), newer.read_bytes())
+    result = pytester.runpytest(*INNER, "--pvttrace-update")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*notes.txt is not valid JSON*--pvttrace-update leaves it alone*"])
+    result.stdout.fnmatch_lines(["*newer.json was written by pvttrace*upgrade pvttrace; --pvttrace-update leaves it alone*"])
+    assert (notes.read_bytes(), newer.read_bytes()) == before
+
+
+def test_parametrized_ids_get_distinct_files(pytester: pytest.Pytester) -> None:
+    """Issue 18: ids that differ only in characters a file name drops ("a b", "a_b") never share a file."""
+    pytester.makepyfile(
+        test_probe_ids="""
+import pytest
+from pvttrace.config import get_variant
+
+@pytest.mark.parametrize("name", ["a b", "a_b", "a/b"])
+def test_id(pvt_snapshot, name):
+    pvt_snapshot(get_variant("tiny"))
+"""
+    )
+    result = pytester.runpytest(*INNER, "--pvttrace-update")
+    result.assert_outcomes(passed=3)
+    written = sorted(p.name for p in (pytester.path / "snapshots" / "test_probe_ids").iterdir())
+    assert len(written) == 3 and "test_id_a_b.json" in written, written
+    from pvttrace.pytest_plugin import snapshot_name
+
+    assert len({snapshot_name(n) for n in ("test_id[a b]", "test_id[a_b]", "test_id[a/b]", "test_id_a_b")}) == 3
+    assert snapshot_name("test_id[b2]") == "test_id_b2" and snapshot_name("test_tiny") == "test_tiny"

@@ -1,11 +1,13 @@
 """Run many fuzzed cases and report what happened (``python benchmarks/fuzz.py --help``).
 
-Two campaigns:
+Three campaigns:
 
 * ``cli``: whole command lines from :func:`fuzz.cli_strategies.command_lines`, with an odd environment
   in a share of them;
 * ``files``: one damaged snapshot or trace file per case (:func:`fuzz.file_strategies.fuzzed_files`),
-  read by ``snapshot check``, ``diff`` or overwritten by ``snapshot write``.
+  read by ``snapshot check``, ``diff`` or overwritten by ``snapshot write``;
+* ``threads``: rounds of 2 to 8 threads tracing built-in presets and any-model specs at the same time,
+  each result compared op by op (label, stage, MACs) and stage by stage with a serial trace (issue 18).
 
 Every case is checked by :func:`fuzz.harness.check_outcome`. Failures are collected rather than raised,
 so one run reports every distinct failure it met; hypothesis does not shrink them here (the bounded
@@ -123,11 +125,85 @@ def run_campaign(
     return report
 
 
+def _fingerprint(trace: Any) -> tuple[Any, ...]:
+    """What must not depend on other traces running at the same time: every op's label, stage and MACs."""
+    return (
+        tuple((op.op, op.label, op.stage, op.block, op.macs) for op in trace.ops),
+        tuple((s.index, s.attention_macs, s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs) for s in trace.stages),
+        trace.totals.macs,
+    )
+
+
+#: What the concurrency campaign traces: built-in presets (labelled by the model's own step() scopes) and
+#: any-model specs (labelled by rules), all on the meta device.
+_CONCURRENT_TARGETS = (
+    ("builtin", "tiny"),
+    ("builtin", "b0"),
+    ("builtin", "b2-li"),
+    ("model", "anymodel_zoo:mix"),
+    ("model", "anymodel_zoo:mix_fused"),
+)
+
+
+def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str], Any]) -> Report:
+    """``cases`` rounds of 2 to 8 threads tracing random targets at once, each compared with a serial trace."""
+    import random
+    import threading
+
+    from pvttrace.config import get_variant
+    from pvttrace.target import parse_model_spec, trace_target
+    from pvttrace.trace import trace_config
+
+    def trace(target: tuple[str, str]) -> Any:
+        kind, name = target
+        if kind == "builtin":
+            return trace_config(get_variant(name))
+        return trace_target(parse_model_spec(name, input_shape="2,3,8,8"))
+
+    report = Report("threads")
+    started = time.perf_counter()
+    serial = {target: _fingerprint(trace(target)) for target in _CONCURRENT_TARGETS}
+    rng = random.Random(seed_value)
+    step = max(1, cases // 20)
+    for case in range(cases):
+        chosen = [rng.choice(_CONCURRENT_TARGETS) for _ in range(rng.randint(2, 8))]
+        results: list[Any] = [None] * len(chosen)
+        errors: list[str] = []
+
+        def work(i: int, target: tuple[str, str]) -> None:
+            try:
+                results[i] = _fingerprint(trace(target))
+            except Exception as exc:  # noqa: BLE001 - reported as a finding
+                errors.append(f"{target[1]}: {type(exc).__name__}: {exc}")
+
+        begin = time.perf_counter()
+        threads = [threading.Thread(target=work, args=(i, t)) for i, t in enumerate(chosen)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        problems = errors + [
+            f"{target[1]} traced in a thread differs from its serial trace"
+            for target, result in zip(chosen, results, strict=True)
+            if result is not None and result != serial[target]
+        ]
+        label = " + ".join(name for _, name in chosen)
+        outcome = Outcome(tuple(name for _, name in chosen), 0 if not problems else -1, "", "", None)
+        report.record(outcome, problems, time.perf_counter() - begin, f"{len(chosen)} threads", label + str(case))
+        if report.cases % step == 0:
+            progress(f"threads: {report.cases}/{cases} cases, {time.perf_counter() - started:.0f} s, "
+                     f"{len(report.failures)} distinct failures")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; exit 1 when any case failed."""
     parser = argparse.ArgumentParser(description="Fuzz the pvttrace CLI and its snapshot/trace files.")
     parser.add_argument("--cli", type=int, default=1000, help="fuzzed command lines to run (default 1000)")
     parser.add_argument("--files", type=int, default=1000, help="fuzzed snapshot/trace files to run (default 1000)")
+    parser.add_argument("--threads", type=int, default=100,
+                        help="rounds of concurrent traces (2 to 8 threads each) compared with serial ones (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds one invocation may take (default 60)")
     parser.add_argument("--max-memory-gib", type=float, default=8.0,
@@ -141,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = run_campaign(kind, count, seed_value=options.seed, timeout_s=options.timeout,
                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(report.summary(), flush=True)
+        failed = failed or bool(report.failures)
+    if options.threads > 0:
+        report = run_threads_campaign(options.threads, seed_value=options.seed,
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(report.summary(), flush=True)
         failed = failed or bool(report.failures)
     return 1 if failed else 0

@@ -201,7 +201,7 @@ PATHS = (
     "good.json", "one-stage.json", "stale.json", "budget.json", "trace.json", "trace-one-stage.json",
     "garbage.json", "empty.json", "latin1.json", "snaps", "snaps/a.json", "snaps/b.json", "emptydir", ".",
     "missing.json", "new.json", "new dir/ünï код.json", "emptydir/deep/x.json", "good.json/x.json",
-    "-", "\udcff.json",
+    "-", "\udcff.json", "fifo.json", "zero.json", "null.json", "link.json", "/dev/zero",
 )
 
 _HINTS: dict[str, st.SearchStrategy[str]] | None = None
@@ -246,6 +246,14 @@ _MODEL_HINTS = (
     "anymodel_zoo:fails",
     "anymodel_zoo:not_a_module",
     "anymodel_zoo:missing",
+    # Hostile factories (issue 18): exit, print, raise a "metadata" error, lazy modules, 2000-deep nesting.
+    "hostile_zoo:exits_in_factory",
+    "hostile_zoo:exits_in_forward",
+    "hostile_zoo:prints_any",
+    "hostile_zoo:metadata_error",
+    "hostile_zoo:lazy",
+    "hostile_zoo:deep",
+    "sys:exit",
     "no_such_module_xyz:factory",
     "not a spec",
     ":",

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -118,6 +119,11 @@ def seed_files() -> dict[str, bytes]:
 
 #: Directories the sandbox holds besides those of its seed files.
 SEED_DIRECTORIES = ("emptydir",)
+#: Entries that are not regular files (issue 18): a FIFO, links to a device, and a link to a seed snapshot.
+SEED_FIFOS = ("fifo.json",)
+SEED_LINKS = {"zero.json": "/dev/zero", "null.json": "/dev/null", "link.json": "good.json"}
+#: Lines the hostile zoo's models print (their stdout goes to stderr while they are traced).
+MODEL_OUTPUT = ("hello from the factory", "hello from the model's forward")
 
 
 class Sandbox:
@@ -134,7 +140,14 @@ class Sandbox:
         for directory, _dirs, names in os.walk(self.root):
             for name in names:
                 path = os.path.join(directory, name)
-                found[os.path.relpath(path, self.root)] = Path(path).read_bytes()
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    data = b"<link to " + os.fsencode(os.readlink(path)) + b">"
+                elif not stat.S_ISREG(info.st_mode):
+                    data = b"<not a regular file: %o>" % stat.S_IFMT(info.st_mode)
+                else:
+                    data = Path(path).read_bytes()
+                found[os.path.relpath(path, self.root)] = data
         return found
 
     def restore(self) -> None:
@@ -150,6 +163,10 @@ class Sandbox:
             path.write_bytes(data)
         for relative in SEED_DIRECTORIES:
             (self.root / relative).mkdir(exist_ok=True)
+        for relative in SEED_FIFOS:
+            os.mkfifo(self.root / relative)
+        for relative, target in SEED_LINKS.items():
+            os.symlink(target, self.root / relative)
 
     def write(self, relative: str, data: bytes) -> None:
         """Add (or replace) one file for the next case; :meth:`restore` removes it again."""
@@ -251,6 +268,10 @@ def _named_files(args: Sequence[str], root: Path) -> set[str]:
             relative = os.path.relpath(full, root)
             if not relative.startswith(".."):
                 named.add(relative)
+                if os.path.islink(full):  # a write goes through a symlink to its target
+                    target = os.path.relpath(os.path.realpath(full), os.path.realpath(root))
+                    if not target.startswith(".."):
+                        named.add(target)
     return named
 
 
@@ -302,7 +323,7 @@ def check_outcome(outcome: Outcome, before: Mapping[str, bytes], after: Mapping[
     lines = outcome.stderr.splitlines()
     if outcome.stderr and not outcome.stderr.endswith("\n"):
         check.fail("stderr does not end with a newline")
-    strays = [line for line in lines if not line.startswith(("error: ", "warning: "))]
+    strays = [line for line in lines if not line.startswith(("error: ", "warning: ")) and line not in MODEL_OUTPUT]
     if strays and outcome.exit_code == 2:  # notes such as "plot written to FILE" only on success
         check.fail(f"exit 2 with a stderr line that is neither 'error: ' nor 'warning: ': {strays[0][:200]!r}")
     errors = [line for line in lines if line.startswith("error: ")]
