@@ -572,6 +572,18 @@ def _derive_external(
         return model
 
     run = _symbolic_run(build, dims, positions, symbolic, dtype, spec.name)
+    module_types = {path: f"{type(m).__module__}.{type(m).__qualname__}" for path, m in model.named_modules()}
+
+    def derive(ops: Sequence[OpRecord]) -> tuple[Sequence[OpRecord], Mapping[int | None, int]] | None:
+        # The stages a concrete trace of this model shows (pvttrace.structure), found the same way.
+        from pvttrace.structure import derive_structure
+        from pvttrace.trace import _derived_stage_params
+
+        derived = derive_structure(ops, module_types, int(dims[0]) if dims else 1)
+        if derived is None:
+            return None
+        return derived.ops, _derived_stage_params(model, derived.module_stages)
+
     return _assemble(
         run,
         name=spec.name,
@@ -581,6 +593,7 @@ def _derive_external(
         element_bytes=torch.empty((), dtype=dtype).element_size(),
         labelled=False,
         notes=tuple(notes),
+        derive=derive,
     )
 
 
@@ -849,10 +862,14 @@ def _assemble(
     element_bytes: int,
     labelled: bool,
     notes: tuple[str, ...] = (),
+    derive: Callable[[Sequence[OpRecord]], tuple[Sequence[OpRecord], Mapping[int | None, int]] | None] | None = None,
 ) -> ModelFormula:
     from pvttrace.labels import label_ops
 
     hinted = run.hinted if labelled else label_ops(run.hinted)
+    derived = derive(hinted) if derive is not None else None
+    if derived is not None:
+        hinted, stage_params = tuple(derived[0]), derived[1]
     ops: list[OpFormula] = []
     for sym_op, op in zip(run.ops, hinted, strict=True):
         ops.append(

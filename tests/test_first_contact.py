@@ -139,9 +139,12 @@ def test_snapshot_check_names_the_file_whose_model_cannot_be_imported(
     args = ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "1,3,32,32"]
     assert _invoke(runner, *args)[0] == 0
     path.write_text(path.read_text().replace("anymodel_zoo:mix", "nosuchmod:mix"))
-    code, _, err = _invoke(runner, "snapshot", "check", str(path))
+    code, _, err = _invoke(runner, "snapshot", "check", str(path), "--allow-model-import")
     assert code == 2
     assert err == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
+    # Without the permission the file is named too, and nothing is imported.
+    code, _, err = _invoke(runner, "snapshot", "check", str(path))
+    assert code == 2 and err.startswith(f"error: {path} names model 'nosuchmod:mix', which would import")
 
 
 def test_sweep_and_snapshot_warnings_are_grouped_per_configuration(runner: CliRunner, tmp_path: Path) -> None:

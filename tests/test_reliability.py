@@ -61,7 +61,7 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     assert out.endswith("3 snapshot(s): 0 ok, 0 failed, 3 invalid\n")
     # sys:exit allowed: an error naming the model, never a silent exit 0; the files after it are still checked.
     code, out, err = _invoke(runner, "snapshot", "check", str(evil), str(model_snapshot), "--allow-model-import")
-    assert code == 2 and "error: model sys:exit: the factory called sys.exit(None)\n" in err
+    assert code == 2 and f"error: {evil}: model sys:exit: the factory called sys.exit(None)\n" in err
     assert out == f"ok {model_snapshot}: hostile_zoo:linear, input [2, 8]\n2 snapshot(s): 1 ok, 0 failed, 1 invalid\n"
     code, out, _ = _invoke(runner, "snapshot", "check", str(model_snapshot), "--allow-model", "hostile_zoo:linear")
     assert code == 0 and out.startswith("ok ")
@@ -304,7 +304,8 @@ def test_a_huge_snapshot_input_shape_is_one_line(
     document["input_shape"] = [2**62, 2**62]
     model_snapshot.write_text(json.dumps(document))
     code, _, err = _invoke(runner, "snapshot", "check", str(model_snapshot), "--allow-model-import")
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: input_shape=4611686018427387904,4611686018427387904 would take")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {model_snapshot}: input_shape=4611686018427387904,4611686018427387904 would take")
 
 
 def test_a_cpu_fallback_that_cannot_allocate_is_one_line(runner: CliRunner) -> None:
