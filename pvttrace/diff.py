@@ -31,6 +31,7 @@ from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_na
 from pvttrace.errors import ConfigError, TraceFileError, UserInputError
 from pvttrace.files import loads_strict, read_text_file
 from pvttrace.records import (
+    json_int,
     CONVENTION,
     OPTIONAL_TOTALS,
     TRACE_SCHEMA,
@@ -703,7 +704,12 @@ def _snapshot_totals(data: Mapping[str, Any], ops: Sequence[OpRecord], config: P
         largest_activation_bytes=int(data.get("largest_activation_bytes", max((op.out_bytes for op in ops), default=0))),
         ops=int(data.get("ops", len(ops))),
         uncosted_ops=int(data.get("uncosted_ops", 0)),
-        **{name: data[name] for name in OPTIONAL_TOTALS if name in data},
+        # Validated as the trace reader does: a list or string here must be a file error, not a crash in a ratio.
+        **{  # type: ignore[arg-type]  # peak_op/peak_stage may be None, as Totals.from_dict allows
+            name: None if data[name] is None and name in ("peak_op", "peak_stage") else json_int(data[name])
+            for name in OPTIONAL_TOTALS
+            if name in data
+        },
     )
 
 

@@ -532,10 +532,18 @@ def _convention_name(text: Any) -> str:
     return first if first in CONVENTIONS else "macs"
 
 
-def _int(value: Any) -> int:
+def json_int(value: Any) -> int:
+    """``value`` when it is a JSON integer (not a bool, float, string or list).
+
+    Raises:
+        TypeError: anything else; file readers turn it into a one-line file error.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r}")
     return value
+
+
+_int = json_int
 
 
 def _shape(value: Any) -> Shape:
