@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from pvttrace.metashapes import broadcast_shape
+
 __all__ = ["CHECK", "ENABLED", "StandInMismatch", "aten_stand_in", "suggest_memory_format"]
 
 aten = torch.ops.aten
@@ -75,17 +77,6 @@ def _contiguous_strides(shape: Sequence[int]) -> list[int]:
         strides[i] = step
         step *= max(shape[i], 1)
     return strides
-
-
-def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
-    ndim = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(ndim):
-        sizes = {s[len(s) - ndim + i] for s in shapes if len(s) - ndim + i >= 0} - {1}
-        if len(sizes) > 1:
-            return None
-        out.append(sizes.pop() if sizes else 1)
-    return tuple(out)
 
 
 def _is_dense(t: torch.Tensor) -> bool:
@@ -165,7 +156,7 @@ def _pointwise(operands: Sequence[Any], dtype: torch.dtype | None = None) -> tor
         return None
     # 0-dim tensors take part in type promotion as scalars and have no say in the layout.
     shaped = [t for t in tensors if t.dim() > 0] or tensors
-    shape = _broadcast([tuple(t.shape) for t in shaped])
+    shape = broadcast_shape([tuple(t.shape) for t in shaped])
     if shape is None:
         return None
     if dtype is None:

@@ -108,7 +108,7 @@ def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
     if not all(t.is_meta for t in tensors) or not all(isinstance(v, (torch.Tensor, int, float)) for v in (a, b)):
         return None
-    shape = _broadcast([tuple(t.shape) for t in tensors])
+    shape = broadcast_shape([tuple(t.shape) for t in tensors])
     # A contiguous first operand of the full shape makes the output contiguous (TensorIterator
     # follows the first operand's layout); other layouts take the real path.
     if shape is None or not tensors[0].is_contiguous() or tuple(tensors[0].shape) != shape:
@@ -116,7 +116,7 @@ def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     return torch.empty(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
 
 
-def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+def broadcast_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
     """NumPy broadcasting of shapes; None when they do not broadcast (the real op then raises)."""
     ndim = max((len(s) for s in shapes), default=0)
     out = []
@@ -166,7 +166,7 @@ def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     a, b = args
     if a.dim() < 3 or b.dim() < 3 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
         return None  # 1-D/2-D operands take other matmul paths; leave them to torch
-    batch = _broadcast([tuple(a.shape[:-2]), tuple(b.shape[:-2])])
+    batch = broadcast_shape([tuple(a.shape[:-2]), tuple(b.shape[:-2])])
     if batch is None:
         return None
     # torch.matmul expands both operands to the common batch and flattens it for one bmm; an
