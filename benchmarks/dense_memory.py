@@ -2,7 +2,7 @@
 
 Generates the comparison table of docs/dense-models.md: MMSegmentation's SegFormer rows (ADE20K
 512x512 batch 2, 150 classes; B5 also at 640x640; Cityscapes 1024x1024 batch 1, 19 classes; 8 GPUs,
-AdamW, float32), each predicted by :func:`pvttrace.heads.predict_gpu_peak` with ONE setting for the
+AdamW, float32), each predicted by :func:`pvttrace.tracing.heads.predict_gpu_peak` with ONE setting for the
 framework (``mmcv1-ddp``: MMCV 1.x keeps gradients between steps, the per-parameter AdamW loop of
 PyTorch 1.x, DistributedDataParallel's gradient buckets), and the RetinaNet predictions (MMDetection's
 COCO setting: 1333x800 resize, padded to a multiple of 32: 800x1344; batch 2, 1 for PVTv2-B4/B5).
@@ -17,9 +17,9 @@ import statistics
 import sys
 
 from pvttrace.config import get_variant
-from pvttrace.dense import default_head
-from pvttrace.gpustep import FRAMEWORKS
-from pvttrace.heads import predict_gpu_peak
+from pvttrace.tracing.dense import default_head
+from pvttrace.memory.gpustep import FRAMEWORKS
+from pvttrace.tracing.heads import predict_gpu_peak
 
 SETTING = FRAMEWORKS["mmcv1-ddp"]
 GIB = 2**30

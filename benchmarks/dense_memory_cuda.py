@@ -4,9 +4,9 @@ For each configuration of ``benchmarks/dense_memory.py`` (the SegFormer rows and
 predictions), this builds pvttrace's own whole model on ``--device cuda`` (float32), runs three
 training steps (forward with the loss, backward, ``torch.optim.AdamW.step`` with PyTorch's default
 multi-tensor path, ``zero_grad()``) and reads ``torch.cuda.max_memory_allocated`` over them. The
-prediction is :func:`pvttrace.heads.predict_gpu_peak` with the ``torch2`` setting (one GPU, no DDP,
+prediction is :func:`pvttrace.tracing.heads.predict_gpu_peak` with the ``torch2`` setting (one GPU, no DDP,
 gradients freed by ``zero_grad``, foreach AdamW, current autograd), i.e. the step this script runs.
-cuDNN workspaces are in the measurement and not in the prediction (``pvttrace.gpustep``).
+cuDNN workspaces are in the measurement and not in the prediction (``pvttrace.memory.gpustep``).
 
 Without a CUDA GPU it says so and exits with status 0: it need not run in CI.
 
@@ -38,9 +38,9 @@ def main() -> int:
     from dense_memory import RETINANET_ROWS, SEGFORMER_ROWS  # type: ignore[import-not-found]
 
     from pvttrace.config import get_variant
-    from pvttrace.dense import default_head
-    from pvttrace.gpustep import FRAMEWORKS
-    from pvttrace.heads import build_dense_model, predict_gpu_peak
+    from pvttrace.tracing.dense import default_head
+    from pvttrace.memory.gpustep import FRAMEWORKS
+    from pvttrace.tracing.heads import build_dense_model, predict_gpu_peak
 
     rows = [(name, crop, batch, "segformer", classes) for name, crop, batch, classes, _ in SEGFORMER_ROWS]
     rows += [(name, (800, 1344), batch, "retinanet", 80) for name, batch in RETINANET_ROWS]

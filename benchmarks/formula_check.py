@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pvttrace.config import VARIANTS, resolve_config
-    from pvttrace.formula import derive_formula
-    from pvttrace.sweep import model_spec_at
-    from pvttrace.target import parse_model_spec, trace_target
-    from pvttrace.trace import trace_config
+    from pvttrace.analyses.formula import derive_formula
+    from pvttrace.analyses.sweep import model_spec_at
+    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.tracing.recorder import trace_config
 
     rng = random.Random(args.seed)
     sizes: list[tuple[int, int]] = []

@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
 
 from pvttrace.config import PvtConfig, resolve_config  # noqa: E402
-from pvttrace.model import build_model, torch_dtype  # noqa: E402
-from pvttrace.trace import trace_config  # noqa: E402
-from pvttrace.units import format_bytes  # noqa: E402
+from pvttrace.tracing.model import build_model, torch_dtype  # noqa: E402
+from pvttrace.tracing.recorder import trace_config  # noqa: E402
+from pvttrace.base.units import format_bytes  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,9 @@ _SCALING_SCRIPT = """
 import sys, time, torch
 from torch.overrides import TorchFunctionMode
 from pvttrace.config import resolve_config
-from pvttrace.metashapes import meta_stand_in
-from pvttrace.model import build_model
-from pvttrace.trace import trace_model
+from pvttrace.tracing.metashapes import meta_stand_in
+from pvttrace.tracing.model import build_model
+from pvttrace.tracing.recorder import trace_model
 class Bare(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -98,7 +98,7 @@ def _pvttrace(*args: str) -> list[str]:
 _PEER_SCRIPT = """
 import sys, torch
 from pvttrace.config import resolve_config
-from pvttrace.model import build_model
+from pvttrace.tracing.model import build_model
 tool, variant, img, sr, task = sys.argv[1:6]
 cfg = resolve_config(variant, img=img, sr=sr or None, task=task)
 model = build_model(cfg, device="cpu")

@@ -25,13 +25,13 @@ _EXPORTS = {
     "StageSummary": "pvttrace.records",
     "Trace": "pvttrace.records",
     "load_trace": "pvttrace.records",
-    "build_model": "pvttrace.model",
-    "trace_config": "pvttrace.trace",
-    "trace_model": "pvttrace.trace",
-    "register_cost_rule": "pvttrace.costs",
-    "PvtTraceError": "pvttrace.errors",
-    "ConfigError": "pvttrace.errors",
-    "TraceError": "pvttrace.errors",
+    "build_model": "pvttrace.tracing.model",
+    "trace_config": "pvttrace.tracing.recorder",
+    "trace_model": "pvttrace.tracing.recorder",
+    "register_cost_rule": "pvttrace.costs.rules",
+    "PvtTraceError": "pvttrace.base.errors",
+    "ConfigError": "pvttrace.base.errors",
+    "TraceError": "pvttrace.base.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 
 from pvttrace.config import PvtConfig
-from pvttrace.errors import PvtTraceError, TraceFileError
+from pvttrace.base.errors import PvtTraceError, TraceFileError
 from pvttrace.records import Trace
-from pvttrace.snapshot import (
+from pvttrace.snapshot.core import (
     Budgets,
     Snapshot,
     damaged_own_snapshot,
@@ -44,8 +44,8 @@ from pvttrace.snapshot import (
     snapshot_from_trace,
     verify_snapshot,
 )
-from pvttrace.snapshot_report import result_lines
-from pvttrace.units import parse_bytes, parse_count
+from pvttrace.snapshot.report import result_lines
+from pvttrace.base.units import parse_bytes, parse_count
 
 __all__ = ["PvtSnapshot", "pvt_snapshot"]
 
@@ -129,13 +129,13 @@ class PvtSnapshot:
     def _trace(self, config: PvtConfig) -> Trace:
         cache = self._config.stash[_TRACES]
         if config not in cache:
-            from pvttrace.trace import trace_config
+            from pvttrace.tracing.recorder import trace_config
 
             cache[config] = trace_config(config)
         return cache[config]
 
     def _trace_spec(self, text: str, input_shape: Sequence[int] | str | None) -> Trace:
-        from pvttrace.target import parse_model_spec, trace_target
+        from pvttrace.tracing.target import parse_model_spec, trace_target
 
         shape = input_shape if input_shape is None or isinstance(input_shape, str) else ",".join(map(str, input_shape))
         spec = parse_model_spec(text, input_shape=shape)

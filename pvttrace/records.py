@@ -20,9 +20,9 @@ from enum import StrEnum
 from typing import Any
 
 from pvttrace.config import PvtConfig
-from pvttrace.errors import ConfigError, TraceFileError
+from pvttrace.base.errors import ConfigError, TraceFileError
 from pvttrace.fidelity import fidelity
-from pvttrace.files import loads_strict, read_text_file
+from pvttrace.base.jsonio import loads_strict, read_text_file
 
 __all__ = [
     "CONVENTION",
@@ -373,7 +373,7 @@ class TrainingMemory:
 
     ``peak_bytes = param_bytes + buffer_bytes + grad_bytes + optimizer_state_bytes
     + max(forward_peak_bytes, backward_peak_bytes)``; ``backward_peak_bytes`` is the saved
-    activations plus the largest transient during backward (see ``pvttrace.memory``).
+    activations plus the largest transient during backward (see ``pvttrace.memory.estimate``).
     """
 
     optimizer: str
@@ -439,7 +439,7 @@ class Trace:
 
     def __repr__(self) -> str:
         """One line (the dataclass repr of every op ran to ~100 KB): what was traced and its totals."""
-        from pvttrace.units import format_bytes, format_count
+        from pvttrace.base.units import format_bytes, format_count
 
         what = self.config.describe() if self.config is not None else (self.model or f"input {list(self.input_shape)}")
         peak = f", peak {format_bytes(self.totals.peak_memory_bytes)}" if self.totals.peak_memory_bytes else ""
@@ -450,13 +450,13 @@ class Trace:
 
     def __rich__(self) -> Any:
         """``rich.print(trace)``: the short ``pvttrace run`` view (rich is imported only here)."""
-        from pvttrace.render import render_trace
+        from pvttrace.render.trace import render_trace
 
         return render_trace(self, brief=True)
 
     def _repr_markdown_(self) -> str:
         """Notebooks: the ``run --format markdown`` view."""
-        from pvttrace.render import trace_markdown
+        from pvttrace.render.trace import trace_markdown
 
         return trace_markdown(self)
 

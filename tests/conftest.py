@@ -26,16 +26,16 @@ def _plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendering must not depend on the caller's terminal settings."""
     for name in ("FORCE_COLOR", "NO_COLOR", "COLUMNS", "TERM"):
         monkeypatch.delenv(name, raising=False)
-    import pvttrace.cli
+    import pvttrace.cli.common
 
     # Piped output follows the controlling terminal's width; a test run from a terminal must not.
-    monkeypatch.setattr(pvttrace.cli, "terminal_width", lambda: None)
+    monkeypatch.setattr(pvttrace.cli.common, "terminal_width", lambda: None)
 
 
 @pytest.fixture(scope="session")
 def trace_of() -> Callable[[PvtConfig], Trace]:
     """Trace a config once per session (memoised by config)."""
-    from pvttrace.trace import trace_config
+    from pvttrace.tracing.recorder import trace_config
 
     cache: dict[PvtConfig, Trace] = {}
 

@@ -25,11 +25,11 @@ from typer.testing import CliRunner
 from optional import needs
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant
-from pvttrace.coverage import coverage_csv, coverage_document, op_coverage, uncosted_summary
-from pvttrace.errors import TraceError, UserInputError
+from pvttrace.costs.coverage import coverage_csv, coverage_document, op_coverage, uncosted_summary
+from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.records import CostRule, OpKind, Trace, dumps_json, loads_trace
-from pvttrace.render import coverage_table, render_trace
-from pvttrace.target import ModelSpec, parse_model_spec, trace_target
+from pvttrace.render.trace import coverage_table, render_trace
+from pvttrace.tracing.target import ModelSpec, parse_model_spec, trace_target
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 
@@ -156,7 +156,7 @@ def test_missing_timm_is_a_clear_exit_2(runner: CliRunner, monkeypatch: pytest.M
 
 
 def test_import_errors_name_what_is_missing() -> None:
-    from pvttrace.target import install_advice
+    from pvttrace.tracing.target import install_advice
 
     missing = ModuleNotFoundError("No module named 'requests'", name="requests")
     assert install_advice("timm", missing) == "install what it lacks: pip install requests"
@@ -197,7 +197,7 @@ def test_sdpa_counts_both_products_and_no_map() -> None:
 
 
 def test_builtin_spec_is_the_builtin_path(tiny_trace: Trace) -> None:
-    from pvttrace.target import builtin_spec
+    from pvttrace.tracing.target import builtin_spec
 
     assert trace_target(builtin_spec(get_variant("tiny"))) == tiny_trace
     assert tiny_trace.model is None and "model" not in tiny_trace.to_dict()
@@ -321,7 +321,7 @@ def test_new_pure_modules_import_nothing_heavy() -> None:
 
     probe = (
         "import sys\n"
-        "import pvttrace.labels, pvttrace.conventions, pvttrace.coverage, pvttrace.target\n"
+        "import pvttrace.stages.labels, pvttrace.costs.conventions, pvttrace.costs.coverage, pvttrace.tracing.target\n"
         "print(sorted(m for m in ('torch', 'rich', 'typer', 'timm', 'fvcore') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

@@ -1,4 +1,4 @@
-"""The aten-level shape stand-ins (pvttrace.atenshapes) against torch's own meta kernels.
+"""The aten-level shape stand-ins (pvttrace.tracing.atenshapes) against torch's own meta kernels.
 
 Three layers of evidence: every stand-in output equals the real kernel's, call by call; whole
 traces (records, totals, training memory, the raw lifetime log) are identical with and without the
@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch._prims_common import suggest_memory_format as torch_suggest_memory_format
 
-from pvttrace import atenshapes
+from pvttrace.tracing import atenshapes
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.model import build_model
-from pvttrace.trace import memory_log, trace_config
+from pvttrace.tracing.model import build_model
+from pvttrace.tracing.recorder import memory_log, trace_config
 
 CASES = [
     ("tiny", "64", 1, {}),
@@ -82,7 +82,7 @@ def test_traces_equal_record_for_record_without_the_stand_ins(
 
 def test_a_training_trace_imports_neither_sympy_nor_dynamo() -> None:
     probe = (
-        "import sys; from pvttrace.config import resolve_config; from pvttrace.trace import trace_config; "
+        "import sys; from pvttrace.config import resolve_config; from pvttrace.tracing.recorder import trace_config; "
         "t = trace_config(resolve_config('b2', img='128', batch=2), train=True, optimizer='adamw'); "
         "assert t.training.backward_peak_bytes > 0; "
         "print(sorted(m for m in ('sympy', 'torch._dynamo') if m in sys.modules))"

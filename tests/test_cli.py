@@ -146,7 +146,7 @@ def test_help_does_not_import_torch() -> None:
         "        app(args)\n"
         "    except SystemExit as exit:\n"
         "        assert exit.code == 0, (args, exit.code)\n"
-        "print('torch' in sys.modules, 'pvttrace.trace' in sys.modules)\n"
+        "print('torch' in sys.modules, 'pvttrace.tracing.recorder' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False False"

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 import pvttrace
-from pvttrace import costs
-from pvttrace.coverage import op_coverage
-from pvttrace.errors import TraceError
+from pvttrace.costs import rules as costs
+from pvttrace.costs.coverage import op_coverage
+from pvttrace.base.errors import TraceError
 from pvttrace.records import CostRule, OpKind, Shape
-from pvttrace.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 
 @pytest.fixture

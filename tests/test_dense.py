@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from pvttrace.config import get_variant
-from pvttrace.dense import HeadConfig, default_head
-from pvttrace.errors import ConfigError
-from pvttrace.gpustep import FRAMEWORKS, GpuSetting, gpu_training_peak, rounded
-from pvttrace.heads import build_dense_model, part_of, predict_gpu_peak, trace_dense
-from pvttrace.memory import LifetimeLog, StorageEvent, StorageKind
+from pvttrace.tracing.dense import HeadConfig, default_head
+from pvttrace.base.errors import ConfigError
+from pvttrace.memory.gpustep import FRAMEWORKS, GpuSetting, gpu_training_peak, rounded
+from pvttrace.tracing.heads import build_dense_model, part_of, predict_gpu_peak, trace_dense
+from pvttrace.memory.estimate import LifetimeLog, StorageEvent, StorageKind
 
 # Published params (M): SegFormer on ADE20K (MMSegmentation/paper), RetinaNet and Semantic FPN (PVT/PVTv2 papers).
 PUBLISHED = [
@@ -101,7 +101,7 @@ def test_legacy_softmax_keeps_one_more_score_map_per_block() -> None:
 def test_amp_policy_float16_matmuls_float32_softmax_and_cached_weights() -> None:
     import torch
 
-    from pvttrace.amp import autocast_float16
+    from pvttrace.tracing.amp import autocast_float16
 
     layer = torch.nn.Linear(8, 8, device="meta")
     x = torch.empty(2, 8, device="meta")

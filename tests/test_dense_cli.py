@@ -86,10 +86,10 @@ def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None
 
 def test_run_gpu_setting_prints_the_prediction(runner: CliRunner) -> None:
     from pvttrace.config import get_variant
-    from pvttrace.dense import default_head
-    from pvttrace.gpustep import FRAMEWORKS
-    from pvttrace.heads import predict_gpu_peak
-    from pvttrace.units import format_bytes
+    from pvttrace.tracing.dense import default_head
+    from pvttrace.memory.gpustep import FRAMEWORKS
+    from pvttrace.tracing.heads import predict_gpu_peak
+    from pvttrace.base.units import format_bytes
 
     code, out, _ = _invoke(
         runner, "run", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--train",

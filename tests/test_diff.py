@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.diff import (
+from pvttrace.analyses.diff import (
     DIFF_SCHEMA,
     OpStatus,
     StageMetric,
@@ -37,9 +37,9 @@ from pvttrace.diff import (
     summary_lines,
     trace_distinct,
 )
-from pvttrace.errors import TraceFileError, UserInputError
+from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.records import Trace, dumps_json
-from pvttrace.render_diff import diff_markdown, render_diff
+from pvttrace.render.diff import diff_markdown, render_diff
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 TraceOf = Callable[[PvtConfig], Trace]
@@ -403,6 +403,6 @@ def test_cli_table_is_the_rendered_view(runner: CliRunner, sr_diff: TraceDiff) -
 
 
 def test_diff_module_imports_nothing_heavy() -> None:
-    probe = "import sys, pvttrace.diff\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    probe = "import sys, pvttrace.analyses.diff\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -2,7 +2,7 @@
 
 On the meta device nothing is allocated, so each of these traces in about a second; the counts are
 exact Python ints (checked against tests/closed_forms.py and through JSON, where they exceed 2**53),
-and tables print them with E/P/T and EiB/PiB/TiB units. The limits of :mod:`pvttrace.limits` (torch's
+and tables print them with E/P/T and EiB/PiB/TiB units. The limits of :mod:`pvttrace.config` (torch's
 2**63-byte tensors, a budget of 4096 blocks) are checked at their exact boundary.
 
 64 stages: PVT v2's overlapping patch embedding ceils, so stride 2 in every stage shrinks a 224 image to
@@ -30,10 +30,10 @@ from closed_forms import closed_form_macs, closed_form_params
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.errors import ConfigError
-from pvttrace.limits import MAX_BLOCKS, largest_tensor
+from pvttrace.base.errors import ConfigError
+from pvttrace.config import MAX_BLOCKS, largest_tensor
 from pvttrace.records import Trace
-from pvttrace.trace import trace_config
+from pvttrace.tracing.recorder import trace_config
 
 
 def _stages(value: str, count: int) -> str:
@@ -116,7 +116,7 @@ def test_extreme_inputs_keep_memory_modest() -> None:
     script = (
         "import json, resource, sys\n"
         "from pvttrace.config import resolve_config\n"
-        "from pvttrace.trace import trace_config\n"
+        "from pvttrace.tracing.recorder import trace_config\n"
         "trace_config(resolve_config(variant='tiny'))\n"
         "floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "for options in json.loads(sys.argv[1]):\n"

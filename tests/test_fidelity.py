@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.fidelity import fidelity
-from pvttrace.model import build_model
+from pvttrace.tracing.model import build_model
 from pvttrace.records import Trace
-from pvttrace.trace import trace_config
+from pvttrace.tracing.recorder import trace_config
 
 
 def test_linear_sra_mlp_relu_is_in_place_like_the_official_code(trace_of: Callable[[PvtConfig], Trace]) -> None:

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
-from pvttrace.errors import TraceError, UserInputError
-from pvttrace.formula import (
+from pvttrace.base.errors import TraceError, UserInputError
+from pvttrace.analyses.formula import (
     FormulaNotApplicable,
     ModelFormula,
     derive_formula,
@@ -94,8 +94,8 @@ def test_builtin_formula_equals_a_concrete_trace(
 @given(h=ODD, w=ODD)
 def test_model_formula_equals_a_concrete_trace(model: str, h: int, w: int) -> None:
     """pvt_v2_b0 and Twins-PCPVT call F.scaled_dot_product_attention (timm's fused path)."""
-    from pvttrace.sweep import model_spec_at
-    from pvttrace.target import parse_model_spec, trace_target
+    from pvttrace.analyses.sweep import model_spec_at
+    from pvttrace.tracing.target import parse_model_spec, trace_target
 
     assume(h != w)
     spec = parse_model_spec(model)
@@ -248,7 +248,7 @@ def test_parse_symbolic() -> None:
     with pytest.raises(UserInputError, match="names H twice"):
         parse_symbolic("H,H")
     with pytest.raises(TraceError):
-        derive_formula(__import__("pvttrace.target", fromlist=["x"]).parse_model_spec(
+        derive_formula(__import__("pvttrace.tracing.target", fromlist=["x"]).parse_model_spec(
             "formula_zoo:reads_values", input_shape="1,3,64,64"))
 
 
@@ -270,8 +270,8 @@ def test_formula_sweep_equals_the_traced_sweep(runner: CliRunner) -> None:
 
 
 def test_sweep_range_and_step() -> None:
-    from pvttrace.errors import ConfigError
-    from pvttrace.sweep import parse_sizes
+    from pvttrace.base.errors import ConfigError
+    from pvttrace.analyses.sweep import parse_sizes
 
     sizes = parse_sizes("224..2048", 8)
     assert len(sizes) == 229 and sizes[0] == (224, 224) and sizes[-1] == (2048, 2048)

@@ -214,17 +214,17 @@ def test_cli_corpus(
 def test_a_device_that_cannot_hold_the_model_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # Once a RuntimeError traceback (--device cpu with an input too large for the machine). Simulated: a real
     # attempt would allocate whatever the machine has.
-    import pvttrace.trace
+    import pvttrace.tracing.recorder
 
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 120000000000 bytes.")
 
-    monkeypatch.setattr(pvttrace.trace, "build_model", out_of_memory)
+    monkeypatch.setattr(pvttrace.tracing.recorder, "build_model", out_of_memory)
     from pvttrace.config import get_variant
-    from pvttrace.errors import TraceError
+    from pvttrace.base.errors import TraceError
 
     with pytest.raises(TraceError) as error:
-        pvttrace.trace.trace_config(get_variant("b0"), device="cpu")
+        pvttrace.tracing.recorder.trace_config(get_variant("b0"), device="cpu")
     assert str(error.value) == (
         "cannot build the model and its input on cpu: RuntimeError: DefaultCPUAllocator: can't allocate memory: "
         "you tried to allocate 120000000000 bytes."

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from optional import needs
 from pvttrace.cli import app
 from pvttrace.config import get_variant
-from pvttrace.errors import UserInputError
+from pvttrace.base.errors import UserInputError
 from pvttrace.records import Trace
-from pvttrace.target import parse_model_spec, trace_target
-from pvttrace.trace import trace_config
+from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.recorder import trace_config
 
 needs_hf = needs("transformers")
 
@@ -110,7 +110,7 @@ def test_unknown_hf_class_suggests_close_names() -> None:
 
 def test_timm_and_transformers_are_imported_only_when_asked() -> None:
     code = (
-        "import sys; from pvttrace.target import parse_model_spec, trace_target; "
+        "import sys; from pvttrace.tracing.target import parse_model_spec, trace_target; "
         "trace_target(parse_model_spec('anymodel_zoo:sdpa', input_shape='1,16,8')); "
         "print(sorted(m for m in ('timm', 'transformers') if m in sys.modules))"
     )

@@ -13,8 +13,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pvttrace"
 def test_data_modules_import_nothing_heavy() -> None:
     probe = (
         "import sys\n"
-        "import pvttrace, pvttrace.config, pvttrace.records, pvttrace.costs, pvttrace.units, pvttrace.errors\n"
-        "import pvttrace.sweep, pvttrace.tabular, pvttrace.plot\n"
+        "import pvttrace, pvttrace.config, pvttrace.records, pvttrace.costs.rules, pvttrace.base.units, pvttrace.base.errors\n"
+        "import pvttrace.analyses.sweep, pvttrace.render.tabular, pvttrace.render.plot\n"
         "print(sorted(m for m in ('torch', 'rich', 'typer', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

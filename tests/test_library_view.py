@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.diff import diff_traces
+from pvttrace.analyses.diff import diff_traces
 from pvttrace.records import Trace
-from pvttrace.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
+from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
 
 
 def _rich_text(obj: object, width: int = 100) -> str:

@@ -6,7 +6,7 @@ The estimates are made on the meta device; the references run the same model wit
 * saved-for-backward bytes against a count taken with ``saved_tensors_hooks`` on a real forward (exact);
 * the training timeline (forward with grad + backward) against the profiler's peak.
 
-Kernel scratch is outside the estimate by design (see ``pvttrace.memory``): on CPU, oneDNN
+Kernel scratch is outside the estimate by design (see ``pvttrace.memory.estimate``): on CPU, oneDNN
 convolutions reorder weights and inputs into blocked layouts inside the op. Where that scratch
 sets the CPU peak (small images), the tests compare with the profiler after replacing each conv's
 internal allocations by its output, and separately assert that the raw gap lies inside a conv.
@@ -34,8 +34,8 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
-from pvttrace.errors import UserInputError
-from pvttrace.memory import (
+from pvttrace.base.errors import UserInputError
+from pvttrace.memory.estimate import (
     ACTIVATION_KINDS,
     FitSearch,
     LifetimeLog,
@@ -48,10 +48,10 @@ from pvttrace.memory import (
     live_peak,
     optimizer_state_bytes,
 )
-from pvttrace.model import build_model
+from pvttrace.tracing.model import build_model
 from pvttrace.records import OpKind, Trace, dumps_json, loads_trace
-from pvttrace.render_memory import render_fit, render_memory
-from pvttrace.trace import memory_log, trace_config
+from pvttrace.render.memory import render_fit, render_memory
+from pvttrace.tracing.recorder import memory_log, trace_config
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
@@ -498,6 +498,6 @@ def test_memory_analysis_imports_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, pvttrace.memory\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    probe = "import sys, pvttrace.memory.estimate\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pvttrace.config import PvtConfig, get_variant, resolve_config
-from pvttrace.model import build_model
+from pvttrace.tracing.model import build_model
 from pvttrace.records import Trace
 
 # reference/pvt.md section 5.1a: params and MACs (= torch flop_counter / 2) of the official code at 224, B=1, cls.
@@ -39,7 +39,7 @@ def test_exact_params_and_macs(variant: str, trace_of: Callable[[PvtConfig], Tra
 
 @pytest.mark.parametrize("variant", ["tiny", "b2-li"])
 def test_params_agree_with_torchinfo(variant: str) -> None:
-    from pvttrace.modules import torchinfo_param_count
+    from pvttrace.tracing.torchinfo_view import torchinfo_param_count
 
     assert torchinfo_param_count(get_variant(variant)) == OFFICIAL[variant][0]
 
@@ -75,6 +75,6 @@ def test_flop_counter_agrees_on_backbone_at_detection_size() -> None:
     with FlopCounterMode(display=False) as counter:
         outs = model(torch.empty(cfg.input_shape, device="meta"))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 200, 333), (1, 128, 100, 166), (1, 320, 50, 83), (1, 512, 25, 41)]
-    from pvttrace.trace import trace_config
+    from pvttrace.tracing.recorder import trace_config
 
     assert trace_config(cfg).totals.macs == counter.get_total_flops() // 2

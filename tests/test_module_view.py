@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 import anymodel_zoo
 from optional import needs
 from pvttrace.cli import app
-from pvttrace.target import parse_model_spec, trace_modules
+from pvttrace.tracing.target import parse_model_spec, trace_modules
 
 
 def test_rows_add_up_and_match_the_model() -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pvttrace.config import get_variant, resolve_config
-from pvttrace.model import PyramidVisionTransformer, build_model
-from pvttrace.noinit import skip_meta_init
-from pvttrace.sweep import METRICS, needs_memory
-from pvttrace.trace import trace_config, trace_model
+from pvttrace.tracing.model import PyramidVisionTransformer, build_model
+from pvttrace.tracing.noinit import skip_meta_init
+from pvttrace.analyses.sweep import METRICS, needs_memory
+from pvttrace.tracing.recorder import trace_config, trace_model
 from tests.optional import require
 
 

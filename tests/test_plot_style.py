@@ -20,7 +20,7 @@ def _png_size(path: pathlib.Path) -> tuple[int, int]:
 def test_diff_plot_states_shared_settings_and_where_it_wrote(runner: CliRunner, tmp_path: pathlib.Path) -> None:
     require("matplotlib")
     from pvttrace.config import resolve_config
-    from pvttrace.plot import shared_settings
+    from pvttrace.render.plot import shared_settings
 
     assert shared_settings([resolve_config(sr="1,1,1,1", img="512"), resolve_config(variant="b1", sr="1,1,1,1",
                                                                                     img="512")]) == (
@@ -37,9 +37,9 @@ def test_diff_plot_states_shared_settings_and_where_it_wrote(runner: CliRunner, 
 
 def test_series_differ_in_marker_and_line_style(tmp_path: pathlib.Path, runner: CliRunner) -> None:
     require("matplotlib")
-    from pvttrace.plot import PALETTE, plot_sweep
-    from pvttrace.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
-    from pvttrace.trace import trace_config
+    from pvttrace.render.plot import PALETTE, plot_sweep
+    from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
+    from pvttrace.tracing.recorder import trace_config
 
     columns = tuple(SweepColumn(f"c{i}", (("variant", "b0"), ("sr", sr))) for i, sr in enumerate(["8,4,2,1", "1,1,1,1",
                                                                                                   "4,2,1,1"]))

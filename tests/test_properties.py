@@ -26,12 +26,12 @@ from closed_forms import closed_form_macs, closed_form_params
 
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig
-from pvttrace.diff import OpStatus, StageMetric, TotalMetric, diff_traces
-from pvttrace.errors import ConfigError
-from pvttrace.model import build_model
+from pvttrace.analyses.diff import OpStatus, StageMetric, TotalMetric, diff_traces
+from pvttrace.base.errors import ConfigError
+from pvttrace.tracing.model import build_model
 from pvttrace.records import OpKind, dumps_json, loads_trace
-from pvttrace.snapshot import load_snapshot
-from pvttrace.trace import trace_config
+from pvttrace.snapshot.core import load_snapshot
+from pvttrace.tracing.recorder import trace_config
 
 EXAMPLES = int(os.environ.get("PVTTRACE_HYPOTHESIS_EXAMPLES", "60"))
 SETTINGS = settings(

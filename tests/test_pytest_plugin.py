@@ -19,7 +19,7 @@ import pytest
 
 # pytester's in-process runs unload modules first imported inside them, and torch cannot be imported a
 # second time in one process: import it out here, before any run.
-import pvttrace.trace  # noqa: F401
+import pvttrace.tracing.recorder  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -199,7 +199,7 @@ def test_what_to_pass_is_one_line(pytester: pytest.Pytester, call: str, reason: 
 import torch
 from torch import nn
 from pvttrace.config import get_variant
-from pvttrace.trace import trace_model
+from pvttrace.tracing.recorder import trace_model
 
 def test_bad(pvt_snapshot):
     {call}

@@ -17,13 +17,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pvttrace import cli_guard, files, snapshot
+from pvttrace.base import jsonio as files
+from pvttrace.cli import guard as cli_guard
+from pvttrace.snapshot import core as snapshot
 from pvttrace.cli import app
 from pvttrace.config import get_variant
-from pvttrace.errors import TraceFileError, UserInputError
-from pvttrace.snapshot import compare_snapshots, load_snapshot, loads_snapshot, snapshot_from_trace, write_text_atomic
-from pvttrace.target import parse_model_spec, trace_target
-from pvttrace.trace import trace_config, trace_model
+from pvttrace.base.errors import TraceFileError, UserInputError
+from pvttrace.snapshot.core import compare_snapshots, load_snapshot, loads_snapshot, snapshot_from_trace, write_text_atomic
+from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.recorder import trace_config, trace_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -250,7 +252,7 @@ def test_update_writes_through_symlinks_and_keeps_modes(tmp_path: pathlib.Path) 
 def test_sigterm_during_the_atomic_write_leaves_no_temporary_file(tmp_path: pathlib.Path) -> None:
     script = (
         "import os, signal, sys\n"
-        "from pvttrace import snapshot\n"
+        "from pvttrace.snapshot import core as snapshot\n"
         "real = os.fsync\n"
         "def fsync(fd):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from pvttrace.cli import app
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
 from pvttrace.records import Trace
-from pvttrace.snapshot import (
+from pvttrace.snapshot.core import (
     SNAPSHOT_SCHEMA,
     Budgets,
     ChangeStatus,
@@ -39,7 +39,7 @@ from pvttrace.snapshot import (
     write_snapshot,
     write_text_atomic,
 )
-from pvttrace.snapshot_report import report_lines, result_lines
+from pvttrace.snapshot.report import report_lines, result_lines
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNAPSHOTS = ROOT / "tests" / "snapshots"
@@ -504,16 +504,16 @@ def test_concurrent_checks_and_updates_of_the_same_files(tmp_path: pathlib.Path)
 
 # ---------------------------------------------------------------------------------- cost: one trace per file
 def test_check_costs_one_trace_per_snapshot(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pvttrace.trace
+    import pvttrace.tracing.recorder
 
     calls: list[PvtConfig] = []
-    real = pvttrace.trace.trace_config
+    real = pvttrace.tracing.recorder.trace_config
 
     def counting(cfg: PvtConfig, **kwargs: str) -> Trace:
         calls.append(cfg)
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(pvttrace.trace, "trace_config", counting)
+    monkeypatch.setattr(pvttrace.tracing.recorder, "trace_config", counting)
     good = _copy("b0-224-cls", tmp_path)
     assert _invoke("snapshot", "check", str(good))[0] == 0
     assert calls == [VARIANTS["b0"]]
@@ -531,7 +531,7 @@ def test_check_costs_one_trace_per_snapshot(tmp_path: pathlib.Path, monkeypatch:
 def test_snapshot_modules_import_nothing_heavy_and_help_skips_torch() -> None:
     probe = (
         "import sys\n"
-        "import pvttrace.snapshot, pvttrace.snapshot_report, pvttrace.pytest_plugin\n"
+        "import pvttrace.snapshot.core, pvttrace.snapshot.report, pvttrace.pytest_plugin\n"
         "print(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
         "from pvttrace.cli import app\n"
         "helps = (['snapshot'], ['snapshot', '--help'], ['snapshot', 'write', '--help'], ['snapshot', 'check', '-h'])\n"

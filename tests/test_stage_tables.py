@@ -17,8 +17,8 @@ from rich.console import Console
 
 from optional import needs
 from pvttrace.records import Trace
-from pvttrace.render import render_trace, stage_table
-from pvttrace.target import parse_model_spec, trace_target
+from pvttrace.render.trace import render_trace, stage_table
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 Row = tuple[tuple[int, int], int, int, int, int, int, int]
 

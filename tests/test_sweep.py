@@ -25,10 +25,10 @@ from typer.testing import CliRunner
 from optional import needs
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig
-from pvttrace.errors import ConfigError, UserInputError
+from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.records import Totals, Trace
-from pvttrace.render_sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
-from pvttrace.sweep import (
+from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
+from pvttrace.analyses.sweep import (
     DEFAULT_METRICS,
     METRICS,
     Metric,
@@ -43,7 +43,7 @@ from pvttrace.sweep import (
     plan_sweep,
     run_sweep,
 )
-from pvttrace.tabular import TRACE_CSV_FIELDS, csv_text
+from pvttrace.render.tabular import TRACE_CSV_FIELDS, csv_text
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
@@ -268,7 +268,7 @@ def test_csv_text_quotes_and_checks_widths() -> None:
 # ---------------------------------------------------------------------------------- plots
 @needs_matplotlib
 def test_sweep_plot_has_one_labelled_log_log_line_per_configuration(b0_sweep: SweepResult, tmp_path: pathlib.Path) -> None:
-    from pvttrace.plot import plot_sweep, save_figure
+    from pvttrace.render.plot import plot_sweep, save_figure
 
     figure = plot_sweep(b0_sweep, ["attention_macs", "attention_map_bytes"])
     assert figure.get_suptitle() == "pvttrace sweep: b0 (PVT v2, cls, batch 1, float32)"
@@ -302,7 +302,7 @@ def test_sweep_plot_has_one_labelled_log_log_line_per_configuration(b0_sweep: Sw
 
 @needs_matplotlib
 def test_stage_bars_group_values_per_stage(tmp_path: pathlib.Path) -> None:
-    from pvttrace.plot import plot_stage_bars, save_figure
+    from pvttrace.render.plot import plot_stage_bars, save_figure
 
     values = {"sr 8,4,2,1": [537.9e6, 800e6, 1.5e9, 700e6], "sr 1,1,1,1": [4.2e9, 1.4e9, 1.6e9, 700e6]}
     stages = ["stage 1", "stage 2", "stage 3", "stage 4"]
@@ -324,7 +324,7 @@ def test_stage_bars_group_values_per_stage(tmp_path: pathlib.Path) -> None:
 
 
 def test_plot_paths_are_checked(tmp_path: pathlib.Path) -> None:
-    from pvttrace.plot import plot_format
+    from pvttrace.render.plot import plot_format
 
     assert plot_format(str(tmp_path / "a.SVG")) == "svg"
     with pytest.raises(UserInputError, match=r"plot='x.jpg' must end in .png or .svg"):
@@ -334,7 +334,7 @@ def test_plot_paths_are_checked(tmp_path: pathlib.Path) -> None:
 
 
 def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
-    from pvttrace.plot import require_matplotlib
+    from pvttrace.render.plot import require_matplotlib
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     with pytest.raises(UserInputError, match=r"plot needs matplotlib, which is not installed; install it with: pip"):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from optional import needs
 from pvttrace.cli import app
 from pvttrace.records import CONVENTIONS
-from pvttrace.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 ROWS = pathlib.Path(__file__).parent / "data" / "timm_benchmark_rows.csv"
 

@@ -9,10 +9,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pvttrace.config import PvtConfig, get_variant, resolve_config
-from pvttrace.errors import TraceError
-from pvttrace.model import build_model
+from pvttrace.base.errors import TraceError
+from pvttrace.tracing.model import build_model
 from pvttrace.records import OpKind, Trace, loads_trace, dumps_json
-from pvttrace.trace import record_ops, trace_config
+from pvttrace.tracing.recorder import record_ops, trace_config
 
 
 def _first(trace: Trace, label: str, stage: int = 1) -> tuple[int, ...]:

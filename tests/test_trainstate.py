@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pvttrace.trace import trace_model
+from pvttrace.tracing.recorder import trace_model
 
 
 def _bn_net() -> nn.Module:

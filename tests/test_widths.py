@@ -136,7 +136,7 @@ def test_default_run_fits_one_screen_with_the_attention_walkthrough(module_runne
 
 
 def test_piped_output_uses_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pvttrace import cli
+    from pvttrace.cli import common as cli
 
     monkeypatch.setattr(cli, "terminal_width", lambda: 91)
     assert cli.make_console(None).width == 91

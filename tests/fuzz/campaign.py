@@ -151,8 +151,8 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
     import threading
 
     from pvttrace.config import get_variant
-    from pvttrace.target import parse_model_spec, trace_target
-    from pvttrace.trace import trace_config
+    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.tracing.recorder import trace_config
 
     def trace(target: tuple[str, str]) -> Any:
         kind, name = target

@@ -33,7 +33,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
-from pvttrace.errors import TraceFileError
+from pvttrace.base.errors import TraceFileError
 
 #: Commands that write the files named on their command line (as command paths).
 WRITING_COMMANDS = frozenset({("snapshot", "write")})
@@ -80,8 +80,8 @@ def _seed_texts() -> dict[str, bytes]:
 
     from pvttrace.config import resolve_config
     from pvttrace.records import dumps_json
-    from pvttrace.snapshot import Budgets, dumps_snapshot, snapshot_from_trace
-    from pvttrace.trace import trace_config
+    from pvttrace.snapshot.core import Budgets, dumps_snapshot, snapshot_from_trace
+    from pvttrace.tracing.recorder import trace_config
 
     small = trace_config(resolve_config(**SMALL_CONFIG))
     one_stage = trace_config(resolve_config(**ONE_STAGE_CONFIG))
@@ -280,7 +280,7 @@ def _under(path: str, named: set[str]) -> bool:
 
 
 def _loads_as_snapshot(data: bytes) -> bool:
-    from pvttrace.snapshot import loads_snapshot
+    from pvttrace.snapshot.core import loads_snapshot
 
     try:
         loads_snapshot(data.decode("utf-8"))

@@ -1,0 +1,476 @@
+"""The ``pvttrace`` command line: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 ok; 1 a check failed; 2 bad input (a one-line ``error: ...`` on stderr, no
+traceback). Torch is imported only inside commands that trace, so ``pvttrace --help`` and
+every subcommand's ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from pvttrace import __version__
+from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
+from pvttrace.base.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
+
+if TYPE_CHECKING:
+    from pvttrace.tracing.target import ModelSpec
+
+__all__ = ["app"]
+
+
+class _OneLineErrors(TyperGroup):
+    """Command group whose usage errors print as one ``error:`` line with exit code 2 (no usage box)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - the group's own signature
+        kwargs["standalone_mode"] = False
+        # Non-UTF-8 bytes in argv (file names) arrive as lone surrogates; echo them as \udcXX escapes
+        # (valid JSON escapes, too) instead of failing in the middle of the output.
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+        try:
+            result = super().main(*args, **kwargs)
+        except _Interrupted:
+            _fail("interrupted", 130)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _fail("aborted", 1)
+        except Exception as exc:
+            # Click-style usage errors (typer vendors click in recent releases, so match by shape).
+            format_message = getattr(exc, "format_message", None)
+            exit_code = getattr(exc, "exit_code", None)
+            if format_message is None or not isinstance(exit_code, int):
+                raise
+            argv = args[0] if args else kwargs.get("args")
+            _fail(format_message() + usage_hint(list(argv) if argv is not None else sys.argv[1:]), exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:  # noqa: D102 - the group's own signature
+        # Click prints an empty line and raises Abort on KeyboardInterrupt; one line is enough.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C (or a KeyboardInterrupt from the model's code) while a command ran."""
+
+
+def usage_hint(argv: Sequence[str]) -> str:
+    """A hint for the slips a newcomer makes first: ``run tiny`` (a variant without --variant), ``run --memory 24GiB``."""
+    from pvttrace.config import OFFICIAL_NAMES
+
+    words = [str(a) for a in argv]
+    for i, word in enumerate(words):
+        if i > 0 and words[i - 1] == "--memory" and words[0] != "fit" and word[:1].isdigit():
+            return f"; --memory is a switch of {words[0]} (a memory table); for a budget use: pvttrace fit --memory {word}"
+        is_variant = word in OFFICIAL_NAMES or word in OFFICIAL_NAMES.values()
+        if i > 0 and is_variant and not words[i - 1].startswith("-"):
+            return f"; to pick a variant write --variant {word}"
+    return ""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"error: {one_line}\n")
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="pvttrace",
+    help="Trace shapes, MACs and memory op by op through a Pyramid Vision Transformer (PVT v1/v2).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"pvttrace {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Trace shapes, MACs and memory op by op through a Pyramid Vision Transformer (PVT v1/v2)."""
+    if ctx.invoked_subcommand is None:
+        sys.stdout.write(ctx.get_help() + "\n")
+        raise typer.Exit(0)
+
+
+@contextmanager
+def errors_to_exit_codes() -> Iterator[None]:
+    """Map library errors to one-line messages and exit codes (input 2, failed check 1)."""
+    try:
+        yield
+    except (UserInputError, TraceError) as exc:
+        _fail(str(exc), 2)
+    except CheckFailed as exc:
+        _fail(str(exc), 1)
+    except PvtTraceError as exc:
+        _fail(str(exc), 2)
+
+
+def terminal_width() -> int | None:
+    """The width of the controlling terminal (as ``stty size`` reads it), or None when there is none.
+
+    Used when stdout is a pipe (``| less``, ``| head``): the reader still sits at that terminal.
+    """
+    for stream in (sys.stderr, sys.stdin):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns or None
+        except (AttributeError, OSError, ValueError):
+            continue
+    try:
+        with open("/dev/tty", "rb") as tty:
+            return os.get_terminal_size(tty.fileno()).columns or None
+    except OSError:
+        return None
+
+
+def make_console(width: int | None) -> Console:
+    """A stdout console: ``--width``; else the terminal's width; in a pipe ``COLUMNS``, the controlling terminal's
+    width, or 120 when there is no terminal at all (CI logs)."""
+    if width is None and not sys.stdout.isatty():
+        columns = os.environ.get("COLUMNS", "").strip()
+        valid = columns.isascii() and columns.isdigit() and len(columns) <= 4 and MIN_WIDTH <= int(columns) <= MAX_WIDTH
+        width = int(columns) if valid else terminal_width()
+        if width is None or not MIN_WIDTH <= width <= MAX_WIDTH:
+            width = 120
+    return Console(width=width, highlight=False, soft_wrap=False)
+
+
+class OutputFormat(StrEnum):
+    """Output formats of ``run`` and ``sweep``."""
+
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    CSV = "csv"
+
+
+class Device(StrEnum):
+    """Where tensors live during the trace."""
+
+    META = "meta"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Convention(StrEnum):
+    """Counting conventions (``pvttrace.records.CONVENTIONS``)."""
+
+    MACS = "macs"
+    FVCORE = "fvcore"
+    TIMM = "timm"
+    PAPER = "paper"
+
+
+# ---------------------------------------------------------------------------------- shared options
+# One Annotated alias per model option, so that every command spells and documents them alike.
+VariantOpt = Annotated[
+    str, typer.Option("--variant", "-v", help="Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...).")
+]
+ImgOpt = Annotated[str | None, typer.Option("--img", help="Image size: 224, or HxW such as 800x1333.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Batch size.")]
+InChansOpt = Annotated[int | None, typer.Option("--in-chans", help="Input channels.")]
+DimsOpt = Annotated[str | None, typer.Option("--dims", help="Embedding dim per stage, e.g. 64,128,320,512.")]
+HeadsOpt = Annotated[str | None, typer.Option("--heads", help="Attention heads per stage, e.g. 1,2,5,8.")]
+DepthsOpt = Annotated[str | None, typer.Option("--depths", help="Blocks per stage, e.g. 2,2,2,2.")]
+MlpOpt = Annotated[str | None, typer.Option("--mlp-ratios", help="MLP ratio per stage, e.g. 8,8,4,4.")]
+SrOpt = Annotated[str | None, typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1.")]
+PatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--patch",
+        help="Patch stride: one value for stage 1 or one per stage. v1's stage-1 value is the official patch_size; "
+        "v2 strides other than 4,2,2,2 and v1 later strides other than 2 are pvttrace extensions (no official "
+        "counterpart; run headers and JSON say so).",
+    ),
+]
+QkvBiasOpt = Annotated[bool | None, typer.Option("--qkv-bias/--no-qkv-bias", help="Bias in the q and kv projections.")]
+LinearOpt = Annotated[bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")]
+ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (task cls).")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.")
+]
+PosSizeOpt = Annotated[str | None, typer.Option("--pos-size", help="v1: image size the positional tables are sized for.")]
+AttentionOpt = Annotated[
+    str | None, typer.Option("--attention", help="explicit (official: materialises the map) or sdpa (fused).")
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
+MIN_WIDTH, MAX_WIDTH = 20, 1000
+
+
+def _check_width(value: int | None) -> int | None:
+    # rich prints nothing at width <= 0 and runs out of memory padding lines to a huge width.
+    if value is not None and not MIN_WIDTH <= value <= MAX_WIDTH:
+        raise typer.BadParameter(f"width={value} must be from {MIN_WIDTH} to {MAX_WIDTH} columns")
+    return value
+
+
+WidthOpt = Annotated[
+    int | None,
+    typer.Option("--width", callback=_check_width, help="Console width for tables (default: terminal, or 120)."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Trace any model instead of a built-in variant: PACKAGE.MODULE:FACTORY (a callable returning an "
+        "nn.Module), timm:NAME (needs timm) or hf:CLASS (a transformers class, e.g. hf:PvtV2Model, built from "
+        "its config's defaults). Input from --input-shape, or --img/--batch/--in-chans.",
+    ),
+]
+ModelOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-option",
+        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; repeatable.",
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None, typer.Option("--input-shape", help="With --model: the input tensor shape, e.g. 1,3,224,224.")
+]
+ConventionOpt = Annotated[
+    Convention,
+    typer.Option(
+        "--convention",
+        help="macs (ours: conv/linear/matmul/attention multiply-accumulates), fvcore (fvcore's count), timm "
+        "(fvcore with explicit attention: timm's published GMACs) or paper (the PVT authors' get_flops.py: "
+        "mmcv hooks + closed-form attention).",
+    ),
+]
+CoverageOpt = Annotated[
+    bool, typer.Option("--coverage", help="List every op name seen with its count and cost rule (or none).")
+]
+
+#: Options that describe a built-in variant; they cannot be combined with --model.
+BUILTIN_ONLY_OPTIONS = (
+    "variant", "dims", "heads", "depths", "mlp_ratios", "sr", "patch", "qkv_bias", "linear_sra", "num_classes",
+    "dtype", "task", "pos_size",
+)
+
+
+def resolve_spec(
+    ctx: typer.Context,
+    model: str | None,
+    input_shape: str | None,
+    config_kwargs: dict[str, Any],
+    options: Sequence[str] = (),
+    inputs: str | None = None,
+) -> ModelSpec:
+    """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
+
+    ``config_kwargs`` is :func:`config_options`' result. With ``--model``, a built-in-only option
+    given on the command line is an error, as is ``--input-shape`` without ``--model``.
+
+    Raises:
+        UserInputError: conflicting or invalid options (exit 2).
+    """
+    from pvttrace.tracing.target import builtin_spec, parse_model_spec
+
+    if model is None:
+        if input_shape is not None:
+            raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
+        if options:
+            raise UserInputError("model_option needs --model hf:CLASS; built-in variants take --dims, --depths ...")
+        if inputs is not None:
+            raise UserInputError("inputs needs --model; built-in variants take --img/--batch/--in-chans")
+        from pvttrace.config import resolve_config
+
+        return builtin_spec(resolve_config(**config_kwargs))
+    given = [
+        name for name in BUILTIN_ONLY_OPTIONS
+        if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
+    ]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UserInputError(f"model={model!r} cannot be combined with {flags}: those options describe built-in variants")
+    return parse_model_spec(
+        model,
+        input_shape=input_shape,
+        img=config_kwargs.get("img"),
+        batch=config_kwargs.get("batch"),
+        in_chans=config_kwargs.get("in_chans"),
+        attention=config_kwargs.get("attention"),
+        options=options,
+        inputs=inputs,
+    )
+HeadOpt = Annotated[
+    str | None,
+    typer.Option("--head", help="Whole model: segformer, retinanet or semantic-fpn on the PVT (standard settings)."),
+]
+HeadWidthOpt = Annotated[
+    int | None,
+    typer.Option("--head-width", help="With --head: decoder width (segformer) or FPN width (default: the standard one)."),
+]
+
+
+GpuSettingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-setting",
+        help="With --head --train: also predict torch.cuda.max_memory_allocated of the step under a framework "
+        "setting: torch2, torch2-ddp or mmcv1-ddp (docs/dense-models.md).",
+    ),
+]
+
+
+AmpOpt = Annotated[
+    bool, typer.Option("--amp", help="With --gpu-setting: mixed precision (autocast float16, float32 master weights).")
+]
+
+
+def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
+    """The :class:`pvttrace.tracing.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
+    if head is None:
+        if head_width is not None:
+            raise UserInputError(f"head_width={head_width} needs --head")
+        return None
+    from pvttrace.tracing.dense import resolve_head
+
+    return resolve_head(head, cfg, num_classes=num_classes, channels=head_width)
+
+
+TrainOpt = Annotated[
+    bool, typer.Option("--train", help="Also estimate a training step: saved activations, grads, optimizer state.")
+]
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option("--optimizer", help="With --train: none, sgd, sgd-momentum, adam or adamw (default adamw)."),
+]
+
+
+def training_options(train: bool, optimizer: str | None) -> str:
+    """Validate ``--train``/``--optimizer``; return the optimizer name (adamw when not given)."""
+    from pvttrace.memory.estimate import optimizer_state_bytes
+
+    if optimizer is None:
+        return "adamw"
+    if not train:
+        raise UserInputError(f"optimizer={optimizer!r} needs --train (optimizer state exists only in training)")
+    optimizer_state_bytes(optimizer, 0)
+    return optimizer
+
+
+def config_options(
+    variant: str,
+    img: str | None,
+    batch: int | None,
+    in_chans: int | None,
+    dims: str | None,
+    heads: str | None,
+    depths: str | None,
+    mlp_ratios: str | None,
+    sr: str | None,
+    patch: str | None,
+    qkv_bias: bool | None,
+    linear_sra: bool | None,
+    num_classes: int | None,
+    dtype: str | None,
+    task: str | None,
+    pos_size: str | None,
+    attention: str | None,
+) -> dict[str, Any]:
+    """The model options of a command as keyword arguments of :func:`pvttrace.config.resolve_config`."""
+    return {
+        "variant": variant,
+        "img": img,
+        "batch": batch,
+        "in_chans": in_chans,
+        "dims": dims,
+        "heads": heads,
+        "depths": depths,
+        "mlp_ratios": mlp_ratios,
+        "sr": sr,
+        "patch": patch,
+        "qkv_bias": qkv_bias,
+        "linear_sra": linear_sra,
+        "num_classes": num_classes,
+        "dtype": dtype,
+        "task": task,
+        "pos_size": pos_size,
+        "attention": attention,
+    }
+
+
+def warn(messages: Sequence[str]) -> None:
+    """Print non-fatal notes to stderr, one line each."""
+    for message in messages:
+        sys.stderr.write(f"warning: {message}\n")
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Do not print warnings about uneven sizes.")]
+StageOpt = Annotated[
+    list[str] | None, typer.Option("--stage", help="Only these 1-based stages: 1,2 (or --stage 1 --stage 2).")
+]
+
+
+def warn_config(warnings: Sequence[str], quiet: bool) -> None:
+    """A configuration's geometry warnings, several folded into one line; none with ``--quiet``."""
+    if not quiet:
+        from pvttrace.base.notes import grouped_warnings
+
+        warn(grouped_warnings(warnings))
+
+
+def parse_int_list(values: Sequence[str] | None, field: str) -> list[int] | None:
+    """``--stage 1,2`` and ``--stage 1 --stage 2`` alike: comma-separated and/or repeated integers."""
+    if not values:
+        return None
+    out: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip()
+            if not (text.isascii() and text.isdigit()):
+                raise UserInputError(f"{field}={value!r} must be integers separated by commas, e.g. 1,2")
+            out.append(int(text))
+    return out
+
+
+def closest(value: str, choices: Sequence[str]) -> str:
+    """``; did you mean 'sr_conv'?`` for the closest choice, or an empty string when none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(value.lower(), list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _parse_kinds(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from pvttrace.records import OpKind
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    known = [k.value for k in OpKind]
+    for kind in kinds:
+        if kind not in known:
+            raise UserInputError(f"kind={kind!r} is not an op kind{closest(kind, known)} (known: {', '.join(known)})")
+    if not kinds:
+        raise UserInputError("kind='' must name at least one op kind")
+    return kinds
+
+

@@ -1,0 +1,195 @@
+"""``pvttrace formula``: a model's costs as exact formulas of the input size (one symbolic trace).
+
+CLI only: parse, validate up front, call :mod:`pvttrace.analyses.formula`, print. Torch is imported in the
+command body (through ``pvttrace.analyses.formula.derive_formula``).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from pvttrace.cli.common import (
+    AttentionOpt,
+    BatchOpt,
+    ClassesOpt,
+    DepthsOpt,
+    DimsOpt,
+    DtypeOpt,
+    HeadsOpt,
+    ImgOpt,
+    InChansOpt,
+    InputShapeOpt,
+    LinearOpt,
+    MlpOpt,
+    ModelOpt,
+    PatchOpt,
+    PosSizeOpt,
+    QkvBiasOpt,
+    TaskOpt,
+    VariantOpt,
+    WidthOpt,
+    app,
+    config_options,
+    errors_to_exit_codes,
+    make_console,
+    resolve_spec,
+    warn,
+)
+from pvttrace.base.errors import UserInputError
+
+__all__ = ["formula"]
+
+
+class FormulaFormat(StrEnum):
+    """Output formats of ``formula``."""
+
+    TABLE = "table"
+    JSON = "json"
+    LATEX = "latex"
+    PYTHON = "python"
+
+
+@app.command()
+def formula(
+    ctx: typer.Context,
+    variant: VariantOpt = "tiny",
+    img: ImgOpt = None,
+    batch: BatchOpt = None,
+    in_chans: InChansOpt = None,
+    dims: DimsOpt = None,
+    heads: HeadsOpt = None,
+    depths: DepthsOpt = None,
+    mlp_ratios: MlpOpt = None,
+    sr: Annotated[
+        list[str] | None,
+        typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1. Give it twice to diff two formulas."),
+    ] = None,
+    patch: PatchOpt = None,
+    qkv_bias: QkvBiasOpt = None,
+    linear_sra: LinearOpt = None,
+    num_classes: ClassesOpt = None,
+    dtype: DtypeOpt = None,
+    task: TaskOpt = None,
+    pos_size: PosSizeOpt = None,
+    attention: AttentionOpt = None,
+    model: ModelOpt = None,
+    input_shape: InputShapeOpt = None,
+    symbolic: Annotated[
+        str, typer.Option("--symbolic", "-s", help="Size variables kept symbolic: any of B, H, W, e.g. H,W or B,H,W.")
+    ] = "H,W",
+    at: Annotated[
+        list[str] | None,
+        typer.Option("--at", help="Evaluate the formula at this size (HxW); repeatable. Outside its guards: error."),
+    ] = None,
+    output_format: Annotated[
+        FormulaFormat, typer.Option("--format", "-f", help="table, json (strings and trees), latex or python.")
+    ] = FormulaFormat.TABLE,
+    ops: Annotated[bool, typer.Option("--ops", help="Table format: also list every traced op's shape and MACs.")] = False,
+    width: WidthOpt = None,
+) -> None:
+    """Costs as exact formulas of the input size: trace once with symbolic H, W (and B), print per stage.
+
+    --img sets where the trace is taken (default 1021x767) and the value of non-symbolic sizes.
+
+    Example: pvttrace formula --variant tiny; pvttrace formula --variant b2 --sr 8,4,2,1 --sr 4,2,1,1
+    Example: pvttrace formula --model timm:pvt_v2_b0 --format python
+    """
+    from pvttrace.config import parse_img
+    from pvttrace.analyses.formula import derive_formula, diff_formulas, parse_symbolic
+
+    with errors_to_exit_codes():
+        variables = parse_symbolic(symbolic)
+        sizes = [parse_img(text, "at") for text in at or []]
+        srs = list(sr or [])
+        if len(srs) > 2:
+            raise UserInputError(f"sr is given {len(srs)} times; give it once, or twice to diff two formulas")
+        if model is not None and srs:
+            raise UserInputError(f"model={model!r} cannot be combined with --sr: that option describes built-in variants")
+        kwargs = config_options(
+            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, srs[0] if srs else None, patch,
+            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
+        )
+        spec = resolve_spec(ctx, model, input_shape, kwargs)
+        targets: list[Any] = []
+        if spec.config is not None:
+            from pvttrace.config import resolve_config
+
+            targets.append(spec.config)
+            if len(srs) == 2:
+                targets.append(resolve_config(**{**kwargs, "sr": srs[1]}))
+            for cfg in targets:
+                warn(cfg.warnings)
+        else:
+            targets.append(spec)
+        hint = parse_img(img) if img is not None else None
+        results = [derive_formula(t, symbolic=variables, hint=hint) for t in targets]
+        for note in results[0].notes:
+            warn([note])
+        first = results[0]
+        batch_value = batch if batch is not None else None
+        evaluated = []
+        for size in sizes:
+            values = first.sizes_at(size, batch_value)
+            evaluated.append((f"{size[0]}x{size[1]}", values, first.evaluate(values)))
+    if len(results) == 2:
+        changes = diff_formulas(results[0], results[1])
+        labels = (f"sr {srs[0]}", f"sr {srs[1]}")
+        if output_format == FormulaFormat.JSON:
+            import sympy  # type: ignore[import-untyped]
+
+            from pvttrace.records import dumps_json
+
+            doc = {
+                "schema": "pvttrace.analyses.formula-diff/1",
+                "model": first.name,
+                "labels": list(labels),
+                "changes": [
+                    {
+                        "stage": c.stage,
+                        "category": c.category,
+                        "before": sympy.sstr(c.before),
+                        "after": sympy.sstr(c.after),
+                        "change": sympy.sstr(c.change),
+                        "before_leading": None if c.before_growth is None else sympy.sstr(c.before_growth.term),
+                        "after_leading": None if c.after_growth is None else sympy.sstr(c.after_growth.term),
+                    }
+                    for c in changes
+                ],
+            }
+            sys.stdout.write(dumps_json(doc))
+            return
+        from pvttrace.render.formula import render_formula_diff
+
+        make_console(width).print(render_formula_diff(results[0], results[1], labels, changes))
+        return
+    if output_format == FormulaFormat.JSON:
+        from pvttrace.analyses.formula import to_dict
+        from pvttrace.records import dumps_json
+
+        doc = to_dict(first)
+        doc["evaluated"] = [
+            {"size": name, "sizes": values, "macs": v.macs, "params": v.params,
+             "stages": [{"index": s.index, "macs": dict(s.macs), "attention_map_bytes": s.attention_map_bytes}
+                        for s in v.stages]}
+            for name, values, v in evaluated
+        ]
+        sys.stdout.write(dumps_json(doc))
+    elif output_format == FormulaFormat.LATEX:
+        from pvttrace.analyses.formula import latex_document
+
+        sys.stdout.write(latex_document(first))
+    elif output_format == FormulaFormat.PYTHON:
+        from pvttrace.analyses.formula import python_code
+
+        sys.stdout.write(python_code(first))
+    else:
+        from pvttrace.render.formula import render_formula, render_values
+
+        console = make_console(width)
+        console.print(render_formula(first, ops=ops))
+        if evaluated:
+            console.print(render_values(first, [(name, values) for name, values, _ in evaluated]))

@@ -1,0 +1,73 @@
+"""The non-tensor facts of a traced call that some cost rules need.
+
+Shapes alone cost most ops. A few need an argument that is not a tensor: the einsum
+equation, ``nn.MultiheadAttention``'s embed dim and whether it returns its weights, an
+upsampling mode, whether a norm is affine or a conv has a bias. The tracer calls
+:func:`call_facts` for every recorded op; the result is handed to the cost rules
+(``pvttrace.costs.rules.call_macs`` and ``pvttrace.costs.conventions``) and is not stored in the trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["call_facts"]
+
+_signatures: dict[Any, inspect.Signature | None] = {}
+
+
+def _bound(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by parameter name (defaults applied); {} when the function has no Python signature."""
+    if func not in _signatures:
+        try:
+            _signatures[func] = inspect.signature(func)
+        except (TypeError, ValueError):
+            _signatures[func] = None
+    signature = _signatures[func]
+    if signature is None:
+        return {}
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return {}
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _positional(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def call_facts(name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the cost rules need to know about one call beyond its tensor shapes (often nothing)."""
+    if name in ("einsum", "functional.einsum"):
+        equation = args[0] if args and isinstance(args[0], str) else kwargs.get("equation", "")
+        return {"equation": equation}
+    if name == "nn.functional.multi_head_attention_forward":
+        bound = _bound(func, args, kwargs)
+        extra_keys = int(bound.get("bias_k") is not None) + int(bool(bound.get("add_zero_attn")))
+        masked = bound.get("attn_mask") is not None or bound.get("key_padding_mask") is not None
+        return {
+            "embed_dim": int(bound.get("embed_dim_to_check", args[0].shape[-1])),
+            "num_heads": int(bound.get("num_heads", 1)),
+            "extra_keys": extra_keys,
+            "need_weights": bool(bound.get("need_weights", True)),
+            "masked": masked,
+        }
+    if name == "nn.functional.interpolate":
+        bound = _bound(func, args, kwargs)
+        return {"mode": str(bound.get("mode", "nearest"))}
+    if name in ("nn.functional.layer_norm", "nn.functional.group_norm"):
+        weight = _bound(func, args, kwargs).get("weight")
+        return {"affine": weight is not None}
+    if name in ("nn.functional.batch_norm", "nn.functional.instance_norm"):
+        bound = _bound(func, args, kwargs)
+        training = bool(bound.get("training", bound.get("use_input_stats", False)))
+        return {"affine": bound.get("weight") is not None, "training": training}
+    if "conv" in name or name in ("nn.functional.linear", "_C._nn.linear"):
+        return {"bias": isinstance(_positional(args, kwargs, 2, "bias"), torch.Tensor)}
+    return {}

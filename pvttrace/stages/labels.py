@@ -1,0 +1,391 @@
+"""Recognise PVT structure in any model: stages from module names, walkthrough labels, stage summaries.
+
+The built-in model labels its own ops (``step("split heads")``). Other models (timm's
+``pvt_v2``, the official code, a user's modified copy) give only module names, so this
+module labels their ops by rule:
+
+* a leaf rule table: module path ending + op kind -> label (``attn.q`` linear -> "q projection",
+  ``attn.sr`` conv -> "SR conv", ``mlp.fc1`` -> "MLP fc1" ...);
+* order rules inside an attention module: its first matmul is "scores q@k^T", the second
+  "attention@v"; layout ops take their meaning from the op they continue ("split heads" after
+  the q projection, "merge heads" after attention@v) or the op they prepare ("tokens to map"
+  before the SR conv, "transpose k" before the scores).
+
+Stages come from module names (timm ``stages.N`` and ``patch_embed``, official ``block1`` /
+``patch_embed1`` / ``norm1``, ``layers.N``, ``layerN``); stage summaries (grid, tokens, keys,
+heads, attention map) are read back from the records. Pure data: no torch, rich or typer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from pvttrace.records import LAYOUT_KINDS, MacsCategory, OpKind, OpRecord, Shape, StageSummary, macs_category
+from pvttrace.stages.structure import StageGeometry
+
+__all__ = [
+    "LABEL_RULES",
+    "attention_map",
+    "attention_modules",
+    "block_of",
+    "derive_stages",
+    "is_pvt_like",
+    "label_ops",
+    "stage_macs_fields",
+    "stage_of_module",
+]
+
+#: (pattern, stage offset): the first group is the stage number; offset 1 turns 0-based names 1-based.
+_STAGE_PATTERNS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"^(?:patch_embed|block|norm|pos_embed|pos_drop)(\d+)(?:\.|$)"), 0),
+    (re.compile(r"^stages\.(\d+)(?:\.|$)"), 1),
+    (re.compile(r"^layers\.(\d+)(?:\.|$)"), 1),
+    (re.compile(r"^layer(\d+)(?:\.|$)"), 0),
+)
+#: timm's single stem ``patch_embed`` feeds stage 1.
+_STEM = re.compile(r"^patch_embed(?:\.|$)")
+_BLOCK = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.(\d+)(?:\.|$)")
+_BLOCK_ROOT = re.compile(r"(?:^|\.)(?:block\d+|blocks)\.\d+$")
+_STAGE_ROOT = re.compile(r"^(?:stages|layers)\.\d+$")
+_ATTENTION_LEAVES = frozenset({"attn", "attention", "self_attn"})
+_PATCH_LEAF = re.compile(r"^(?:patch_embed\d*|downsample|patch_embeddings?)$")
+
+_CONVS = frozenset({OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV})
+_A = r"(?:^|\.)(?:attn|attention|self_attn)\.(?:self\.)?"
+#: HF transformers spell the SR conv ``spatial_reduction`` (PvtV2), ``sequence_reduction`` (Segformer, Pvt).
+_SR = r"(?:sr|spatial_reduction|sequence_reduction(?:\.sequence_reduction)?)"
+
+#: Leaf rules: (module path pattern, op kinds, label). The first match wins. Names from the official
+#: code and timm first, then HF transformers' (``query``, ``dense1``, ``layernorm_before`` ...).
+LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
+    (re.compile(pattern), kinds, label)
+    for pattern, kinds, label in (
+        (_A + r"(?:q|query|q_proj)$", frozenset({OpKind.LINEAR}), "q projection"),
+        (_A + r"kv$", frozenset({OpKind.LINEAR}), "kv projection"),
+        (_A + r"(?:key|k_proj)$", frozenset({OpKind.LINEAR}), "k projection"),
+        (_A + r"(?:value|v_proj)$", frozenset({OpKind.LINEAR}), "v projection"),
+        (_A + r"(?:qkv|in_proj)$", frozenset({OpKind.LINEAR}), "qkv projection"),
+        (_A + r"(?:proj|out_proj|o_proj|output\.dense)$", frozenset({OpKind.LINEAR}), "output projection"),
+        (_A + _SR + r"$", _CONVS, "SR conv"),
+        (_A + r"pool$", frozenset({OpKind.POOL}), "SR pool"),
+        (_A + r"(?:norm|layer_norm|sequence_reduction\.layer_norm)$", frozenset({OpKind.NORM}), "SR norm"),
+        (_A + r"act$", frozenset({OpKind.ACTIVATION}), "SR activation"),
+        (_A + r"attn_drop$", frozenset({OpKind.DROPOUT}), "attention dropout"),
+        (_A + r"proj_drop$", frozenset({OpKind.DROPOUT}), "projection dropout"),
+        (r"(?:^|\.)mlp\.(?:fc1|dense1)$", frozenset({OpKind.LINEAR}), "MLP fc1"),
+        (r"(?:^|\.)mlp\.(?:fc2|dense2)$", frozenset({OpKind.LINEAR}), "MLP fc2"),
+        (r"(?:^|\.)mlp\.dwconv(?:\.dwconv)?$", _CONVS, "DW conv 3x3"),
+        (r"(?:^|\.)mlp\.relu$", frozenset({OpKind.ACTIVATION}), "MLP ReLU"),
+        (r"(?:^|\.)mlp\.(?:act|intermediate_act_fn|activation_fn)$", frozenset({OpKind.ACTIVATION}), "MLP activation"),
+        (r"(?:^|\.)mlp\.(?:drop\d?|dropout)$", frozenset({OpKind.DROPOUT}), "MLP dropout"),
+        (r"^norm\d+$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"(?:^|\.)(?:stages|layers)\.\d+\.(?:norm|layer_norm)$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"^encoder\.layer_norm\.\d+$", frozenset({OpKind.NORM}), "stage norm"),
+        (r"^norm$", frozenset({OpKind.NORM}), "final norm"),
+        (r"\.(?:norm1|layer_norm_1|layernorm_before)$", frozenset({OpKind.NORM}), "norm1"),
+        (r"\.(?:norm2|layer_norm_2|layernorm_after)$", frozenset({OpKind.NORM}), "norm2"),
+        (r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.proj$", _CONVS, "patch embed conv"),
+        (
+            r"(?:^|\.)(?:patch_embed\d*|downsample|patch_embeddings?(?:\.\d+)?)\.(?:norm|layer_norm)$",
+            frozenset({OpKind.NORM}),
+            "patch norm",
+        ),
+        (r"^pos_drop\d+$", frozenset({OpKind.DROPOUT}), "pos dropout"),
+        (r"^head$", frozenset({OpKind.LINEAR}), "classifier head"),
+        (r"^head_drop$", frozenset({OpKind.DROPOUT}), "head dropout"),
+    )
+)
+
+#: What a layout op means when it continues the output of an op with this label.
+_CONTINUES = {
+    "q projection": "split heads",
+    "kv projection": "split k/v heads",
+    "k projection": "split k heads",
+    "v projection": "split v heads",
+    "qkv projection": "split q/k/v heads",
+    "SR conv": "map to tokens",
+    "attention@v": "merge heads",
+    "fused attention (SDPA)": "merge heads",
+}
+_LAYOUT_LABELS = frozenset({*_CONTINUES.values(), "take k, v", "transpose k", "tokens to map"})
+
+
+def stage_of_module(path: str) -> int | None:
+    """1-based pyramid stage of a module or parameter path, or None (head, class token ...).
+
+    A leading ``backbone.`` (whole detection/segmentation models) is skipped.
+    """
+    path = path.removeprefix("backbone.")
+    for pattern, offset in _STAGE_PATTERNS:
+        match = pattern.match(path)
+        if match:
+            return int(match.group(1)) + offset
+    return 1 if _STEM.match(path) else None
+
+
+def block_of(path: str) -> int | None:
+    """0-based block index inside its stage (``block1.3`` or ``blocks.3``), or None."""
+    match = _BLOCK.search(path)
+    return int(match.group(1)) if match else None
+
+
+def is_pvt_like(module_names: Iterable[str]) -> bool:
+    """True when some attention module has PVT's spatial reduction (``attn.sr``) or its q/kv pair."""
+    names = set(module_names)
+    for name in names:
+        if re.search(_A + _SR + r"$", name):
+            return True
+        if re.search(_A + r"q$", name) and name[:-1] + "kv" in names:
+            return True
+    return False
+
+
+def _context(path: str, attention: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The innermost structural module around ``path``: (role, its path).
+
+    ``attention`` holds modules recognised as attention by what they do (see :func:`attention_modules`).
+    """
+    parts = path.split(".") if path else []
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        leaf = parts[end - 1]
+        if leaf in _ATTENTION_LEAVES or prefix in attention:
+            return "attn", prefix
+        if leaf == "self" and end >= 2 and parts[end - 2] in _ATTENTION_LEAVES:
+            return "attn", prefix
+        if leaf == "mlp":
+            return "mlp", prefix
+        if _PATCH_LEAF.match(leaf):
+            return "patch", prefix
+        if _BLOCK_ROOT.search(prefix):
+            return "block", prefix
+        if _STAGE_ROOT.match(prefix):
+            return "stage", prefix
+    return "model", ""
+
+
+def _inside(op: OpRecord, prefix: str) -> bool:
+    return not prefix or op.module == prefix or op.module.startswith(prefix + ".")
+
+
+def _leaf_label(op: OpRecord) -> str | None:
+    for pattern, kinds, label in LABEL_RULES:
+        if op.kind in kinds and pattern.search(op.module):
+            return label
+    return None
+
+
+def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
+    """Modules that compute attention themselves, whatever their name: matmul, softmax, matmul in their own ops."""
+    seen: dict[str, list[OpKind]] = {}
+    for op in ops:
+        if op.kind in (OpKind.MATMUL, OpKind.SOFTMAX):
+            seen.setdefault(op.module, []).append(op.kind)
+    found = set()
+    for module, kinds in seen.items():
+        text = "".join("m" if k == OpKind.MATMUL else "s" for k in kinds)
+        if module and "msm" in text:
+            found.add(module)
+    return frozenset(found)
+
+
+def _first_pass(ops: Sequence[OpRecord], attention: frozenset[str] = frozenset()) -> list[str | None]:
+    """Labels of the ops that are not layout ops: leaf rules, then order rules per module."""
+    labels: list[str | None] = []
+    # Each attention module issues two matmuls per call and each block two residual adds,
+    # so counting per module path and alternating labels them in every call.
+    counters: dict[str, int] = {}
+    for op in ops:
+        label = _leaf_label(op)
+        role, path = _context(op.module, attention)
+        if label is None and role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
+            label = "SR conv"
+        if label is None and op.kind == OpKind.MHA:
+            label = "multi-head attention"
+        elif label is None and role == "attn" and op.module == path:
+            if op.kind == OpKind.MATMUL:
+                seen = counters.get(path, 0)
+                counters[path] = seen + 1
+                label = "scores q@k^T" if seen % 2 == 0 else "attention@v"
+            elif op.kind == OpKind.SDPA:
+                label = "fused attention (SDPA)"
+            elif op.kind == OpKind.SOFTMAX:
+                label = "softmax"
+            elif op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op):
+                label = "scale"
+        elif label is None and role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op:
+            seen = counters.get(path, 0)
+            counters[path] = seen + 1
+            label = "attention residual add" if seen % 2 == 0 else "MLP residual add"
+        elif label is None and role == "model" and op.kind == OpKind.REDUCE:
+            label = "token mean"
+        labels.append(label)
+    return labels
+
+
+def _run(ops: Sequence[OpRecord], i: int, prefix: str) -> range:
+    """Indices of the contiguous run of ops around ``i`` that were issued inside module ``prefix``."""
+    start, end = i, i + 1
+    while start > 0 and _inside(ops[start - 1], prefix):
+        start -= 1
+    while end < len(ops) and _inside(ops[end], prefix):
+        end += 1
+    return range(start, end)
+
+
+def _anchor(ops: Sequence[OpRecord], labels: Sequence[str | None], start: int, step: int, prefix: str) -> str | None:
+    """Label of the nearest non-layout op inside ``prefix`` in direction ``step``."""
+    i = start + step
+    while 0 <= i < len(ops) and _inside(ops[i], prefix):
+        if ops[i].kind not in LAYOUT_KINDS:
+            return labels[i]
+        i += step
+    return None
+
+
+def _strided(op: OpRecord) -> bool:
+    """A conv whose output grid is smaller than its input's: a spatial reduction."""
+    return len(op.output) == 4 and len(op.inputs[0]) == 4 and op.output[-1] < op.inputs[0][-1]
+
+
+def _layout_label(
+    ops: Sequence[OpRecord], labels: Sequence[str | None], i: int, attention: frozenset[str] = frozenset()
+) -> str | None:
+    op = ops[i]
+    role, path = _context(op.module, attention)
+    previous = ops[i - 1] if i > 0 and _inside(ops[i - 1], path) else None
+    previous_label = labels[i - 1] if previous is not None else None
+    chained = previous is not None and bool(op.inputs) and op.inputs[0] == previous.output
+    if role == "attn":
+        following = _anchor(ops, labels, i, 1, path)
+        if op.kind == OpKind.TRANSPOSE and following == "scores q@k^T":
+            return "transpose k"
+        if op.kind == OpKind.INDEX and previous_label in ("split k/v heads", "split q/k/v heads", "take k, v"):
+            return "take k, v"
+        if chained and previous_label is not None:
+            if previous_label in _LAYOUT_LABELS:
+                return previous_label
+            if previous_label in _CONTINUES:
+                return _CONTINUES[previous_label]
+        if following in ("SR conv", "SR pool"):
+            return "tokens to map"
+        return None
+    if role == "mlp":
+        conv = next((j for j in _run(ops, i, path) if labels[j] == "DW conv 3x3"), None)
+        if conv is None:
+            return None
+        return "tokens to map" if i < conv else "map to tokens"
+    if role == "patch":
+        return "patches to tokens"
+    if role == "stage":
+        blocks_before = any(_BLOCK.search(ops[j].module) for j in _run(ops, i, path) if j < i)
+        return "stage output map" if blocks_before else "patches to tokens"
+    return None
+
+
+def label_ops(ops: Sequence[OpRecord]) -> tuple[OpRecord, ...]:
+    """Fill in walkthrough labels for ops that have none, by the rule table and the order rules."""
+    attention = attention_modules(ops)
+    labels = _first_pass(ops, attention)
+    for i, op in enumerate(ops):
+        if op.label is not None:
+            labels[i] = op.label
+    for i, op in enumerate(ops):
+        if labels[i] is None and op.kind in LAYOUT_KINDS:
+            labels[i] = _layout_label(ops, labels, i, attention)
+    return tuple(op if op.label == labels[i] else replace(op, label=labels[i]) for i, op in enumerate(ops))
+
+
+def attention_map(stage_ops: Sequence[OpRecord]) -> tuple[Shape | None, int]:
+    """One block's score map [B, heads, N, N'] and its bytes (0 when fused: SDPA never materialises it)."""
+    for op in stage_ops:
+        if op.label == "scores q@k^T":
+            return op.output, op.out_bytes
+        if op.kind == OpKind.SDPA and len(op.inputs) >= 2:
+            q, k = op.inputs[0], op.inputs[1]
+            return (*q[:-1], k[-2]), 0
+    return None, 0
+
+
+def stage_macs_fields(stage_ops: Sequence[OpRecord]) -> dict[str, int]:
+    """A stage's MACs and their split by category, as :class:`StageSummary` keyword arguments."""
+    by_category = dict.fromkeys(MacsCategory, 0)
+    for op in stage_ops:
+        by_category[macs_category(op)] += op.macs
+    return {
+        "macs": sum(op.macs for op in stage_ops),
+        "attention_macs": by_category[MacsCategory.ATTENTION],
+        "sr_macs": by_category[MacsCategory.SR],
+        "projection_macs": by_category[MacsCategory.PROJECTION],
+        "mlp_macs": by_category[MacsCategory.MLP],
+        "other_macs": by_category[MacsCategory.OTHER],
+    }
+
+
+def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int, map_shape: Shape | None) -> int:
+    """The stage's spatial-reduction ratio: the SR conv's kernel (linear SRA: grid over pooled size);
+    1 when attention sees every token; 0 (unknown) without attention or when keys are reduced otherwise."""
+    conv = next((op for op in stage_ops if op.label == "SR conv" and len(op.inputs) >= 2), None)
+    if conv is None:
+        return 1 if map_shape is not None and map_shape[-1] == map_shape[-2] else 0
+    kernel = conv.inputs[1][-1]
+    if kernel > 1:
+        return kernel
+    # Linear SRA: pooled to a fixed grid, so the ratio is the grid over the pooled size.
+    pooled = conv.output[-2] if len(conv.output) >= 2 else 0
+    return max(1, grid_h // pooled) if pooled and grid_h else 0
+
+
+def derive_stages(
+    ops: Sequence[OpRecord],
+    stage_params: Mapping[int | None, int],
+    geometry: Sequence[StageGeometry] = (),
+) -> tuple[StageSummary, ...]:
+    """Stage summaries of any model, read back from its op records (no config needed).
+
+    With ``geometry`` (from :func:`pvttrace.stages.structure.derive_structure`) the grid, channels and
+    depth are the data's; without it, the stage's patch-embedding output gives the grid.
+    Tokens N and keys N': the attention map (or the stage's tokens); heads: the map's second
+    dim; dim: the q projection's width. Facts that cannot be known are 0 (rendered ``-``).
+    """
+    known = {g.index: g for g in geometry}
+    summaries = []
+    for index in sorted({op.stage for op in ops if op.stage is not None}):
+        stage_ops = [op for op in ops if op.stage == index]
+        map_shape, map_bytes = attention_map(stage_ops)
+        geo = known.get(index)
+        embed = next((op for op in stage_ops if op.kind == OpKind.PATCH_EMBED and len(op.output) == 4), None)
+        q_proj = next((op for op in stage_ops if op.label in ("q projection", "qkv projection")), None)
+        if geo is not None:
+            hw, depth = geo.hw, geo.depth
+            tokens = map_shape[-2] if map_shape else geo.tokens
+            dim = q_proj.inputs[0][-1] if q_proj else geo.channels
+        else:
+            grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
+            hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
+            linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
+            tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
+            dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
+            depth = len({op.block for op in stage_ops if op.block is not None})
+        # The stage's output is what its last op leaves for the next stage (or the head).
+        last_op = stage_ops[-1]
+        summaries.append(
+            StageSummary(
+                index=index,
+                hw=hw,
+                tokens=tokens,
+                kv_tokens=map_shape[-1] if map_shape else tokens,
+                dim=dim,
+                heads=map_shape[1] if map_shape and len(map_shape) == 4 else 0,
+                sr_ratio=_sr_ratio(stage_ops, hw[0], map_shape),
+                depth=depth,
+                params=stage_params.get(index, 0),
+                **stage_macs_fields(stage_ops),
+                attention_map_shape=map_shape,
+                attention_map_bytes=map_bytes,
+                output=last_op.output,
+            )
+        )
+    return tuple(summaries)

@@ -1,0 +1,205 @@
+"""Watch the real lifetimes of tensor storages while a model runs: when each is allocated and freed.
+
+The events feed :mod:`pvttrace.memory.estimate` (pure analysis). How they are observed:
+
+* **Allocations.** A ``TorchDispatchMode`` sees the outputs of every aten op, including the
+  temporaries a user-level op creates and frees inside itself (matmul's expanded copies,
+  layer_norm's mean/rstd) and every op of the backward; a storage not seen before is an
+  allocation of ``storage.nbytes()`` bytes. On the meta device storages exist (with sizes) but
+  hold no memory, so this costs nothing at any image size.
+* **Frees.** PyTorch keeps one Python object per storage for as long as the C++ storage lives
+  (PyObject preservation), so a ``weakref.finalize`` on it fires exactly when the last tensor,
+  view or autograd saved variable holding the storage lets go.
+* **Saved for backward.** ``torch.autograd.graph.saved_tensors_hooks`` reports each tensor
+  autograd saves; the pack hook returns the tensor unchanged, so nothing is copied or kept longer.
+
+The tracker stores storage keys and sizes only, never tensors, so it does not change lifetimes.
+Scratch memory that kernels allocate internally (oneDNN, im2col, cuDNN workspaces) is invisible
+here (see :mod:`pvttrace.memory.estimate`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from pvttrace.tracing.atenshapes import aten_stand_in
+from pvttrace.memory.estimate import LifetimeLog, SavedTensor, StorageEvent, StorageKind
+
+__all__ = ["StorageTracker", "register_model", "report_saved_tensors", "run_backward"]
+
+
+def _storage(tensor: torch.Tensor) -> Any:
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # sparse or nested tensors have no single storage
+        return None
+
+
+class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's mode is untyped
+    """Records storage allocations and frees, positioned by the op the tracer is recording.
+
+    The tracer calls :meth:`op_started` before each user-level op and :meth:`op_finished` after
+    it; events in between are "inside" that op. Use as a context manager around the forward
+    (and backward), then read :meth:`log` and call :meth:`close`.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a dispatch mode's handler in dynamo's "disable" unless the mode opts out (the
+        # documented switch); the wrapper imports torch._dynamo on first use, about 1 s per process.
+        # This mode never runs under torch.compile, so it opts out.
+        return False
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._keys: dict[int, tuple[int, int]] = {}  # id(storage object) -> (key, nbytes), while alive
+        self._sizes: dict[int, int] = {}  # key -> nbytes
+        self._kinds: dict[int, StorageKind] = {}
+        self._events: list[StorageEvent] = []
+        self._saved: list[SavedTensor] = []
+        self._finalizers: list[weakref.finalize] = []  # type: ignore[type-arg]
+        self._next_key = 0
+        self.op = 0
+        self.inside = False
+        self.backward = False
+        self._open = True
+
+    # ------------------------------------------------------------------ tracer hooks
+    def op_started(self, index: int) -> None:
+        """The tracer is about to run the op that will get ``index``."""
+        self.op = index
+        self.inside = True
+
+    def op_finished(self, ops_recorded: int) -> None:
+        """The op returned; ``ops_recorded`` ops are recorded now."""
+        self.op = ops_recorded
+        self.inside = False
+
+    # ------------------------------------------------------------------ storages
+    def key_of(self, tensor: torch.Tensor, kind: StorageKind = StorageKind.ACTIVATION) -> int | None:
+        """The key of ``tensor``'s storage, registering it (an allocation event) when it is new."""
+        storage = _storage(tensor)
+        if storage is None:
+            return None
+        known = self._keys.get(id(storage))
+        if known is not None:
+            return known[0]
+        key = self._next_key
+        self._next_key += 1
+        nbytes = int(storage.nbytes())
+        self._keys[id(storage)] = (key, nbytes)
+        self._sizes[key] = nbytes
+        if kind != StorageKind.ACTIVATION:
+            self._kinds[key] = kind
+        self._events.append(StorageEvent(key, nbytes, self.op, self.inside, self.backward))
+        self._finalizers.append(weakref.finalize(storage, self._freed, id(storage)))
+        return key
+
+    def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """The tracer copied ``old`` into ``new`` to emulate a backend's output layout: ``old`` is not memory."""
+        self.mark(old, StorageKind.EMULATION)
+        self.key_of(new)
+
+    def mark(self, tensor: torch.Tensor, kind: StorageKind) -> None:
+        """Tag an already tracked (or new) storage, e.g. a parameter's gradient after backward."""
+        key = self.key_of(tensor, kind)
+        if key is not None:
+            self._kinds[key] = kind
+
+    def _freed(self, storage_id: int) -> None:
+        key, nbytes = self._keys.pop(storage_id)
+        if self._open:
+            self._events.append(StorageEvent(key, -nbytes, self.op, self.inside, self.backward))
+
+    def saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``saved_tensors_hooks`` pack hook: note the saved storage, return the tensor unchanged."""
+        key = self.key_of(tensor)
+        if key is not None:
+            self._saved.append(SavedTensor(self.op, key, self._sizes[key]))
+        return tensor
+
+    # ------------------------------------------------------------------ dispatch
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = aten_stand_in(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            self.key_of(out)
+        elif isinstance(out, (tuple, list)):
+            for item in out:
+                if isinstance(item, torch.Tensor):
+                    self.key_of(item)
+        return out
+
+    # ------------------------------------------------------------------ results
+    def log(self) -> LifetimeLog:
+        """Everything seen so far."""
+        return LifetimeLog(tuple(self._events), dict(self._kinds), tuple(self._saved))
+
+    def close(self) -> None:
+        """Stop recording: later frees (when the caller drops outputs) are not events."""
+        self._open = False
+        for finalizer in self._finalizers:
+            finalizer.detach()
+        self._finalizers.clear()
+
+
+def register_model(tracker: StorageTracker, model: nn.Module, example: torch.Tensor) -> None:
+    """Tag parameters and buffers (never activations) and the input (an activation alive throughout)."""
+    for param in model.parameters():
+        tracker.mark(param, StorageKind.PARAM)
+    for buffer in model.buffers():
+        tracker.mark(buffer, StorageKind.BUFFER)
+    tracker.mark(example, StorageKind.INPUT)
+
+
+@contextmanager
+def report_saved_tensors(tracker: StorageTracker) -> Iterator[None]:
+    """Inside, every tensor autograd saves for backward is reported to ``tracker`` (wrap the forward with grad)."""
+    with torch.autograd.graph.saved_tensors_hooks(tracker.saved, _unpack):
+        yield
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _backward(roots: list[torch.Tensor], seeds: list[torch.Tensor]) -> None:
+    """``torch.autograd.backward(roots, seeds)`` without its seed validation, which imports sympy (about 2 s
+    and 150 MiB on first use): each seed is ``ones_like`` its root, so there is nothing to validate."""
+    engine_run = getattr(torch.autograd.graph, "_engine_run_backward", None)
+    if engine_run is None:  # a torch without the private entry point: the public one does the same
+        torch.autograd.backward(roots, seeds)
+        return
+    engine_run(tuple(roots), tuple(seeds), False, False, (), allow_unreachable=True, accumulate_grad=True)
+
+
+def run_backward(tracker: StorageTracker, model: nn.Module, outputs: list[torch.Tensor]) -> None:
+    """Backward from ``outputs`` (seeded with ones, like a loss gradient), then tag parameter grads.
+
+    The seeds are allocated inside the backward phase; every parameter's ``.grad`` storage is
+    tagged as a gradient so it counts as ``grad_bytes``, not as an activation.
+    """
+    tracker.backward = True
+    tracker.inside = False
+    roots = [t for t in outputs if t.requires_grad]
+    seeds = [torch.ones_like(t) for t in roots]
+    _backward(roots, seeds)
+    del seeds, roots
+    for param in model.parameters():
+        if param.grad is not None:
+            tracker.mark(param.grad, StorageKind.GRAD)
