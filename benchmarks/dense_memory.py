@@ -17,8 +17,8 @@ import statistics
 import sys
 
 from pvttrace.config import get_variant
-from pvttrace.tracing.dense import default_head
 from pvttrace.memory.gpustep import FRAMEWORKS
+from pvttrace.tracing.dense import default_head
 from pvttrace.tracing.heads import predict_gpu_peak
 
 SETTING = FRAMEWORKS["mmcv1-ddp"]
@@ -74,8 +74,10 @@ def ablation() -> list[str]:
 
     steps = [
         ("torch 2 step on one GPU (grads freed, foreach AdamW)", FRAMEWORKS["torch2"]),
-        ("+ gradients kept between steps, per-parameter AdamW (MMCV 1.x, torch 1.x)",
-         replace(SETTING, ddp_buckets=False, softmax_saves_input=False)),
+        (
+            "+ gradients kept between steps, per-parameter AdamW (MMCV 1.x, torch 1.x)",
+            replace(SETTING, ddp_buckets=False, softmax_saves_input=False),
+        ),
         ("+ DDP gradient buckets (8 GPUs)", replace(SETTING, softmax_saves_input=False)),
         ("+ softmax/log-softmax keep their input (torch < 1.11) = mmcv1-ddp", SETTING),
     ]

@@ -32,14 +32,16 @@ def main() -> int:
     import torch
 
     if not args.device.startswith("cuda") or not torch.cuda.is_available():
-        print(f"no CUDA GPU here (device={args.device!r}, torch.cuda.is_available()={torch.cuda.is_available()}): "
-              "nothing measured")
+        print(
+            f"no CUDA GPU here (device={args.device!r}, torch.cuda.is_available()={torch.cuda.is_available()}): "
+            "nothing measured"
+        )
         return 0
     from dense_memory import RETINANET_ROWS, SEGFORMER_ROWS  # type: ignore[import-not-found]
 
     from pvttrace.config import get_variant
-    from pvttrace.tracing.dense import default_head
     from pvttrace.memory.gpustep import FRAMEWORKS
+    from pvttrace.tracing.dense import default_head
     from pvttrace.tracing.heads import build_dense_model, predict_gpu_peak
 
     rows = [(name, crop, batch, "segformer", classes) for name, crop, batch, classes, _ in SEGFORMER_ROWS]

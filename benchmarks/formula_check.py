@@ -19,8 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _check(name: str, derive: Callable[[tuple[int, int] | None], Any], trace: Callable[[tuple[int, int]], Any],
-           sizes: list[tuple[int, int]], *, new_pieces: bool) -> tuple[int, int, int, int]:
+def _check(
+    name: str,
+    derive: Callable[[tuple[int, int] | None], Any],
+    trace: Callable[[tuple[int, int]], Any],
+    sizes: list[tuple[int, int]],
+    *,
+    new_pieces: bool,
+) -> tuple[int, int, int, int]:
     """(sizes equal, mismatches, formulas derived, sizes no formula covered)."""
     pieces = [derive(None)]
     equal = wrong = uncovered = 0
@@ -35,9 +41,13 @@ def _check(name: str, derive: Callable[[tuple[int, int] | None], Any], trace: Ca
             pieces.append(formula)
         values = formula.evaluate(at)
         result = trace((h, w))
-        same = values.macs == result.totals.macs and values.params == result.totals.params and all(
-            v.macs["total"] == s.macs and v.macs["attention"] == s.attention_macs and v.macs["sr"] == s.sr_macs
-            for v, s in zip(values.stages, result.stages, strict=True)
+        same = (
+            values.macs == result.totals.macs
+            and values.params == result.totals.params
+            and all(
+                v.macs["total"] == s.macs and v.macs["attention"] == s.attention_macs and v.macs["sr"] == s.sr_macs
+                for v, s in zip(values.stages, result.stages, strict=True)
+            )
         )
         equal += same
         wrong += not same
@@ -55,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-new-pieces", action="store_true", help="Only count sizes the first formula covers.")
     args = parser.parse_args(argv)
 
-    from pvttrace.config import VARIANTS, resolve_config
     from pvttrace.analyses.formula import derive_formula
     from pvttrace.analyses.sweep import model_spec_at
-    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.config import VARIANTS, resolve_config
     from pvttrace.tracing.recorder import trace_config
+    from pvttrace.tracing.target import parse_model_spec, trace_target
 
     rng = random.Random(args.seed)
     sizes: list[tuple[int, int]] = []
@@ -71,29 +81,37 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_builtins:
         for variant in VARIANTS:
             for task in ("cls", "backbone"):
+
                 def config(size: tuple[int, int], variant: str = variant, task: str = task) -> Any:
                     return resolve_config(variant=variant, task=task, img=f"{size[0]}x{size[1]}")
 
-                jobs.append((
-                    f"{variant} {task}",
-                    lambda at, config=config: derive_formula(config(at or (1021, 767)), hint=at),
-                    lambda size, config=config: trace_config(config(size)),
-                ))
+                jobs.append(
+                    (
+                        f"{variant} {task}",
+                        lambda at, config=config: derive_formula(config(at or (1021, 767)), hint=at),
+                        lambda size, config=config: trace_config(config(size)),
+                    )
+                )
     for model in args.model:
         spec = parse_model_spec(model)
-        jobs.append((
-            model,
-            lambda at, spec=spec: derive_formula(spec, hint=at),
-            lambda size, spec=spec: trace_target(model_spec_at(spec, size)),
-        ))
+        jobs.append(
+            (
+                model,
+                lambda at, spec=spec: derive_formula(spec, hint=at),
+                lambda size, spec=spec: trace_target(model_spec_at(spec, size)),
+            )
+        )
     failures = 0
     start = time.perf_counter()
     for name, derive, trace in jobs:
         began = time.perf_counter()
         equal, wrong, pieces, uncovered = _check(name, derive, trace, sizes, new_pieces=not args.no_new_pieces)
         failures += wrong
-        print(f"{name}: {equal}/{len(sizes)} sizes equal, {wrong} mismatches, {pieces} formula(s), "
-              f"{uncovered} size(s) outside every formula, {time.perf_counter() - began:.1f} s", flush=True)
+        print(
+            f"{name}: {equal}/{len(sizes)} sizes equal, {wrong} mismatches, {pieces} formula(s), "
+            f"{uncovered} size(s) outside every formula, {time.perf_counter() - began:.1f} s",
+            flush=True,
+        )
     print(f"total: {len(jobs)} models x {len(sizes)} sizes, {failures} mismatches, {time.perf_counter() - start:.0f} s")
     return 1 if failures else 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fuzz.campaign import main  # noqa: E402
+from fuzz.campaign import main
 
 if __name__ == "__main__":
     sys.exit(main())

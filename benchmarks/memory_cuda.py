@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
 
-from pvttrace.config import PvtConfig, resolve_config  # noqa: E402
-from pvttrace.tracing.model import build_model, torch_dtype  # noqa: E402
-from pvttrace.tracing.recorder import trace_config  # noqa: E402
-from pvttrace.base.units import format_bytes  # noqa: E402
+from pvttrace.base.units import format_bytes
+from pvttrace.config import PvtConfig, resolve_config
+from pvttrace.tracing.model import build_model, torch_dtype
+from pvttrace.tracing.recorder import trace_config
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,7 @@ def _cpu_peak(run: object) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()  # type: ignore[operator]
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for _, delta in events:
         live += delta

@@ -133,7 +133,9 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
         Case("run tiny @224", _pvttrace("run", "--variant", "tiny", "--img", "224")),
         Case("run large @224", _pvttrace("run", "--variant", "large", "--img", "224")),
         Case("run b5 @224", _pvttrace("run", "--variant", "b5", "--img", "224")),
-        Case("run b2 backbone @800x1333", _pvttrace("run", "--variant", "b2", "--img", "800x1333", "--task", "backbone")),
+        Case(
+            "run b2 backbone @800x1333", _pvttrace("run", "--variant", "b2", "--img", "800x1333", "--task", "backbone")
+        ),
         Case("run tiny @1024 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "1024", "--sr", "1,1,1,1")),
         Case("run tiny @2048 sr 1,1,1,1", _pvttrace("run", "--variant", "tiny", "--img", "2048", "--sr", "1,1,1,1")),
         Case("run tiny @224 --format json", _pvttrace("run", "--variant", "tiny", "--format", "json")),
@@ -144,17 +146,30 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
         ),
     ]
     cases += [
-        Case("floor: python -c 'import torch, timm'", [PYTHON, "-W", "ignore", "-c", "import torch, timm"],
-             group="floor"),
-        Case("run --train --optimizer adamw b2 @224",
-             _pvttrace("run", "--variant", "b2", "--img", "224", "--train", "--optimizer", "adamw")),
-        Case("run --train --optimizer adamw b2 @1024",
-             _pvttrace("run", "--variant", "b2", "--img", "1024", "--train", "--optimizer", "adamw")),
+        Case(
+            "floor: python -c 'import torch, timm'", [PYTHON, "-W", "ignore", "-c", "import torch, timm"], group="floor"
+        ),
+        Case(
+            "run --train --optimizer adamw b2 @224",
+            _pvttrace("run", "--variant", "b2", "--img", "224", "--train", "--optimizer", "adamw"),
+        ),
+        Case(
+            "run --train --optimizer adamw b2 @1024",
+            _pvttrace("run", "--variant", "b2", "--img", "1024", "--train", "--optimizer", "adamw"),
+        ),
         Case("sweep 3 configs x 7 sizes", _pvttrace("sweep", "-v", "tiny", "-v", "b0", "-v", "b2")),
-        Case("sweep 3 configs x 7 sizes, MACs only",
-             _pvttrace("sweep", "-v", "tiny", "-v", "b0", "-v", "b2", "--metric", "macs,attention_macs,params")),
-        Case("snapshot check (13 project snapshots)",
-             _pvttrace("snapshot", "check", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "snapshots").glob("*.json")))),
+        Case(
+            "sweep 3 configs x 7 sizes, MACs only",
+            _pvttrace("sweep", "-v", "tiny", "-v", "b0", "-v", "b2", "--metric", "macs,attention_macs,params"),
+        ),
+        Case(
+            "snapshot check (13 project snapshots)",
+            _pvttrace(
+                "snapshot",
+                "check",
+                *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "snapshots").glob("*.json")),
+            ),
+        ),
         Case("run --model timm:mvitv2_huge_cls", _pvttrace("run", "--model", "timm:mvitv2_huge_cls")),
         Case("run --model timm:pvt_v2_b0", _pvttrace("run", "--model", "timm:pvt_v2_b0")),
     ]
@@ -163,8 +178,11 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
         cases.append(Case(f"run tiny depths {depth}x4", _pvttrace("run", "--variant", "tiny", "--depths", depths)))
         cases.append(Case(f"trace_model tiny depths {depth}x4", [PYTHON, "-c", _SCALING_SCRIPT, "trace", str(depth)]))
         cases.append(
-            Case(f"bare stand-in forward tiny depths {depth}x4", [PYTHON, "-c", _SCALING_SCRIPT, "bare", str(depth)],
-                 group="bare")
+            Case(
+                f"bare stand-in forward tiny depths {depth}x4",
+                [PYTHON, "-c", _SCALING_SCRIPT, "bare", str(depth)],
+                group="bare",
+            )
         )
     if _has_command("diff"):
         cases += [
@@ -174,8 +192,23 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
                 _pvttrace("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--img", "1024"),
             ),
         ]
-    sweep = ("sweep", "--variant", "b0", "--variant", "b2", "--variant", "b2-li", "--img", "224..2048", "--step", "8",
-             "--metric", "macs,attention_macs,params", "--format", "json")
+    sweep = (
+        "sweep",
+        "--variant",
+        "b0",
+        "--variant",
+        "b2",
+        "--variant",
+        "b2-li",
+        "--img",
+        "224..2048",
+        "--step",
+        "8",
+        "--metric",
+        "macs,attention_macs,params",
+        "--format",
+        "json",
+    )
     cases += [
         Case(SWEEP_CASE, _pvttrace(*sweep), timeout_s=600),
         Case(f"{SWEEP_CASE} --exact-trace", _pvttrace(*sweep, "--exact-trace"), timeout_s=1200, repeat=1),
@@ -194,10 +227,18 @@ def build_cases(*, quick: bool, peers: bool) -> list[Case]:
     ]
     for tool in tools:
         for variant, img, sr, task, repeat in sizes:
-            label = f"{tool}: {variant} @{img}" + (f" sr {sr}" if sr else "") + (" backbone" if task == "backbone" else "")
+            label = (
+                f"{tool}: {variant} @{img}" + (f" sr {sr}" if sr else "") + (" backbone" if task == "backbone" else "")
+            )
             cases.append(
-                Case(label, _peer(tool, variant, img, sr, task), group="peer", timeout_s=180, memory_cap_bytes=cap,
-                     repeat=repeat)
+                Case(
+                    label,
+                    _peer(tool, variant, img, sr, task),
+                    group="peer",
+                    timeout_s=180,
+                    memory_cap_bytes=cap,
+                    repeat=repeat,
+                )
             )
     return cases
 
@@ -316,7 +357,12 @@ def report(cases: list[Case], repeat: int) -> str:
             lines.append(f"| {case.name} | - | - | - | - | {note} |")
     lines += ["", "## Targets (this run)", "", *_targets(cases, floor_wall, floor_rss)]
     if any(case.name.startswith("before: ") for case in cases):
-        lines += ["", "## Targets, baseline checkout (same run)", "", *_targets(cases, floor_wall, floor_rss, "before: ")]
+        lines += [
+            "",
+            "## Targets, baseline checkout (same run)",
+            "",
+            *_targets(cases, floor_wall, floor_rss, "before: "),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -374,7 +420,9 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
         value = rss(prefix + name)
         if value is not None:
             over = (value - floor_rss) / 2**20
-            lines.append(f"| {name} RSS <= floor + {limit_mib} MiB | {over:+.0f} MiB | {'yes' if over <= limit_mib else 'NO'} |")
+            lines.append(
+                f"| {name} RSS <= floor + {limit_mib} MiB | {over:+.0f} MiB | {'yes' if over <= limit_mib else 'NO'} |"
+            )
     help_wall = wall(prefix + "pvttrace --help")
     if help_wall is not None:
         lines.append(f"| pvttrace --help <= 0.3 s | {help_wall:.2f} s | {'yes' if help_wall <= 0.3 else 'NO'} |")
@@ -385,6 +433,7 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
             change = value / base - 1
             met = "yes" if abs(change) <= 0.10 else "NO"
             lines.append(f"| tiny @{size} sr 1 within 10% of tiny @224 | {change:+.1%} | {met} |")
+
     def inner(name: str) -> float | None:
         case = by_name.get(name)
         return statistics.median(case.inner) if case and case.inner else None
@@ -398,8 +447,14 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
         return statistics.median(case.rss) - floor
 
     worst = max(
-        (over_floor(c) for c in cases if c.group == "pvttrace" and c.rss
-         and c.name.startswith(prefix) and (prefix or not c.name.startswith("before: "))),
+        (
+            over_floor(c)
+            for c in cases
+            if c.group == "pvttrace"
+            and c.rss
+            and c.name.startswith(prefix)
+            and (prefix or not c.name.startswith("before: "))
+        ),
         default=0.0,
     )
     lines.append(
@@ -438,7 +493,9 @@ def _scaling(inner: Callable[[str], float | None], prefix: str) -> list[str]:
         )
     at_4k, at_16k = marginal[-2][0], marginal[-1][0]
     change = at_16k / at_4k - 1
-    lines.append(f"| marginal cost at ~16k ops within 15% of ~4k | {change:+.1%} | {'yes' if abs(change) <= 0.15 else 'NO'} |")
+    lines.append(
+        f"| marginal cost at ~16k ops within 15% of ~4k | {change:+.1%} | {'yes' if abs(change) <= 0.15 else 'NO'} |"
+    )
     ratio = at_16k / marginal[-1][1]
     lines.append(f"| marginal cost at ~16k ops <= 5x bare forward's | {ratio:.1f}x | {'yes' if ratio <= 5 else 'NO'} |")
     return lines
@@ -459,7 +516,13 @@ def main() -> int:
         cases = [case for case in cases if case.group == "floor" or keep.search(case.name)]
     if args.baseline is not None:
         cases += [
-            Case("before: " + case.name, case.argv, group=case.group, timeout_s=case.timeout_s, cwd=args.baseline.resolve())
+            Case(
+                "before: " + case.name,
+                case.argv,
+                group=case.group,
+                timeout_s=case.timeout_s,
+                cwd=args.baseline.resolve(),
+            )
             for case in cases
             if case.group == "pvttrace" and not case.name.startswith("run tiny depths")  # the in-process ones suffice
         ]

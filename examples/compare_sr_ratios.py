@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from pvttrace.config import resolve_config
 from pvttrace.analyses.diff import StageMetric, diff_traces, summary_lines
-from pvttrace.tracing.recorder import trace_config
 from pvttrace.base.units import format_bytes, format_count
+from pvttrace.config import resolve_config
+from pvttrace.tracing.recorder import trace_config
 
 
 def main(img: str = "512") -> list[str]:

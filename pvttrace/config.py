@@ -178,6 +178,7 @@ def check_input_shape(shape: tuple[int, ...], *, dtype_bytes: int = 4, field: st
     Raises:
         UserInputError: naming the field, the shape and the limit.
     """
+
     def shown(value: int) -> str:
         return str(value) if value < 10**30 else f"about 2**{value.bit_length() - 1}"
 
@@ -196,7 +197,6 @@ def check_input_shape(shape: tuple[int, ...], *, dtype_bytes: int = 4, field: st
             f"{field}={','.join(shown(s) for s in shape)} would take {format_bytes(elements * dtype_bytes)}; torch "
             "cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device"
         )
-
 
 
 class Task(StrEnum):

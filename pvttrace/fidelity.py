@@ -121,8 +121,7 @@ def _pos_checks(cfg: PvtConfig) -> list[tuple[int, tuple[int, int], tuple[int, i
     """Per v1 stage: (1-based index, grid, table grid, whether the official code skips the resize)."""
     gh1, gw1 = cfg.pos_grid(0)
     return [
-        (geo.index, geo.hw, cfg.pos_grid(geo.index - 1), geo.hw[0] * geo.hw[1] == gh1 * gw1)
-        for geo in cfg.geometry()
+        (geo.index, geo.hw, cfg.pos_grid(geo.index - 1), geo.hw[0] * geo.hw[1] == gh1 * gw1) for geo in cfg.geometry()
     ]
 
 

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import PvtTraceError, TraceFileError
+from pvttrace.base.units import parse_bytes, parse_count
+from pvttrace.config import PvtConfig
 from pvttrace.records import Trace
 from pvttrace.snapshot.core import (
     Budgets,
@@ -45,7 +46,6 @@ from pvttrace.snapshot.core import (
     verify_snapshot,
 )
 from pvttrace.snapshot.report import result_lines
-from pvttrace.base.units import parse_bytes, parse_count
 
 __all__ = ["PvtSnapshot", "pvt_snapshot"]
 
@@ -100,9 +100,11 @@ def snapshot_name(test_name: str) -> str:
     that ids such as ``"a b"`` and ``"a_b"`` never share a file.
     """
     name = _UNSAFE.sub("_", test_name).strip("_") or "test"
-    lossless = _UNSAFE.sub("_", test_name.replace("[", "_").replace("]", "_")) == test_name.replace(
-        "[", "_"
-    ).replace("]", "_") and test_name.count("[") <= 1 and test_name.endswith("]") == ("[" in test_name)
+    lossless = (
+        _UNSAFE.sub("_", test_name.replace("[", "_").replace("]", "_")) == test_name.replace("[", "_").replace("]", "_")
+        and test_name.count("[") <= 1
+        and test_name.endswith("]") == ("[" in test_name)
+    )
     if lossless and "__" not in name and not test_name.startswith("."):
         return name
     return f"{name}-{hashlib.sha256(test_name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"

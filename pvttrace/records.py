@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import ConfigError, TraceFileError
-from pvttrace.fidelity import fidelity
 from pvttrace.base.jsonio import loads_strict, read_text_file
+from pvttrace.config import PvtConfig
+from pvttrace.fidelity import fidelity
 
 __all__ = [
     "CONVENTION",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from optional import REASON_PREFIX, in_ci
 from typer.testing import CliRunner
 
-from optional import REASON_PREFIX, in_ci
 from pvttrace.config import PvtConfig, get_variant
 from pvttrace.records import Trace
 

@@ -18,15 +18,15 @@ from functools import cache
 
 import pytest
 import torch
+from optional import needs
 from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from optional import needs
+from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant
 from pvttrace.costs.coverage import coverage_csv, coverage_document, op_coverage, uncosted_summary
-from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.records import CostRule, OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render.trace import coverage_table, render_trace
 from pvttrace.tracing.target import ModelSpec, parse_model_spec, trace_target
@@ -72,8 +72,22 @@ def _expect(name: str, text: str) -> None:
 def _stage_facts(trace: Trace) -> list[tuple[object, ...]]:
     return [
         (
-            s.index, s.hw, s.tokens, s.kv_tokens, s.dim, s.heads, s.sr_ratio, s.depth, s.params, s.macs,
-            s.attention_macs, s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs, s.attention_map_shape,
+            s.index,
+            s.hw,
+            s.tokens,
+            s.kv_tokens,
+            s.dim,
+            s.heads,
+            s.sr_ratio,
+            s.depth,
+            s.params,
+            s.macs,
+            s.attention_macs,
+            s.sr_macs,
+            s.projection_macs,
+            s.mlp_macs,
+            s.other_macs,
+            s.attention_map_shape,
             s.attention_map_bytes,
         )
         for s in trace.stages
@@ -104,12 +118,45 @@ def test_timm_ops_get_the_walkthrough_labels() -> None:
     trace = _timm_trace("pvt_v2_b2_li", "explicit")
     block = [op for op in trace.ops if op.module.startswith("stages.0.blocks.0")]
     assert [op.label for op in block] == [
-        "norm1", "q projection", "split heads", "split heads", "tokens to map", "tokens to map", "SR pool", "SR conv",
-        "map to tokens", "map to tokens", "SR norm", "SR activation", "kv projection", "split k/v heads",
-        "split k/v heads", "take k, v", "scale", "transpose k", "scores q@k^T", "softmax", "attention dropout",
-        "attention@v", "merge heads", "merge heads", "output projection", "projection dropout",
-        "attention residual add", "norm2", "MLP fc1", "tokens to map", "tokens to map", "MLP ReLU", "DW conv 3x3",
-        "map to tokens", "map to tokens", "MLP activation", "MLP dropout", "MLP fc2", "MLP dropout",
+        "norm1",
+        "q projection",
+        "split heads",
+        "split heads",
+        "tokens to map",
+        "tokens to map",
+        "SR pool",
+        "SR conv",
+        "map to tokens",
+        "map to tokens",
+        "SR norm",
+        "SR activation",
+        "kv projection",
+        "split k/v heads",
+        "split k/v heads",
+        "take k, v",
+        "scale",
+        "transpose k",
+        "scores q@k^T",
+        "softmax",
+        "attention dropout",
+        "attention@v",
+        "merge heads",
+        "merge heads",
+        "output projection",
+        "projection dropout",
+        "attention residual add",
+        "norm2",
+        "MLP fc1",
+        "tokens to map",
+        "tokens to map",
+        "MLP ReLU",
+        "DW conv 3x3",
+        "map to tokens",
+        "map to tokens",
+        "MLP activation",
+        "MLP dropout",
+        "MLP fc2",
+        "MLP dropout",
         "MLP residual add",
     ]
     stem = [(op.label, op.module, op.stage) for op in trace.ops[:4]]
@@ -160,7 +207,9 @@ def test_import_errors_name_what_is_missing() -> None:
 
     missing = ModuleNotFoundError("No module named 'requests'", name="requests")
     assert install_advice("timm", missing) == "install what it lacks: pip install requests"
-    assert install_advice("transformers", ImportError("boom")).startswith("pip install transformers (it does not pin torch")
+    assert install_advice("transformers", ImportError("boom")).startswith(
+        "pip install transformers (it does not pin torch"
+    )
 
 
 # ------------------------------------------------------------------------------ attention spellings
@@ -222,7 +271,11 @@ def test_coverage_lists_every_op_and_flags_missing_rules() -> None:
         "2 op(s) had no cost rule and count 0 MACs: Tensor.abs x1, special.erf x1 (run with --coverage for every op)"
     )
     assert coverage_document(trace)["op_names"][0] == {
-        "op": "Tensor.abs", "kind": "other", "count": 1, "rule": "none", "macs": 0
+        "op": "Tensor.abs",
+        "kind": "other",
+        "count": 1,
+        "rule": "none",
+        "macs": 0,
     }
     assert coverage_csv(trace).splitlines()[:2] == ["op,kind,count,rule,macs", "Tensor.abs,other,1,none,0"]
     console = Console(width=100, file=io.StringIO(), color_system=None, _environ={})
@@ -284,8 +337,14 @@ def test_json_round_trip_keeps_model_and_convention() -> None:
         (["--model", "anymodel_zoo:not_a_module"], "the factory returned an object of type int, not an nn.Module"),
         (["--model", "anymodel_zoo:nope"], "error: model='anymodel_zoo:nope': anymodel_zoo has no attribute 'nope'"),
         (["--model", "no_such_pkg.mod:make"], "cannot import no_such_pkg.mod (ModuleNotFoundError"),
-        (["--model", "anymodel_zoo"], "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"),
-        (["--model", "anymodel_zoo:mix", "--variant", "b0", "--sr", "1,1,1,1"], "cannot be combined with --variant, --sr"),
+        (
+            ["--model", "anymodel_zoo"],
+            "must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS",
+        ),
+        (
+            ["--model", "anymodel_zoo:mix", "--variant", "b0", "--sr", "1,1,1,1"],
+            "cannot be combined with --variant, --sr",
+        ),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,x"], "input_shape='1,x' must be positive integers"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--img", "8"], "cannot be combined with img"),
         (["--input-shape", "1,3,8,8"], "input_shape needs --model"),

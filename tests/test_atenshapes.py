@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch._prims_common import suggest_memory_format as torch_suggest_memory_format
 
-from pvttrace.tracing import atenshapes
 from pvttrace.config import PvtConfig, resolve_config
+from pvttrace.tracing import atenshapes
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import memory_log, trace_config
 

@@ -49,11 +49,35 @@ def test_json_has_the_documented_fields_and_is_byte_stable(runner: CliRunner) ->
     assert doc["totals"]["params"] == 3666760 and doc["totals"]["macs"] == 566065664
     assert doc["totals"]["flops"] == 2 * 566065664
     assert {"param_bytes", "macs", "flops", "params"} <= set(doc["totals"])
-    stage_fields = {"index", "hw", "tokens", "kv_tokens", "dim", "heads", "sr_ratio", "macs", "attention_macs",
-                    "attention_map_bytes"}
+    stage_fields = {
+        "index",
+        "hw",
+        "tokens",
+        "kv_tokens",
+        "dim",
+        "heads",
+        "sr_ratio",
+        "macs",
+        "attention_macs",
+        "attention_map_bytes",
+    }
     assert stage_fields <= set(doc["stages"][0])
-    op_fields = {"index", "module", "op", "kind", "label", "inputs", "output", "dtype", "macs", "flops", "out_bytes",
-                 "alloc_bytes", "view", "source"}
+    op_fields = {
+        "index",
+        "module",
+        "op",
+        "kind",
+        "label",
+        "inputs",
+        "output",
+        "dtype",
+        "macs",
+        "flops",
+        "out_bytes",
+        "alloc_bytes",
+        "view",
+        "source",
+    }
     assert op_fields <= set(doc["ops"][0])
     assert list(doc) == sorted(doc)
 
@@ -74,7 +98,9 @@ def test_all_lists_every_op(runner: CliRunner) -> None:
 
 @pytest.mark.parametrize("variant", ["tiny", "b2"])
 def test_backbone_at_detection_size(runner: CliRunner, variant: str) -> None:
-    code, out, err = _invoke(runner, "run", "--variant", variant, "--img", "800x1333", "--task", "backbone", "--width", "200")
+    code, out, err = _invoke(
+        runner, "run", "--variant", variant, "--img", "800x1333", "--task", "backbone", "--width", "200"
+    )
     assert code == 0
     assert "backbone" in out
     maps = ["[1, 64, 200,", "[1, 128, 100,", "[1, 320, 50,", "[1, 512, 25,"]
@@ -170,7 +196,9 @@ def test_unavailable_cuda_is_bad_input(runner: CliRunner) -> None:
 def test_variants_lists_every_preset_with_its_official_name(runner: CliRunner) -> None:
     code, out, _ = _invoke(runner, "variants", "--width", "100")
     assert code == 0
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("tiny", "small", "medium", "large", "b"))]
+    rows = [
+        line.split() for line in out.splitlines() if line.strip().startswith(("tiny", "small", "medium", "large", "b"))
+    ]
     assert [r[0] for r in rows] == ["tiny", "small", "medium", "large", "b0", "b1", "b2", "b2-li", "b3", "b4", "b5"]
     assert rows[7][1:] == ["pvt_v2_b2_li", "v2", "64,128,320,512", "1,2,5,8", "3,4,6,3", "8,8,4,4", "8,4,2,1", "yes"]
     assert rows[10][5:7] == ["3,6,40,3", "4,4,4,4"]

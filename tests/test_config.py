@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pvttrace.config import VARIANTS, PvtConfig, get_variant, parse_img, resolve_config, resolve_variant_name
 from pvttrace.base.errors import ConfigError
+from pvttrace.config import VARIANTS, PvtConfig, get_variant, parse_img, resolve_config, resolve_variant_name
 
 
 def test_all_eleven_presets_with_official_hyper_parameters() -> None:

@@ -8,16 +8,16 @@ import warnings
 
 import pytest
 import torch
+from optional import needs, require
 from typer.testing import CliRunner
 
-from optional import needs, require
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.costs.conventions import AttentionStage, apply_convention, paper_attention_term
-from pvttrace.tracing.model import build_model
 from pvttrace.records import CONVENTIONS, Trace
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import trace_config
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 # Reference pvt.md section 5.1, column "paper conv. GF" (mmcv hooks + get_flops.py's attention term).
 PAPER_GFLOPS = {

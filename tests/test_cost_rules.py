@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 import pvttrace
+from pvttrace.base.errors import TraceError
 from pvttrace.costs import rules as costs
 from pvttrace.costs.coverage import op_coverage
-from pvttrace.base.errors import TraceError
 from pvttrace.records import CostRule, OpKind, Shape
 from pvttrace.tracing.target import parse_model_spec, trace_target
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pvttrace.config import get_variant
-from pvttrace.tracing.dense import HeadConfig, default_head
 from pvttrace.base.errors import ConfigError
-from pvttrace.memory.gpustep import FRAMEWORKS, GpuSetting, gpu_training_peak, rounded
-from pvttrace.tracing.heads import build_dense_model, part_of, predict_gpu_peak, trace_dense
+from pvttrace.config import get_variant
 from pvttrace.memory.estimate import LifetimeLog, StorageEvent, StorageKind
+from pvttrace.memory.gpustep import FRAMEWORKS, GpuSetting, gpu_training_peak, rounded
+from pvttrace.tracing.dense import HeadConfig, default_head
+from pvttrace.tracing.heads import build_dense_model, part_of, predict_gpu_peak, trace_dense
 
 # Published params (M): SegFormer on ADE20K (MMSegmentation/paper), RetinaNet and Semantic FPN (PVT/PVTv2 papers).
 PUBLISHED = [
@@ -68,7 +68,11 @@ def test_retinanet_levels_and_anchor_count() -> None:
 def test_gpu_peak_phases_by_hand() -> None:
     # one activation of 1000 bytes (rounded to 1024) alive during fwd/bwd, then a 600-byte grad
     log = LifetimeLog(
-        events=(StorageEvent(1, 1000, 0, True), StorageEvent(2, 600, 1, False, True), StorageEvent(1, -1000, 1, False, True)),
+        events=(
+            StorageEvent(1, 1000, 0, True),
+            StorageEvent(2, 600, 1, False, True),
+            StorageEvent(1, -1000, 1, False, True),
+        ),
         kinds={2: StorageKind.GRAD},
     )
     kept = GpuSetting("t", grads_kept=True, foreach=True, ddp_buckets=True, softmax_saves_input=False)

@@ -29,8 +29,20 @@ def test_run_head_json_has_the_whole_model(runner: CliRunner) -> None:
 
 def test_run_head_train_names_the_loss_and_stage_params(runner: CliRunner) -> None:
     code, out, _ = _invoke(
-        runner, "run", "--head", "semantic-fpn", "--variant", "tiny", "--img", "64", "--train",
-        "--num-classes", "19", "--width", "120", "--ops",
+        runner,
+        "run",
+        "--head",
+        "semantic-fpn",
+        "--variant",
+        "tiny",
+        "--img",
+        "64",
+        "--train",
+        "--num-classes",
+        "19",
+        "--width",
+        "120",
+        "--ops",
     )
     assert code == 0
     assert "semantic-fpn on tiny: tiny (PVT v1, backbone)" in out
@@ -39,8 +51,21 @@ def test_run_head_train_names_the_loss_and_stage_params(runner: CliRunner) -> No
 
 def test_diff_head_train_shows_parts(runner: CliRunner) -> None:
     code, out, _ = _invoke(
-        runner, "diff", "--head", "segformer", "--variant", "mit-b0", "--sr", "8,4,2,1", "--sr", "4,2,1,1",
-        "--train", "--img", "64", "--format", "markdown",
+        runner,
+        "diff",
+        "--head",
+        "segformer",
+        "--variant",
+        "mit-b0",
+        "--sr",
+        "8,4,2,1",
+        "--sr",
+        "4,2,1,1",
+        "--train",
+        "--img",
+        "64",
+        "--format",
+        "markdown",
     )
     assert code == 0
     table = out.split("### Training memory by part", 1)[1]
@@ -50,8 +75,19 @@ def test_diff_head_train_shows_parts(runner: CliRunner) -> None:
 
 def test_sweep_head_train_peak_memory(runner: CliRunner) -> None:
     code, out, _ = _invoke(
-        runner, "sweep", "--head", "retinanet", "--variant", "b0", "--img", "64,128", "--train",
-        "--metric", "peak_memory_bytes", "--format", "json",
+        runner,
+        "sweep",
+        "--head",
+        "retinanet",
+        "--variant",
+        "b0",
+        "--img",
+        "64,128",
+        "--train",
+        "--metric",
+        "peak_memory_bytes",
+        "--format",
+        "json",
     )
     assert code == 0
     doc = json.loads(out)
@@ -76,8 +112,19 @@ def test_head_input_errors_are_one_line_exit_2(runner: CliRunner) -> None:
 
 def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None:
     code, out, _ = _invoke(
-        runner, "fit", "--memory", "256MiB", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--train",
-        "--format", "json",
+        runner,
+        "fit",
+        "--memory",
+        "256MiB",
+        "--head",
+        "segformer",
+        "--variant",
+        "mit-b0",
+        "--img",
+        "64",
+        "--train",
+        "--format",
+        "json",
     )
     assert code == 0, out
     doc = json.loads(out)
@@ -85,15 +132,26 @@ def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None
 
 
 def test_run_gpu_setting_prints_the_prediction(runner: CliRunner) -> None:
-    from pvttrace.config import get_variant
-    from pvttrace.tracing.dense import default_head
-    from pvttrace.memory.gpustep import FRAMEWORKS
-    from pvttrace.tracing.heads import predict_gpu_peak
     from pvttrace.base.units import format_bytes
+    from pvttrace.config import get_variant
+    from pvttrace.memory.gpustep import FRAMEWORKS
+    from pvttrace.tracing.dense import default_head
+    from pvttrace.tracing.heads import predict_gpu_peak
 
     code, out, _ = _invoke(
-        runner, "run", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--train",
-        "--gpu-setting", "torch2", "--stage", "4",
+        runner,
+        "run",
+        "--head",
+        "segformer",
+        "--variant",
+        "mit-b0",
+        "--img",
+        "64",
+        "--train",
+        "--gpu-setting",
+        "torch2",
+        "--stage",
+        "4",
     )
     assert code == 0
     cfg = get_variant("mit-b0").with_overrides(img=(64, 64))

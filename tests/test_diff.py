@@ -20,8 +20,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pvttrace.cli import app
-from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.analyses.diff import (
     DIFF_SCHEMA,
     OpStatus,
@@ -38,6 +36,8 @@ from pvttrace.analyses.diff import (
     trace_distinct,
 )
 from pvttrace.base.errors import TraceFileError, UserInputError
+from pvttrace.cli import app
+from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.records import Trace, dumps_json
 from pvttrace.render.diff import diff_markdown, render_diff
 
@@ -68,7 +68,10 @@ def sr_diff(trace_of: TraceOf) -> TraceDiff:
 # ---------------------------------------------------------------------------------- numbers
 def test_sr_diff_numbers(sr_diff: TraceDiff) -> None:
     stage1 = sr_diff.stage(1)
-    assert (stage1.change(1, StageMetric.KV_TOKENS).baseline, stage1.change(1, StageMetric.KV_TOKENS).value) == (49, 3136)
+    assert (stage1.change(1, StageMetric.KV_TOKENS).baseline, stage1.change(1, StageMetric.KV_TOKENS).value) == (
+        49,
+        3136,
+    )
     # one block: 2 * N * N' * dim = 2 * 3136 * 49 * 64 = 19,668,992 -> 2 * 3136 * 3136 * 64 = 1,258,815,488 (x64)
     per_block = stage1.per_block(1, StageMetric.ATTENTION_MACS)
     assert (per_block.baseline, per_block.value, per_block.ratio) == (19_668_992, 1_258_815_488, 64.0)
@@ -206,7 +209,9 @@ def test_cli_sr_acceptance(runner: CliRunner) -> None:
 
 
 def test_cli_linear_sra_keeps_49_keys(runner: CliRunner) -> None:
-    code, out, err = _invoke(runner, "diff", "--variant", "b2", "--variant", "b2-li", "--img", "512", "--format", "json")
+    code, out, err = _invoke(
+        runner, "diff", "--variant", "b2", "--variant", "b2-li", "--img", "512", "--format", "json"
+    )
     assert code == 0, err
     doc = json.loads(out)
     b2, b2_li = doc["configurations"]
@@ -215,7 +220,9 @@ def test_cli_linear_sra_keeps_49_keys(runner: CliRunner) -> None:
     assert [s["tokens"] for s in b2_li["stages"]] == [16384, 4096, 1024, 256]
     assert b2_li["config"]["linear_sra"] is True and doc["labels"] == ["variant=b2", "variant=b2-li"]
     assert doc["summary"][0].startswith("stage 1: variant b2 -> b2-li, linear SRA off -> on, N' 256 -> 49 divides")
-    code, table, _ = _invoke(runner, "diff", "--variant", "b2", "--linear-sra", "off", "--linear-sra", "on", "--img", "512")
+    code, table, _ = _invoke(
+        runner, "diff", "--variant", "b2", "--linear-sra", "off", "--linear-sra", "on", "--img", "512"
+    )
     assert code == 0 and "linear-sra=on" in table and "[1, 1, 16384, 49]" in table
 
 
@@ -245,8 +252,17 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
     doc = json.loads(first)
     assert doc["schema"] == DIFF_SCHEMA == "pvttrace.diff/1"
     assert list(doc) == sorted(doc)
-    assert set(doc) == {"baseline", "configurations", "convention", "labels", "schema", "stages", "summary", "tool_version",
-                        "totals"}
+    assert set(doc) == {
+        "baseline",
+        "configurations",
+        "convention",
+        "labels",
+        "schema",
+        "stages",
+        "summary",
+        "tool_version",
+        "totals",
+    }
     config = doc["configurations"][0]
     assert set(config) == {"config", "device", "input_shape", "label", "outputs", "stages", "totals"}
     assert config["totals"]["macs"] == 1_932_911_616 and config["totals"]["flops"] == 2 * 1_932_911_616
@@ -257,8 +273,12 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
     assert change["sr_macs"] == {"baseline": 25_690_112, "delta": -25_690_112, "ratio": 0.0, "value": 0}
     assert set(change) == {"label", *(m.value for m in StageMetric)}
     totals = doc["totals"][0]
-    assert totals["macs"] == {"baseline": 1_932_911_616, "delta": 2_877_643_776,
-                              "ratio": 4_810_555_392 / 1_932_911_616, "value": 4_810_555_392}
+    assert totals["macs"] == {
+        "baseline": 1_932_911_616,
+        "delta": 2_877_643_776,
+        "ratio": 4_810_555_392 / 1_932_911_616,
+        "value": 4_810_555_392,
+    }
     assert set(totals) == {"label", *(m.value for m in TotalMetric)}
     code, with_ops, _ = _invoke(runner, *args, "--ops")
     ops = json.loads(with_ops)["ops"]
@@ -270,8 +290,10 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
     ("args", "message"),
     [
         (["--sr", "8,4,2,1"], "diff needs at least two configurations"),
-        (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--img", "224", "--img", "512", "--img", "1024"],
-         "repeated options must come in equal counts (one per configuration), got --img 3 times, --sr 2 times"),
+        (
+            ["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--img", "224", "--img", "512", "--img", "1024"],
+            "repeated options must come in equal counts (one per configuration), got --img 3 times, --sr 2 times",
+        ),
         (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--label", "a"], "label was given 1 time(s) for 2 configurations"),
         (["--sr", "8,4,2,1", "--sr", "8,4,2"], "sr_ratios=8,4,2 has 3 value(s)"),
         (["--variant", "b2", "--linear-sra", "on", "--linear-sra", "maybe"], "linear-sra='maybe' must be on or off"),
@@ -332,8 +354,18 @@ def test_file_mode_matches_option_mode(runner: CliRunner, saved: dict[str, pathl
     for key in ("configurations", "stages", "totals"):
         assert files_doc[key] == options_doc[key], key
     assert files_doc["summary"] == options_doc["summary"]
-    code, table, _ = _invoke(runner, "diff", str(saved["before"]), str(saved["after"]), "--ops", "--changed-only",
-                             "--stage", "1", "--width", "160")
+    code, table, _ = _invoke(
+        runner,
+        "diff",
+        str(saved["before"]),
+        str(saved["after"]),
+        "--ops",
+        "--changed-only",
+        "--stage",
+        "1",
+        "--width",
+        "160",
+    )
     assert code == 0 and "- absent" in table and "after output" in table and "1,932,911,616" in table
 
 
@@ -368,7 +400,9 @@ def test_snapshot_files_are_read_as_stored(saved: dict[str, pathlib.Path], trace
         ("missing", "does not exist"),
     ],
 )
-def test_bad_files_exit_2_with_one_line(runner: CliRunner, saved: dict[str, pathlib.Path], name: str, message: str) -> None:
+def test_bad_files_exit_2_with_one_line(
+    runner: CliRunner, saved: dict[str, pathlib.Path], name: str, message: str
+) -> None:
     path = saved.get(name, saved["before"].parent / "missing.json")
     code, out, err = _invoke(runner, "diff", str(saved["before"]), str(path))
     assert code == 2
@@ -403,6 +437,8 @@ def test_cli_table_is_the_rendered_view(runner: CliRunner, sr_diff: TraceDiff) -
 
 
 def test_diff_module_imports_nothing_heavy() -> None:
-    probe = "import sys, pvttrace.analyses.diff\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    probe = (
+        "import sys, pvttrace.analyses.diff\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

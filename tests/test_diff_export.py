@@ -6,10 +6,9 @@ import csv
 import io
 import pathlib
 
-import pytest
+from optional import require
 from typer.testing import CliRunner
 
-from optional import require
 from pvttrace.cli import app
 
 
@@ -49,8 +48,21 @@ def test_diff_plot_metric_and_suffix_are_checked_before_tracing(runner: CliRunne
 
 
 def test_diff_shows_what_fused_attention_saves_in_memory(runner: CliRunner) -> None:
-    args = ["diff", "--variant", "b2", "--img", "1280x800", "--sr", "1,1,1,1",
-            "--attention", "explicit", "--attention", "sdpa", "--format", "json"]
+    args = [
+        "diff",
+        "--variant",
+        "b2",
+        "--img",
+        "1280x800",
+        "--sr",
+        "1,1,1,1",
+        "--attention",
+        "explicit",
+        "--attention",
+        "sdpa",
+        "--format",
+        "json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     import json

@@ -56,7 +56,9 @@ def test_workflow_steps_pass_in_a_fresh_directory(tmp_path: Path) -> None:
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
     # The local step of the workflow's header: write the snapshots once.
-    first = _shell("python -m pytest -q -p no:cacheprovider tests/test_pvt_snapshots.py --pvttrace-update", project, env)
+    first = _shell(
+        "python -m pytest -q -p no:cacheprovider tests/test_pvt_snapshots.py --pvttrace-update", project, env
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     written = sorted(p.name for p in (project / "tests" / "snapshots").glob("*.json"))
     assert written == ["b0-224.json", "b2-800x1333-backbone.json", "b2-sr-4-2-1-1-512.json"]

@@ -24,14 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from closed_forms import closed_form_macs, closed_form_params
 from typer.testing import CliRunner
 
-from closed_forms import closed_form_macs, closed_form_params
-
-from pvttrace.cli import app
-from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.base.errors import ConfigError
-from pvttrace.config import MAX_BLOCKS, largest_tensor
+from pvttrace.cli import app
+from pvttrace.config import MAX_BLOCKS, PvtConfig, largest_tensor, resolve_config
 from pvttrace.records import Trace
 from pvttrace.tracing.recorder import trace_config
 
@@ -44,16 +42,31 @@ def _stages(value: str, count: int) -> str:
 EXTREMES: dict[str, dict[str, object]] = {
     "b5 batch 4096 at 8192x8192": {"variant": "b5", "batch": 4096, "img": "8192"},
     "b0 dims 4096, heads 64, batch 4096 at 8192x8192": {
-        "variant": "b0", "batch": 4096, "img": "8192", "dims": _stages("4096", 4), "heads": _stages("64", 4),
+        "variant": "b0",
+        "batch": 4096,
+        "img": "8192",
+        "dims": _stages("4096", 4),
+        "heads": _stages("64", 4),
     },
     "v1 64 stages (stride 1 after stage 4)": {
-        "variant": "tiny", "dims": _stages("16", 64), "heads": _stages("2", 64), "depths": _stages("1", 64),
-        "mlp_ratios": _stages("2", 64), "sr": "8,4,2," + _stages("1", 61), "patch": "4,2,2,2," + _stages("1", 60),
+        "variant": "tiny",
+        "dims": _stages("16", 64),
+        "heads": _stages("2", 64),
+        "depths": _stages("1", 64),
+        "mlp_ratios": _stages("2", 64),
+        "sr": "8,4,2," + _stages("1", 61),
+        "patch": "4,2,2,2," + _stages("1", 60),
     },
     "v2 64 stages (stride 2, ceil keeps 1x1), linear SRA": {
-        "variant": "b0", "dims": _stages("16", 64), "heads": _stages("2", 64), "depths": _stages("1", 64),
-        "mlp_ratios": _stages("2", 64), "sr": _stages("1", 64), "patch": "4," + _stages("2", 63),
-        "linear_sra": True, "img": "224x320",
+        "variant": "b0",
+        "dims": _stages("16", 64),
+        "heads": _stages("2", 64),
+        "depths": _stages("1", 64),
+        "mlp_ratios": _stages("2", 64),
+        "sr": _stages("1", 64),
+        "patch": "4," + _stages("2", 63),
+        "linear_sra": True,
+        "img": "224x320",
     },
     "b0 64 blocks deep in stage 1": {"variant": "b0", "depths": "64,1,1,1"},
 }
@@ -83,7 +96,9 @@ def test_64_stage_grids_follow_floor_and_ceil() -> None:
 
 
 def test_extreme_numbers_print_with_units(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["run", "--variant", "b5", "--batch", "4096", "--img", "8192", "--ops", "--width", "160"])
+    result = runner.invoke(
+        app, ["run", "--variant", "b5", "--batch", "4096", "--img", "8192", "--ops", "--width", "160"]
+    )
     assert result.exit_code == 0, result.stderr
     for text in (
         "MACs 2.78 E (2,782,327,920,079,667,200)",
@@ -127,7 +142,10 @@ def test_extreme_inputs_keep_memory_modest() -> None:
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(
         [sys.executable, "-c", script, json.dumps(list(EXTREMES.values()))],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     rise_mib = int(done.stdout.strip())
     # The rise above a process that imported torch and traced tiny once (torch's import alone differs between its
@@ -137,8 +155,17 @@ def test_extreme_inputs_keep_memory_modest() -> None:
 
 # ---------------------------------------------------------------------------------- limits at their boundary
 _AT_LIMIT = {
-    "variant": "b0", "dims": "8", "heads": "1", "depths": "1", "mlp_ratios": "1", "sr": "1", "patch": "4",
-    "linear_sra": True, "attention": "sdpa", "in_chans": 1, "task": "backbone",
+    "variant": "b0",
+    "dims": "8",
+    "heads": "1",
+    "depths": "1",
+    "mlp_ratios": "1",
+    "sr": "1",
+    "patch": "4",
+    "linear_sra": True,
+    "attention": "sdpa",
+    "in_chans": 1,
+    "task": "backbone",
 }
 
 

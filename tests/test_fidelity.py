@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.fidelity import fidelity
-from pvttrace.tracing.model import build_model
 from pvttrace.records import Trace
+from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import trace_config
 
 
@@ -88,7 +88,14 @@ def _official_config(variant: str, task: str, img: str, batch: int, patch: int, 
     ids=[f"{r[0]}-{r[1]}-{r[2]}-b{r[3]}-p{r[4]}-pos{r[5]}" for r in OFFICIAL_RUNS],
 )
 def test_params_and_macs_equal_the_official_runs(
-    variant: str, task: str, img: str, batch: int, patch: int, pos: int, params: int, macs: int,
+    variant: str,
+    task: str,
+    img: str,
+    batch: int,
+    patch: int,
+    pos: int,
+    params: int,
+    macs: int,
     trace_of: Callable[[PvtConfig], Trace],
 ) -> None:
     cfg = _official_config(variant, task, img, batch, patch, pos)
@@ -106,19 +113,31 @@ def test_patch_8_tables_are_sized_from_the_image_not_the_strides(variant: str, t
     assert [g.hw for g in cfg.geometry()] == [(28, 28), (14, 14), (7, 7), (3, 3)]
     model = build_model(cfg)
     assert [tuple(getattr(model, f"pos_embed{i}").shape) for i in range(1, 5)] == [
-        (1, 784, 64), (1, 784, 128), (1, 196, 320), (1, 50, 512),
+        (1, 784, 64),
+        (1, 784, 128),
+        (1, 196, 320),
+        (1, 50, 512),
     ]
 
 
 # The ops the official _get_pos_embed runs for tiny at 224 with patch_size=8 (logged with a TorchFunctionMode around
 # it): none in stage 1 (784 tokens = stage 1's table), then reshape, permute, interpolate, reshape, permute per stage.
 OFFICIAL_PATCH8_RESIZES = [
-    (2, "reshape", (1, 28, 28, 128)), (2, "permute", (1, 128, 28, 28)), (2, "interpolate", (1, 128, 14, 14)),
-    (2, "reshape", (1, 128, 196)), (2, "permute", (1, 196, 128)),
-    (3, "reshape", (1, 14, 14, 320)), (3, "permute", (1, 320, 14, 14)), (3, "interpolate", (1, 320, 7, 7)),
-    (3, "reshape", (1, 320, 49)), (3, "permute", (1, 49, 320)),
-    (4, "reshape", (1, 7, 7, 512)), (4, "permute", (1, 512, 7, 7)), (4, "interpolate", (1, 512, 3, 3)),
-    (4, "reshape", (1, 512, 9)), (4, "permute", (1, 9, 512)),
+    (2, "reshape", (1, 28, 28, 128)),
+    (2, "permute", (1, 128, 28, 28)),
+    (2, "interpolate", (1, 128, 14, 14)),
+    (2, "reshape", (1, 128, 196)),
+    (2, "permute", (1, 196, 128)),
+    (3, "reshape", (1, 14, 14, 320)),
+    (3, "permute", (1, 320, 14, 14)),
+    (3, "interpolate", (1, 320, 7, 7)),
+    (3, "reshape", (1, 320, 49)),
+    (3, "permute", (1, 49, 320)),
+    (4, "reshape", (1, 7, 7, 512)),
+    (4, "permute", (1, 512, 7, 7)),
+    (4, "interpolate", (1, 512, 3, 3)),
+    (4, "reshape", (1, 512, 9)),
+    (4, "permute", (1, 9, 512)),
 ]
 
 
@@ -147,9 +166,11 @@ def test_configurations_the_official_code_cannot_run_are_flagged(
     found = fidelity(cfg)
     assert not found.official_runs
     assert found.official_failures == (
-        (f"stage {stage} has {tokens} tokens, equal to stage 1's table size, so the official v1 code adds stage "
-        f"{stage}'s {slots}-slot positional table without resizing it and the add fails; pvttrace resizes the "
-        f"{int(slots ** 0.5)}x{int(slots ** 0.5)} table to {int(tokens ** 0.5)}x{int(tokens ** 0.5)}"),
+        (
+            f"stage {stage} has {tokens} tokens, equal to stage 1's table size, so the official v1 code adds stage "
+            f"{stage}'s {slots}-slot positional table without resizing it and the add fails; pvttrace resizes the "
+            f"{int(slots**0.5)}x{int(slots**0.5)} table to {int(tokens**0.5)}x{int(tokens**0.5)}"
+        ),
     )
     assert f"the official code would fail here: {found.official_failures[0]}" in cfg.warnings
     result = runner.invoke(app, ["run", "--variant", "tiny", "--img", img, "--task", task, "--format", "json"])
@@ -169,16 +190,20 @@ def test_same_token_count_on_another_grid_is_a_departure_not_a_failure() -> None
     found = fidelity(resolve_config("tiny", img="112x448"))
     assert found.official_runs and found.official_failures == ()
     assert found.departures == (
-        ("stage 1: the official v1 code lays stage 1's 56x56 positional table over the 28x112 grid without "
-        "resizing it (same token count); pvttrace resizes it"),
+        (
+            "stage 1: the official v1 code lays stage 1's 56x56 positional table over the 28x112 grid without "
+            "resizing it (same token count); pvttrace resizes it"
+        ),
     )
 
 
 def test_the_official_backbone_asserts_divisible_table_sizes() -> None:
     found = fidelity(resolve_config("tiny", task="backbone", pos_size="225"))
     assert found.official_failures == (
-        ("the official v1 backbone asserts that stage 1's nominal input 225x225 (from pos_size 225x225) divides "
-        "by its patch stride 4"),
+        (
+            "the official v1 backbone asserts that stage 1's nominal input 225x225 (from pos_size 225x225) divides "
+            "by its patch stride 4"
+        ),
     )
     assert fidelity(resolve_config("tiny", task="cls", pos_size="225")).official_runs  # the classifier has no assert
 
@@ -194,8 +219,10 @@ def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) ->
     cfg = resolve_config("b0", patch="8")
     assert cfg.patch == (8, 2, 2, 2) and cfg.patch_kernel(0) == (15, 8, 7)
     expected = (
-        ("patch strides 8,2,2,2: the official v2 code and timm fix 7x7/4 then 3x3/2 patch embeddings; pvttrace "
-        "builds a (2P-1)x(2P-1) conv with stride P and padding P-1 per stride P"),
+        (
+            "patch strides 8,2,2,2: the official v2 code and timm fix 7x7/4 then 3x3/2 patch embeddings; pvttrace "
+            "builds a (2P-1)x(2P-1) conv with stride P and padding P-1 per stride P"
+        ),
     )
     assert fidelity(cfg).extensions == expected and fidelity(cfg).official_runs
     result = runner.invoke(app, ["run", "--variant", "b0", "--patch", "8", "--format", "json"])
@@ -211,8 +238,14 @@ def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) ->
 
 @pytest.mark.parametrize(
     ("variant", "patch", "extension"),
-    [("b0", "4", False), ("b2-li", "4,2,2,2", False), ("b0", "4,1,1,1", True), ("b1", "2", True),
-     ("tiny", "8", False), ("tiny", "4,2,2,1", True)],
+    [
+        ("b0", "4", False),
+        ("b2-li", "4,2,2,2", False),
+        ("b0", "4,1,1,1", True),
+        ("b1", "2", True),
+        ("tiny", "8", False),
+        ("tiny", "4,2,2,1", True),
+    ],
 )
 def test_which_patch_values_are_extensions(variant: str, patch: str, extension: bool) -> None:
     assert bool(fidelity(resolve_config(variant, patch=patch)).extensions) == extension

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pvttrace.cli import app
 from pvttrace.base.errors import UserInputError
 from pvttrace.base.units import parse_bytes
+from pvttrace.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,9 @@ def test_a_run_prints_no_warning_and_numpy_is_a_dependency() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("numpy") for d in deps)
     cli = Path(sys.executable).parent / "pvttrace"
-    done = subprocess.run([str(cli), "run", "--variant", "tiny", "--img", "224"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(cli), "run", "--variant", "tiny", "--img", "224"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and done.stderr == ""
 
 
@@ -57,12 +59,16 @@ def test_a_bad_size_names_both_kinds_of_unit() -> None:
     ("args", "message"),
     [
         (["run", "tiny"], "error: Got unexpected extra argument(s) (tiny); to pick a variant write --variant tiny\n"),
-        (["run", "--memory", "24GiB"], "; --memory is a switch of run (a memory table); for a budget use: "
-                                       "pvttrace fit --memory 24GiB\n"),
+        (
+            ["run", "--memory", "24GiB"],
+            "; --memory is a switch of run (a memory table); for a budget use: pvttrace fit --memory 24GiB\n",
+        ),
         (["run", "--kind", "srconv"], "kind='srconv' is not an op kind; did you mean 'sr_conv'?"),
         (["sweep", "--metric", "mac", "--img", "224"], "metric='mac' is not a sweep metric; did you mean 'macs'?"),
-        (["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", "x.png", "--plot-metric", "attention_mac"],
-         "did you mean 'attention_macs'?"),
+        (
+            ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--plot", "x.png", "--plot-metric", "attention_mac"],
+            "did you mean 'attention_macs'?",
+        ),
         (["fit", "--memory", "1GB", "--reserve", "1GiB"], "reserve='1GiB' must be smaller than memory='1GB'"),
         (["run", "--stage", "1,x"], "stage='1,x' must be integers separated by commas, e.g. 1,2"),
     ],
@@ -91,16 +97,19 @@ def test_one_list_syntax_and_json_honours_filters(runner: CliRunner) -> None:
     assert commas == repeated
     assert commas["filters"] == {"stages": [1, 2], "kinds": ["sr_conv"]}
     assert [(op["stage"], op["kind"], op["output"]) for op in commas["ops"]] == [
-        (1, "sr_conv", [1, 64, 7, 7]), (1, "sr_conv", [1, 64, 7, 7]),
-        (2, "sr_conv", [1, 128, 7, 7]), (2, "sr_conv", [1, 128, 7, 7]),
+        (1, "sr_conv", [1, 64, 7, 7]),
+        (1, "sr_conv", [1, 64, 7, 7]),
+        (2, "sr_conv", [1, 128, 7, 7]),
+        (2, "sr_conv", [1, 128, 7, 7]),
     ]
     assert len(commas["stages"]) == 4 and commas["totals"]["macs"] == 1_932_911_616  # whole-model figures stay
     whole = json.loads(_invoke(runner, "run", "-f", "json")[1])
     assert "filters" not in whole and len(whole["ops"]) == 293
     csv_rows = _invoke(runner, "run", "--stage", "1,2", "--kind", "sr_conv", "-f", "csv")[1].splitlines()
     assert len(csv_rows) == 1 + len(commas["ops"])
-    code, out, _ = _invoke(runner, "diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "1,2",
-                           "-f", "markdown")
+    code, out, _ = _invoke(
+        runner, "diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "1,2", "-f", "markdown"
+    )
     assert code == 0 and "patch_embed2" in out and "patch_embed3" not in out
 
 
@@ -141,7 +150,10 @@ def test_snapshot_check_names_the_file_whose_model_cannot_be_imported(
     path.write_text(path.read_text().replace("anymodel_zoo:mix", "nosuchmod:mix"))
     code, _, err = _invoke(runner, "snapshot", "check", str(path), "--allow-model-import")
     assert code == 2
-    assert err == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
+    assert (
+        err
+        == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
+    )
     # Without the permission the file is named too, and nothing is imported.
     code, _, err = _invoke(runner, "snapshot", "check", str(path))
     assert code == 2 and err.startswith(f"error: {path} names model 'nosuchmod:mix', which would import")

@@ -16,9 +16,6 @@ from hypothesis import strategies as st
 from optional import needs
 from typer.testing import CliRunner
 
-from pvttrace.cli import app
-from pvttrace.config import VARIANTS, PvtConfig, resolve_config
-from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.analyses.formula import (
     FormulaNotApplicable,
     ModelFormula,
@@ -30,6 +27,9 @@ from pvttrace.analyses.formula import (
     python_code,
     readable,
 )
+from pvttrace.base.errors import TraceError, UserInputError
+from pvttrace.cli import app
+from pvttrace.config import VARIANTS, PvtConfig, resolve_config
 from pvttrace.records import Trace
 
 # Odd sizes 129 .. 4095 in CI: hypothesis shrinks towards the smallest, where small maps take other
@@ -156,10 +156,22 @@ def test_tiny_stage1_attention_matches_the_reference_closed_form() -> None:
     assert expr_text(readable(stage, stage.per_block["attention"])) == "128*N1*N1'"
     assert expr_text(readable(stage, stage.macs["attention"])) == "256*N1*N1'"  # depth 2
     names = {s.name: sympy.sstr(e) for s, e in stage.definitions}
-    assert names == {"h1": "(H//4)", "w1": "(W//4)", "h1'": "(H//32)", "w1'": "(W//32)", "N1": "h1*w1", "N1'": "h1'*w1'"}
+    assert names == {
+        "h1": "(H//4)",
+        "w1": "(W//4)",
+        "h1'": "(H//32)",
+        "w1'": "(W//32)",
+        "N1": "h1*w1",
+        "N1'": "h1'*w1'",
+    }
     h, w = formula.symbols["H"], formula.symbols["W"]
-    reference = 2 * 64 * sympy.floor(h / 4) * sympy.floor(w / 4) * sympy.floor(sympy.floor(h / 4) / 8) * sympy.floor(
-        sympy.floor(w / 4) / 8
+    reference = (
+        2
+        * 64
+        * sympy.floor(h / 4)
+        * sympy.floor(w / 4)
+        * sympy.floor(sympy.floor(h / 4) / 8)
+        * sympy.floor(sympy.floor(w / 4) / 8)
     )
     for hv, wv in ((1021, 767), (333, 1999), (4095, 65)):
         expanded = expand_definitions(stage, readable(stage, stage.per_block["attention"]))
@@ -193,7 +205,7 @@ def test_sr_diff_changes_attention_and_sr_formulas() -> None:
 def test_python_format_is_a_function_that_gives_the_same_numbers() -> None:
     formula = derive_formula(resolve_config(variant="b0"))
     namespace: dict[str, object] = {}
-    exec(python_code(formula), namespace)  # noqa: S102 - the function under test
+    exec(python_code(formula), namespace)
     function = namespace["b0_costs"]
     assert callable(function)
     got = function(1021, 767)
@@ -212,12 +224,17 @@ def test_cli_table_json_latex_python(runner: CliRunner) -> None:
     assert table.exit_code == 0, table.output
     assert "128*N1*N1'" in table.stdout and "N1' ~ N1/64" in table.stdout and "quadratic" in table.stdout
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
-    doc = json.loads(runner.invoke(app, ["formula", "--variant", "tiny", "--format", "json", "--at", "1021x767"]).stdout)
+    doc = json.loads(
+        runner.invoke(app, ["formula", "--variant", "tiny", "--format", "json", "--at", "1021x767"]).stdout
+    )
     assert doc["schema"] == "pvttrace.formula/1" and doc["symbolic"] == ["H", "W"]
     stage1 = doc["stages"][0]
     assert stage1["macs_per_block"]["attention"]["text"] == "128*N1*N1'"
     assert stage1["macs"]["attention"]["tree"]["op"] == "Mul" and stage1["macs"]["attention"]["growth_exponent"] == 2.0
-    assert doc["evaluated"][0]["macs"] == derive_formula(resolve_config(variant="tiny")).evaluate({"H": 1021, "W": 767}).macs
+    assert (
+        doc["evaluated"][0]["macs"]
+        == derive_formula(resolve_config(variant="tiny")).evaluate({"H": 1021, "W": 767}).macs
+    )
     latex = runner.invoke(app, ["formula", "--variant", "tiny", "--format", "latex"]).stdout
     assert r"\left\lfloor \frac{H}{4} \right\rfloor" in latex and r"\begin{align*}" in latex
     code = runner.invoke(app, ["formula", "--variant", "tiny", "--format", "python"]).stdout
@@ -248,14 +265,28 @@ def test_parse_symbolic() -> None:
     with pytest.raises(UserInputError, match="names H twice"):
         parse_symbolic("H,H")
     with pytest.raises(TraceError):
-        derive_formula(__import__("pvttrace.tracing.target", fromlist=["x"]).parse_model_spec(
-            "formula_zoo:reads_values", input_shape="1,3,64,64"))
+        derive_formula(
+            __import__("pvttrace.tracing.target", fromlist=["x"]).parse_model_spec(
+                "formula_zoo:reads_values", input_shape="1,3,64,64"
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------- sweep
 def test_formula_sweep_equals_the_traced_sweep(runner: CliRunner) -> None:
-    args = ["sweep", "--variant", "tiny", "--variant", "b2-li", "--img", "224,231,448x600,1024",
-            "--metric", "macs,attention_macs,sr_macs,attention_map_bytes,params", "--format", "json"]
+    args = [
+        "sweep",
+        "--variant",
+        "tiny",
+        "--variant",
+        "b2-li",
+        "--img",
+        "224,231,448x600,1024",
+        "--metric",
+        "macs,attention_macs,sr_macs,attention_map_bytes,params",
+        "--format",
+        "json",
+    ]
     fast = runner.invoke(app, [*args, "--formula"])
     exact = runner.invoke(app, [*args, "--exact-trace"])
     assert fast.exit_code == 0 and exact.exit_code == 0, fast.output + exact.output
@@ -270,8 +301,8 @@ def test_formula_sweep_equals_the_traced_sweep(runner: CliRunner) -> None:
 
 
 def test_sweep_range_and_step() -> None:
-    from pvttrace.base.errors import ConfigError
     from pvttrace.analyses.sweep import parse_sizes
+    from pvttrace.base.errors import ConfigError
 
     sizes = parse_sizes("224..2048", 8)
     assert len(sizes) == 229 and sizes[0] == (224, 224) and sizes[-1] == (2048, 2048)

@@ -14,15 +14,15 @@ import sys
 from functools import cache
 
 import pytest
+from optional import needs
 from typer.testing import CliRunner
 
-from optional import needs
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli import app
 from pvttrace.config import get_variant
-from pvttrace.base.errors import UserInputError
 from pvttrace.records import Trace
-from pvttrace.tracing.target import parse_model_spec, trace_target
 from pvttrace.tracing.recorder import trace_config
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 needs_hf = needs("transformers")
 
@@ -35,8 +35,22 @@ def _hf(name: str, *options: str) -> Trace:
 def _facts(trace: Trace) -> list[tuple[object, ...]]:
     return [
         (
-            s.hw, s.tokens, s.kv_tokens, s.dim, s.heads, s.sr_ratio, s.depth, s.params, s.macs, s.attention_macs,
-            s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs, s.attention_map_shape, s.output,
+            s.hw,
+            s.tokens,
+            s.kv_tokens,
+            s.dim,
+            s.heads,
+            s.sr_ratio,
+            s.depth,
+            s.params,
+            s.macs,
+            s.attention_macs,
+            s.sr_macs,
+            s.projection_macs,
+            s.mlp_macs,
+            s.other_macs,
+            s.attention_map_shape,
+            s.output,
         )
         for s in trace.stages
     ]
@@ -46,9 +60,11 @@ def _facts(trace: Trace) -> list[tuple[object, ...]]:
 def test_hf_pvt_v2_b0_equals_the_builtin_b0_backbone() -> None:
     builtin = trace_config(get_variant("b0").with_overrides(task="backbone"))
     hf = _hf("PvtV2Model")
-    assert (hf.totals.params, hf.totals.macs, hf.totals.uncosted_ops) == (
-        builtin.totals.params, builtin.totals.macs, 0
-    ) == (3409760, 565809664, 0)
+    assert (
+        (hf.totals.params, hf.totals.macs, hf.totals.uncosted_ops)
+        == (builtin.totals.params, builtin.totals.macs, 0)
+        == (3409760, 565809664, 0)
+    )
     assert _facts(hf) == _facts(builtin)
     labels = {op.label for op in hf.ops if op.stage == 1}
     assert {"SR conv", "SR norm", "q projection", "k projection", "scores q@k^T", "DW conv 3x3", "stage norm"} <= labels
@@ -66,7 +82,15 @@ def test_hf_segformer_default_is_mit_b0() -> None:
 def test_hf_segformer_for_semantic_segmentation_on_the_cli(runner: CliRunner) -> None:
     result = runner.invoke(
         app,
-        ["run", "--model", "hf:SegformerForSemanticSegmentation", "--model-option", "num_labels=150", "--format", "json"],
+        [
+            "run",
+            "--model",
+            "hf:SegformerForSemanticSegmentation",
+            "--model-option",
+            "num_labels=150",
+            "--format",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

@@ -32,7 +32,10 @@ def test_cli_inputs_option(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "anymodel_zoo:two_inputs", "--inputs", "nocolon"], "inputs='nocolon' must be PACKAGE.MODULE:FUNCTION"),
+        (
+            ["--model", "anymodel_zoo:two_inputs", "--inputs", "nocolon"],
+            "inputs='nocolon' must be PACKAGE.MODULE:FUNCTION",
+        ),
         (
             ["--model", "anymodel_zoo:two_inputs", "--inputs", "anymodel_zoo:two_inputs_kwargs", "--img", "64"],
             "inputs cannot be combined with input_shape, img, batch or in_chans",

@@ -12,11 +12,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from pvttrace.analyses.diff import diff_traces
+from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.analyses.diff import diff_traces
 from pvttrace.records import Trace
-from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
 
 
 def _rich_text(obj: object, width: int = 100) -> str:

@@ -32,9 +32,9 @@ from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 from typer.testing import CliRunner
 
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
-from pvttrace.base.errors import UserInputError
 from pvttrace.memory.estimate import (
     ACTIVATION_KINDS,
     FitSearch,
@@ -48,9 +48,9 @@ from pvttrace.memory.estimate import (
     live_peak,
     optimizer_state_bytes,
 )
-from pvttrace.tracing.model import build_model
 from pvttrace.records import OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render.memory import render_fit, render_memory
+from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import memory_log, trace_config
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
@@ -178,8 +178,12 @@ def _saved_on_cpu(cfg: PvtConfig) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("variant", "img", "batch", "extra"),
-    [("tiny", "96", 2, {}), ("tiny", "64", 1, {"attention": "sdpa", "sr": "1,1,1,1"}), ("b0", "64", 2, {}),
-     ("b2-li", "64", 1, {})],
+    [
+        ("tiny", "96", 2, {}),
+        ("tiny", "64", 1, {"attention": "sdpa", "sr": "1,1,1,1"}),
+        ("b0", "64", 2, {}),
+        ("b2-li", "64", 1, {}),
+    ],
 )
 def test_saved_for_backward_equals_a_real_forwards_hook_count(
     variant: str, img: str, batch: int, extra: dict[str, str]
@@ -261,7 +265,11 @@ def test_peak_fields_and_where_they_point(trace_of: Callable[[PvtConfig], Trace]
 
 def test_training_formula_and_optimizer_state() -> None:
     assert [optimizer_state_bytes(o, 100) for o in ("none", "sgd", "sgd-momentum", "adam", "adamw")] == [
-        0, 0, 100, 200, 200,
+        0,
+        0,
+        100,
+        200,
+        200,
     ]
     with pytest.raises(UserInputError, match="optimizer='lion' must be one of"):
         optimizer_state_bytes("lion", 1)
@@ -273,7 +281,10 @@ def test_training_formula_and_optimizer_state() -> None:
         assert t.grad_bytes == totals.param_bytes == 3666760 * 4
         assert t.optimizer_state_bytes == (0 if optimizer == "sgd" else 2 * totals.param_bytes)
         activations = max(t.forward_peak_bytes, t.backward_peak_bytes)
-        assert t.peak_bytes == totals.param_bytes + totals.buffer_bytes + t.grad_bytes + t.optimizer_state_bytes + activations
+        assert (
+            t.peak_bytes
+            == totals.param_bytes + totals.buffer_bytes + t.grad_bytes + t.optimizer_state_bytes + activations
+        )
         assert t.backward_peak_bytes == t.saved_activation_bytes + t.backward_transient_bytes
         assert totals.peak_memory_bytes == t.peak_bytes
         assert sum(op.saved_bytes for op in trace.ops) == t.saved_activation_bytes
@@ -339,7 +350,9 @@ def test_activation_timeline_replays_events() -> None:
     wobble=st.lists(st.integers(0, 999), min_size=1, max_size=50),
     budget=st.integers(1, 10**7),
 )
-def test_fit_largest_answer_fits_and_the_next_does_not(base: int, per_item: int, wobble: list[int], budget: int) -> None:
+def test_fit_largest_answer_fits_and_the_next_does_not(
+    base: int, per_item: int, wobble: list[int], budget: int
+) -> None:
     def peak_at(n: int) -> int:  # grows with n, not exactly linearly
         return base + per_item * n + sum(wobble[: n % len(wobble)]) % per_item
 
@@ -384,8 +397,19 @@ def _run_peak(runner: CliRunner, *args: str) -> int:
     "args",
     [
         ["--variant", "b0", "--img", "96", "--depths", "1,1,1,1", "--memory", "40MiB"],
-        ["--variant", "tiny", "--img", "64", "--depths", "1,1,1,1", "--memory", "200MiB", "--train", "--optimizer",
-         "adam"],
+        [
+            "--variant",
+            "tiny",
+            "--img",
+            "64",
+            "--depths",
+            "1,1,1,1",
+            "--memory",
+            "200MiB",
+            "--train",
+            "--optimizer",
+            "adam",
+        ],
     ],
 )
 def test_fit_agrees_with_direct_runs(runner: CliRunner, args: list[str]) -> None:
@@ -416,8 +440,10 @@ def test_fit_img_auto_agrees_with_direct_runs(runner: CliRunner) -> None:
     [
         (["fit", "--memory", "1MiB"], "memory=1MiB is smaller than the parameters and buffers alone (50.47 MiB)"),
         (["fit", "--memory", "100MiB", "--train"], "smaller than the parameters, gradients and adamw state alone"),
-        (["fit", "--memory", "24GiB", "--img", "1280x800", "--sr", "1,1,1,1"],
-         "memory=24GiB is too small: the smallest candidate (batch 1 at 1280x800) needs 30.66 GiB"),
+        (
+            ["fit", "--memory", "24GiB", "--img", "1280x800", "--sr", "1,1,1,1"],
+            "memory=24GiB is too small: the smallest candidate (batch 1 at 1280x800) needs 30.66 GiB",
+        ),
         (["fit", "--memory", "lots"], "memory='lots' must be a size such as 512MiB, 24GiB or 80GB"),
         (["fit", "--memory", "1GiB", "--batch", "4"], "batch=4 cannot be given: fit searches the batch size"),
         (["fit"], "Missing option '--memory'"),
@@ -444,8 +470,19 @@ def test_run_header_shows_the_peak(runner: CliRunner) -> None:
 
 def test_train_at_1024_sr1_batch_8_on_meta(runner: CliRunner) -> None:
     code, out, _ = _invoke(
-        runner, "run", "--variant", "tiny", "--img", "1024", "--sr", "1,1,1,1", "--train", "--batch", "8",
-        "--format", "json",
+        runner,
+        "run",
+        "--variant",
+        "tiny",
+        "--img",
+        "1024",
+        "--sr",
+        "1,1,1,1",
+        "--train",
+        "--batch",
+        "8",
+        "--format",
+        "json",
     )
     assert code == 0
     doc = json.loads(out)
@@ -488,9 +525,7 @@ def test_run_memory_cli_prints_the_tables(runner: CliRunner) -> None:
 
 
 def test_fit_renders_as_expected() -> None:
-    answer = fit_config(
-        _cfg("b0", "96"), "40MiB", trace=lambda c: trace_config(c, train=True, optimizer="sgd")
-    )
+    answer = fit_config(_cfg("b0", "96"), "40MiB", trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
     _check_expected("fit_b0_train.txt", _render(render_fit(answer)))
 
 

@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pvttrace.config import PvtConfig, get_variant, resolve_config
-from pvttrace.tracing.model import build_model
 from pvttrace.records import Trace
+from pvttrace.tracing.model import build_model
 
 # reference/pvt.md section 5.1a: params and MACs (= torch flop_counter / 2) of the official code at 224, B=1, cls.
 OFFICIAL = {
@@ -57,7 +57,10 @@ def test_per_block_params_match_the_closed_forms() -> None:
     assert per_block == [345344, 592384, 1643520, 3152384]
     li = build_model(get_variant("b2-li"))
     assert [sum(p.numel() for p in getattr(li, f"block{i}")[0].parameters()) for i in range(1, 5)] == [
-        92416, 356864, 1349120, 3436544,
+        92416,
+        356864,
+        1349120,
+        3436544,
     ]
 
 

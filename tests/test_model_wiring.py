@@ -10,9 +10,9 @@ import json
 import pathlib
 
 import pytest
+from optional import require
 from typer.testing import CliRunner
 
-from optional import require
 from pvttrace.cli import app
 
 MIX_MACS_BATCH_2 = 5724160  # tests/test_anymodel.py: anymodel_zoo:mix at 2,3,8,8
@@ -27,10 +27,20 @@ def _one_error(result: object, message: str) -> None:
 
 # ------------------------------------------------------------------------------------------ diff
 def test_diff_two_zoo_models_one_shape(runner: CliRunner) -> None:
-    result = runner.invoke(app, [
-        "diff", "--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--input-shape", "2,3,8,8",
-        "--format", "json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "diff",
+            "--model",
+            "anymodel_zoo:mix",
+            "--model",
+            "anymodel_zoo:mix_fused",
+            "--input-shape",
+            "2,3,8,8",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     columns = json.loads(result.stdout)["configurations"]
     assert [c["label"] for c in columns] == ["anymodel_zoo:mix", "anymodel_zoo:mix_fused"]
@@ -39,20 +49,56 @@ def test_diff_two_zoo_models_one_shape(runner: CliRunner) -> None:
 
 
 def test_diff_one_model_at_two_shapes_is_labelled_by_input(runner: CliRunner) -> None:
-    result = runner.invoke(app, [
-        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8", "--format", "csv",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "diff",
+            "--model",
+            "anymodel_zoo:mix",
+            "--input-shape",
+            "1,3,8,8",
+            "--input-shape",
+            "2,3,8,8",
+            "--format",
+            "csv",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, [
-        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8",
-        "--format", "json", "--label", "one", "--label", "two",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "diff",
+            "--model",
+            "anymodel_zoo:mix",
+            "--input-shape",
+            "1,3,8,8",
+            "--input-shape",
+            "2,3,8,8",
+            "--format",
+            "json",
+            "--label",
+            "one",
+            "--label",
+            "two",
+        ],
+    )
     columns = json.loads(result.stdout)["configurations"]
     assert [c["label"] for c in columns] == ["one", "two"]
     assert [c["totals"]["macs"] for c in columns] == [MIX_MACS_BATCH_2 // 2, MIX_MACS_BATCH_2]
-    table = runner.invoke(app, [
-        "diff", "--model", "anymodel_zoo:mix", "--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8", "--width", "160",
-    ])
+    table = runner.invoke(
+        app,
+        [
+            "diff",
+            "--model",
+            "anymodel_zoo:mix",
+            "--input-shape",
+            "1,3,8,8",
+            "--input-shape",
+            "2,3,8,8",
+            "--width",
+            "160",
+        ],
+    )
     assert "anymodel_zoo:mix input=1x3x8x8" in table.stdout and "anymodel_zoo:mix input=2x3x8x8" in table.stdout
 
 
@@ -73,12 +119,24 @@ def test_diff_timm_models_match_the_builtin_macs(runner: CliRunner) -> None:
             ["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--sr", "1,1,1,1", "--variant", "b0"],
             "cannot be combined with --variant, --sr: those options describe built-in variants",
         ),
-        (["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--patch", "4"], "cannot be combined with --patch"),
+        (
+            ["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--patch", "4"],
+            "cannot be combined with --patch",
+        ),
         (["--input-shape", "1,3,8,8", "--input-shape", "2,3,8,8"], "input_shape needs --model"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "1,x"], "input_shape='1,x' must be positive integers"),
         (["--model", "anymodel_zoo:mix"], "diff needs at least two configurations"),
         (
-            ["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix_fused", "--input-shape", "1,3,8,8", "--img", "8"],
+            [
+                "--model",
+                "anymodel_zoo:mix",
+                "--model",
+                "anymodel_zoo:mix_fused",
+                "--input-shape",
+                "1,3,8,8",
+                "--img",
+                "8",
+            ],
             "cannot be combined with img",
         ),
         (["a.json", "b.json", "--model", "anymodel_zoo:mix"], "give either trace files or configuration options"),
@@ -95,10 +153,22 @@ def _sweep_macs(doc: dict) -> list[list[int]]:
 
 
 def test_sweep_zoo_model_varies_h_and_w_of_the_input_shape(runner: CliRunner) -> None:
-    result = runner.invoke(app, [
-        "sweep", "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8", "--img", "8,4x6", "--metric", "macs",
-        "--format", "json",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--model",
+            "anymodel_zoo:mix",
+            "--input-shape",
+            "2,3,8,8",
+            "--img",
+            "8,4x6",
+            "--metric",
+            "macs",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["columns"] == [
@@ -125,7 +195,10 @@ def test_sweep_timm_model_equals_the_builtin_variant(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "anymodel_zoo:mix", "--sr", "1,1,1,1", "--dims", "8,8,8,8"], "cannot be combined with --sr, --dims"),
+        (
+            ["--model", "anymodel_zoo:mix", "--sr", "1,1,1,1", "--dims", "8,8,8,8"],
+            "cannot be combined with --sr, --dims",
+        ),
         (["--input-shape", "1,3,8,8"], "input_shape needs --model"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "8,8"], "input_shape=8,8 needs at least 3 dims to sweep"),
         (["--model", "anymodel_zoo:mix", "--model", "anymodel_zoo:mix"], "share the label 'anymodel_zoo:mix'"),
@@ -139,11 +212,25 @@ def test_sweep_model_bad_input_is_one_line_exit_2(runner: CliRunner, args: list[
 # ------------------------------------------------------------------------------------------ snapshot
 def test_snapshot_of_a_zoo_model_stores_the_spec_and_checks_it(runner: CliRunner, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "mix.json"
-    result = runner.invoke(app, [
-        "snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8", "--max-macs", "10M",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "snapshot",
+            "write",
+            str(path),
+            "--model",
+            "anymodel_zoo:mix",
+            "--input-shape",
+            "2,3,8,8",
+            "--max-macs",
+            "10M",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert result.stdout == "wrote " + str(path) + ": anymodel_zoo:mix, input [2, 3, 8, 8]; 23 ops, MACs 5.72 M, params 1.39 K\n"
+    assert (
+        result.stdout
+        == "wrote " + str(path) + ": anymodel_zoo:mix, input [2, 3, 8, 8]; 23 ops, MACs 5.72 M, params 1.39 K\n"
+    )
     doc = json.loads(path.read_text())
     assert (doc["model"], doc["config"], doc["input_shape"]) == ("anymodel_zoo:mix", None, [2, 3, 8, 8])
     assert doc["totals"]["macs"] == MIX_MACS_BATCH_2 and doc["budgets"] == {"max_macs": 10_000_000}
@@ -156,7 +243,12 @@ def test_snapshot_of_a_zoo_model_stores_the_spec_and_checks_it(runner: CliRunner
 
 def test_snapshot_of_a_model_detects_a_changed_model(runner: CliRunner, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "mix.json"
-    assert runner.invoke(app, ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["snapshot", "write", str(path), "--model", "anymodel_zoo:mix", "--input-shape", "2,3,8,8"]
+        ).exit_code
+        == 0
+    )
     doc = json.loads(path.read_text())
     doc["model"] = "anymodel_zoo:sdpa"
     doc["input_shape"] = [1, 16, 8]

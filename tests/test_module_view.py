@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import anymodel_zoo
 import torch
+from optional import needs
 from typer.testing import CliRunner
 
-import anymodel_zoo
-from optional import needs
 from pvttrace.cli import app
 from pvttrace.tracing.target import parse_model_spec, trace_modules
 
@@ -18,7 +18,9 @@ def test_rows_add_up_and_match_the_model() -> None:
     with torch.device("meta"):
         model = anymodel_zoo.my_pvt()
     assert by_path[""].params == trace.totals.params == sum(p.numel() for p in model.parameters())
-    assert [by_path[f"levels.{i}"].params for i in (0, 1)] == [sum(p.numel() for p in lv.parameters()) for lv in model.levels]
+    assert [by_path[f"levels.{i}"].params for i in (0, 1)] == [
+        sum(p.numel() for p in lv.parameters()) for lv in model.levels
+    ]
     # Each op counts in its module and every ancestor: the children's MACs add up to the parent's.
     assert by_path[""].macs == trace.totals.macs == sum(by_path[p].macs for p in ("levels", "classifier"))
     assert by_path["levels"].macs == by_path["levels.0"].macs + by_path["levels.1"].macs

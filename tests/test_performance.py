@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 import torch
 
+from pvttrace.analyses.sweep import METRICS, needs_memory
 from pvttrace.config import get_variant, resolve_config
 from pvttrace.tracing.model import PyramidVisionTransformer, build_model
 from pvttrace.tracing.noinit import skip_meta_init
-from pvttrace.analyses.sweep import METRICS, needs_memory
 from pvttrace.tracing.recorder import trace_config, trace_model
 from tests.optional import require
 

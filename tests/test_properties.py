@@ -18,19 +18,18 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from closed_forms import closed_form_macs, closed_form_params
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from closed_forms import closed_form_macs, closed_form_params
-
-from pvttrace.cli import app
-from pvttrace.config import PvtConfig
 from pvttrace.analyses.diff import OpStatus, StageMetric, TotalMetric, diff_traces
 from pvttrace.base.errors import ConfigError
-from pvttrace.tracing.model import build_model
+from pvttrace.cli import app
+from pvttrace.config import PvtConfig
 from pvttrace.records import OpKind, dumps_json, loads_trace
 from pvttrace.snapshot.core import load_snapshot
+from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import trace_config
 
 EXAMPLES = int(os.environ.get("PVTTRACE_HYPOTHESIS_EXAMPLES", "60"))
@@ -139,23 +138,38 @@ def cli_options(cfg: PvtConfig) -> list[str]:
         return ",".join(repr(v) for v in values)
 
     return [
-        "--variant", "tiny" if cfg.version == 1 else "b0",
-        "--img", f"{cfg.img[0]}x{cfg.img[1]}",
-        "--batch", str(cfg.batch),
-        "--in-chans", str(cfg.in_chans),
-        "--dims", joined(cfg.dims),
-        "--heads", joined(cfg.heads),
-        "--depths", joined(cfg.depths),
-        "--mlp-ratios", joined(cfg.mlp_ratios),
-        "--sr", joined(cfg.sr_ratios),
-        "--patch", joined(cfg.patch),
+        "--variant",
+        "tiny" if cfg.version == 1 else "b0",
+        "--img",
+        f"{cfg.img[0]}x{cfg.img[1]}",
+        "--batch",
+        str(cfg.batch),
+        "--in-chans",
+        str(cfg.in_chans),
+        "--dims",
+        joined(cfg.dims),
+        "--heads",
+        joined(cfg.heads),
+        "--depths",
+        joined(cfg.depths),
+        "--mlp-ratios",
+        joined(cfg.mlp_ratios),
+        "--sr",
+        joined(cfg.sr_ratios),
+        "--patch",
+        joined(cfg.patch),
         "--qkv-bias" if cfg.qkv_bias else "--no-qkv-bias",
         "--linear-sra" if cfg.linear_sra else "--no-linear-sra",
-        "--num-classes", str(cfg.num_classes),
-        "--dtype", cfg.dtype,
-        "--task", cfg.task,
-        "--pos-size", f"{cfg.pos_size[0]}x{cfg.pos_size[1]}",
-        "--attention", cfg.attention,
+        "--num-classes",
+        str(cfg.num_classes),
+        "--dtype",
+        cfg.dtype,
+        "--task",
+        cfg.task,
+        "--pos-size",
+        f"{cfg.pos_size[0]}x{cfg.pos_size[1]}",
+        "--attention",
+        cfg.attention,
     ]
 
 
@@ -202,9 +216,7 @@ def test_a_config_diffed_with_itself_changes_nothing(cfg: PvtConfig) -> None:
 def _values_of(document: object, key: str) -> list[object]:
     """Every value stored under ``key`` anywhere in a JSON document."""
     if isinstance(document, dict):
-        return [v for k, v in document.items() if k == key] + [
-            x for v in document.values() for x in _values_of(v, key)
-        ]
+        return [v for k, v in document.items() if k == key] + [x for v in document.values() for x in _values_of(v, key)]
     if isinstance(document, list):
         return [x for v in document for x in _values_of(v, key)]
     return []

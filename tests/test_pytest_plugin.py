@@ -121,7 +121,9 @@ def test_the_example_test_module_runs(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*INNER, "--pvttrace-update")
     result.assert_outcomes(passed=4)
     assert sorted(p.name for p in (pytester.path / "snapshots").iterdir()) == [
-        "b0-224.json", "b2-800x1333-backbone.json", "b2-sr-4-2-1-1-512.json",
+        "b0-224.json",
+        "b2-800x1333-backbone.json",
+        "b2-sr-4-2-1-1-512.json",
     ]
     pytester.runpytest(*INNER).assert_outcomes(passed=4)
 
@@ -148,7 +150,10 @@ def test_the_entry_point_alone_loads_the_plugin_once(tmp_path: pathlib.Path) -> 
     for extra in ([], list(PLUGIN)):  # with -p as well: registered once, no "already registered" error
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, str(tests)],
-            capture_output=True, text=True, env=env, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "1 passed" in result.stdout
@@ -185,10 +190,14 @@ def test_net(pvt_snapshot):
 @pytest.mark.parametrize(
     ("call", "reason"),
     [
-        ("pvt_snapshot(trace_model(nn.Linear(4, 2), torch.zeros(1, 4)))",
-         "this trace (from trace_model) names no config or model to re-trace"),
-        ("pvt_snapshot(get_variant('tiny'), input_shape=(1, 3, 64, 64))",
-         "input_shape goes with a model spec string, not with a config or a trace"),
+        (
+            "pvt_snapshot(trace_model(nn.Linear(4, 2), torch.zeros(1, 4)))",
+            "this trace (from trace_model) names no config or model to re-trace",
+        ),
+        (
+            "pvt_snapshot(get_variant('tiny'), input_shape=(1, 3, 64, 64))",
+            "input_shape goes with a model spec string, not with a config or a trace",
+        ),
         ("pvt_snapshot('not a spec')", "model='not a spec' must be PACKAGE.MODULE:FACTORY"),
         ("pvt_snapshot(42)", "got int"),
     ],
@@ -208,9 +217,12 @@ def test_bad(pvt_snapshot):
     result = pytester.runpytest(*INNER)
     result.assert_outcomes(failed=1)
     lines = [line for line in result.stdout.lines if "pvt_snapshot: " in line and "E " not in line[:2]]
-    assert any(reason in line and "pass a config (resolve_config('b2', img='512')) or a model spec" in line
-               for line in lines), result.stdout.str()
+    assert any(
+        reason in line and "pass a config (resolve_config('b2', img='512')) or a model spec" in line for line in lines
+    ), result.stdout.str()
     assert "Traceback" not in result.stdout.str()
+
+
 def test_update_applies_the_clis_protections(pytester: pytest.Pytester) -> None:
     """Issue 18: --pvttrace-update never overwrites a hand-written file or a newer-schema snapshot."""
     pytester.makepyfile(
@@ -232,7 +244,9 @@ def test_newer(pvt_snapshot):
     result = pytester.runpytest(*INNER, "--pvttrace-update")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*notes.txt is not valid JSON*--pvttrace-update leaves it alone*"])
-    result.stdout.fnmatch_lines(["*newer.json was written by pvttrace*upgrade pvttrace; --pvttrace-update leaves it alone*"])
+    result.stdout.fnmatch_lines(
+        ["*newer.json was written by pvttrace*upgrade pvttrace; --pvttrace-update leaves it alone*"]
+    )
     assert (notes.read_bytes(), newer.read_bytes()) == before
 
 

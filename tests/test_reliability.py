@@ -18,14 +18,20 @@ import torch
 from typer.testing import CliRunner
 
 from pvttrace.base import jsonio as files
-from pvttrace.cli import guard as cli_guard
-from pvttrace.snapshot import core as snapshot
-from pvttrace.cli import app
-from pvttrace.config import get_variant
 from pvttrace.base.errors import TraceFileError, UserInputError
-from pvttrace.snapshot.core import compare_snapshots, load_snapshot, loads_snapshot, snapshot_from_trace, write_text_atomic
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.cli import app
+from pvttrace.cli import guard as cli_guard
+from pvttrace.config import get_variant
+from pvttrace.snapshot import core as snapshot
+from pvttrace.snapshot.core import (
+    compare_snapshots,
+    load_snapshot,
+    loads_snapshot,
+    snapshot_from_trace,
+    write_text_atomic,
+)
 from pvttrace.tracing.recorder import trace_config, trace_model
+from pvttrace.tracing.target import parse_model_spec, trace_target
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,7 +44,9 @@ def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def model_snapshot(tmp_path: pathlib.Path, runner: CliRunner) -> pathlib.Path:
     path = tmp_path / "linear.json"
-    code, _, err = _invoke(runner, "snapshot", "write", str(path), "--model", "hostile_zoo:linear", "--input-shape", "2,8")
+    code, _, err = _invoke(
+        runner, "snapshot", "write", str(path), "--model", "hostile_zoo:linear", "--input-shape", "2,8"
+    )
     assert code == 0, err
     return path
 
@@ -58,8 +66,10 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     code, out, err = _invoke(runner, "snapshot", "check", str(evil), str(marked), str(model_snapshot))
     assert code == 2
     assert not (tmp_path / "hostile_zoo_marker.txt").exists()
-    assert f"error: {evil} names model 'sys:exit', which would import and run Python code from the working directory; " \
+    assert (
+        f"error: {evil} names model 'sys:exit', which would import and run Python code from the working directory; "
         "allow it with --allow-model sys:exit (or --allow-model-import for every model)\n" in err
+    )
     assert out.endswith("3 snapshot(s): 0 ok, 0 failed, 3 invalid\n")
     # sys:exit allowed: an error naming the model, never a silent exit 0; the files after it are still checked.
     code, out, err = _invoke(runner, "snapshot", "check", str(evil), str(model_snapshot), "--allow-model-import")
@@ -73,7 +83,10 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     ("factory", "message"),
     [
         ("exits_in_factory", "error: model hostile_zoo:exits_in_factory: the factory called sys.exit(0)\n"),
-        ("exits_in_forward", "error: model hostile_zoo:exits_in_forward: the forward called sys.exit(0) in the model\n"),
+        (
+            "exits_in_forward",
+            "error: model hostile_zoo:exits_in_forward: the forward called sys.exit(0) in the model\n",
+        ),
     ],
 )
 def test_user_code_that_exits_is_an_error_naming_the_model(runner: CliRunner, factory: str, message: str) -> None:
@@ -118,7 +131,10 @@ def test_model_output_never_reaches_the_json_report(runner: CliRunner) -> None:
 def test_train_inside_inference_mode_is_refused() -> None:
     model = torch.nn.Linear(8, 4, device="meta")
     example = torch.empty(2, 8, device="meta")
-    with torch.inference_mode(), pytest.raises(UserInputError, match=r"train=True cannot be traced inside torch.inference_mode"):
+    with (
+        torch.inference_mode(),
+        pytest.raises(UserInputError, match=r"train=True cannot be traced inside torch.inference_mode"),
+    ):
         trace_model(model, example, train=True)
     with torch.inference_mode():
         assert trace_model(model, example).totals.macs == 64  # inference traces are fine there
@@ -151,8 +167,12 @@ def _big_snapshot(ops: int) -> snapshot.Snapshot:
     base = snapshot_from_trace(trace_config(get_variant("tiny")))
     repeated = tuple(base.ops[i % len(base.ops)] for i in range(ops))
     return snapshot.Snapshot(
-        config=base.config, input_shape=base.input_shape, outputs=base.outputs, ops=repeated,
-        stages=base.stages, totals=base.totals,
+        config=base.config,
+        input_shape=base.input_shape,
+        outputs=base.outputs,
+        ops=repeated,
+        stages=base.stages,
+        totals=base.totals,
     )
 
 
@@ -169,7 +189,9 @@ def test_equal_snapshots_compare_in_linear_time_and_alignment_is_bounded(monkeyp
     # One op inserted in the middle: prefix and suffix match in linear time, one op added.
     ops = list(big.ops)
     extra = snapshot.SnapshotOp(**{**{f: getattr(ops[0], f) for f in ops[0].__slots__}, "module": "inserted"})  # type: ignore[attr-defined]
-    changed = snapshot.Snapshot(**{**{f: getattr(big, f) for f in big.__slots__}, "ops": (*ops[:8000], extra, *ops[8000:])})  # type: ignore[attr-defined]
+    changed = snapshot.Snapshot(
+        **{**{f: getattr(big, f) for f in big.__slots__}, "ops": (*ops[:8000], extra, *ops[8000:])}
+    )  # type: ignore[attr-defined]
     report = compare_snapshots(big, changed)
     assert [(c.status.value, c.op.module) for c in report.op_changes] == [("added", "inserted")]
     # A middle larger than the bound is reported as removed + added ops, without difflib.
@@ -224,7 +246,9 @@ def test_duplicate_keys_are_rejected(tmp_path: pathlib.Path) -> None:
     text = (ROOT / "tests" / "snapshots" / "tiny-224-cls.json").read_text()
     hidden = text.replace('"budgets": {}', '"budgets": {"max_macs": 1}, "budgets": {}', 1)
     assert hidden != text
-    with pytest.raises(TraceFileError, match=r"^s.json has the key 'budgets' twice in one object; JSON keeps only the last$"):
+    with pytest.raises(
+        TraceFileError, match=r"^s.json has the key 'budgets' twice in one object; JSON keeps only the last$"
+    ):
         loads_snapshot(hidden, origin="s.json")
 
 
@@ -263,15 +287,15 @@ def test_sigterm_during_the_atomic_write_leaves_no_temporary_file(tmp_path: path
     )
     path = tmp_path / "snap.json"
     path.write_text("old")
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == -signal.SIGTERM and "not reached" not in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.json"]
     assert path.read_text() == "new"
 
 
-def test_strings_from_files_are_printed_without_control_characters(
-    tmp_path: pathlib.Path, runner: CliRunner
-) -> None:
+def test_strings_from_files_are_printed_without_control_characters(tmp_path: pathlib.Path, runner: CliRunner) -> None:
     text = (ROOT / "tests" / "snapshots" / "tiny-224-cls.json").read_text()
     document = json.loads(text)
     document["tool_version"] = "\x1b[2J\x1b]0;owned\x07"
@@ -289,10 +313,24 @@ def test_strings_from_files_are_printed_without_control_characters(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--input-shape", "99999999999999999999"), "error: input_shape=99999999999999999999: 99999999999999999999 is larger than torch's largest size, 2**63 - 1\n"),
-        (("--input-shape", "9" * 5000), "error: input_shape='" + "9" * 57 + "...' must be positive integers separated by commas, e.g. 1,3,224,224\n"),
-        (("--img", "4000000000"), "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n"),
-        (("--input-shape", ",".join(["1"] * 65)), "error: input_shape has 65 dimensions; torch tensors have at most 64\n"),
+        (
+            ("--input-shape", "99999999999999999999"),
+            "error: input_shape=99999999999999999999: 99999999999999999999 is larger than torch's largest size, 2**63 - 1\n",
+        ),
+        (
+            ("--input-shape", "9" * 5000),
+            "error: input_shape='"
+            + "9" * 57
+            + "...' must be positive integers separated by commas, e.g. 1,3,224,224\n",
+        ),
+        (
+            ("--img", "4000000000"),
+            "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n",
+        ),
+        (
+            ("--input-shape", ",".join(["1"] * 65)),
+            "error: input_shape has 65 dimensions; torch tensors have at most 64\n",
+        ),
     ],
 )
 def test_model_input_limits_are_one_line_errors(runner: CliRunner, args: tuple[str, ...], message: str) -> None:
@@ -322,10 +360,20 @@ def test_a_cpu_fallback_that_cannot_allocate_is_one_line(runner: CliRunner) -> N
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        ("lazy", ("error: model='hostile_zoo:lazy' has uninitialised lazy parameters (0.weight, from a LazyModule); "
-                  "run one forward in the factory so that they get their shapes, then return the model\n")),
-        ("deep", ("error: model hostile_zoo:deep failed to build: RecursionError: it nests modules or calls too deeply "
-                  "for Python's recursion limit\n")),
+        (
+            "lazy",
+            (
+                "error: model='hostile_zoo:lazy' has uninitialised lazy parameters (0.weight, from a LazyModule); "
+                "run one forward in the factory so that they get their shapes, then return the model\n"
+            ),
+        ),
+        (
+            "deep",
+            (
+                "error: model hostile_zoo:deep failed to build: RecursionError: it nests modules or calls too deeply "
+                "for Python's recursion limit\n"
+            ),
+        ),
     ],
 )
 def test_lazy_and_deep_models_are_one_line(runner: CliRunner, factory: str, message: str) -> None:
@@ -337,7 +385,10 @@ def test_timeout_stops_a_slow_trace(runner: CliRunner) -> None:
     code, out, err = _invoke(runner, "run", "--model", "hostile_zoo:slow", "--input-shape", "2,8", "--timeout", "0.5")
     assert (code, out, err) == (2, "", "error: tracing hostile_zoo:slow took longer than --timeout 0.5 s; stopped\n")
     assert time.monotonic() - started < 20
-    assert _invoke(runner, "run", "--timeout", "0")[2] == "error: timeout=0.0 must be a positive number of seconds, at most one week\n"
+    assert (
+        _invoke(runner, "run", "--timeout", "0")[2]
+        == "error: timeout=0.0 must be a positive number of seconds, at most one week\n"
+    )
 
 
 class _Terminal:
@@ -373,4 +424,3 @@ def test_a_long_trace_shows_progress_on_a_terminal_only(monkeypatch: pytest.Monk
     with cli_guard.tracing("checking snaps/{x}[red].json"):
         time.sleep(0.6)
     assert ("checking snaps/{x}[red].json" in terminal.text) is tty
-

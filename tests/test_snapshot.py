@@ -112,9 +112,18 @@ def test_snapshot_bytes_are_stable_and_reviewable(tiny_trace: Trace) -> None:
     op_lines = [line for line in text.splitlines() if line.startswith('    {"alloc_bytes"')]
     assert len(op_lines) == len(tiny_trace.ops) == 293
     assert json.loads(op_lines[22].rstrip(",")) == {
-        "alloc_bytes": 614656, "block": 0, "dtype": "float32", "inputs": [[1, 1, 3136, 64], [1, 1, 64, 49]],
-        "kind": "matmul", "label": "scores q@k^T", "macs": 9834496, "module": "block1.0.attn",
-        "op": "Tensor.matmul", "output": [1, 1, 3136, 49], "stage": 1, "view": False,
+        "alloc_bytes": 614656,
+        "block": 0,
+        "dtype": "float32",
+        "inputs": [[1, 1, 3136, 64], [1, 1, 64, 49]],
+        "kind": "matmul",
+        "label": "scores q@k^T",
+        "macs": 9834496,
+        "module": "block1.0.attn",
+        "op": "Tensor.matmul",
+        "output": [1, 1, 3136, 49],
+        "stage": 1,
+        "view": False,
     }
     assert "source" not in text and '"index"' not in op_lines[0]
     # Apart from the one-line ops, the layout is json.dumps(indent=2).
@@ -141,8 +150,10 @@ def test_an_sr_change_in_a_copy_fails_with_a_report_naming_stage_and_ops(tmp_pat
         '    stage 1, blocks 0-1, attn: matmul "scores q@k^T" output [1,1,3136,49] -> [1,1,3136,196]; '
         "inputs[1] [1,1,64,49] -> [1,1,64,196]; MACs 9.8 M -> 39.3 M (x4); alloc 600.2 KiB -> 2.3 MiB (x4)"
     ) in lines
-    assert '    stage 1, blocks 0-1, attn.sr: sr_conv "SR conv" output [1,64,7,7] -> [1,64,14,14]; ' \
+    assert (
+        '    stage 1, blocks 0-1, attn.sr: sr_conv "SR conv" output [1,64,7,7] -> [1,64,14,14]; '
         "inputs[1] [64,64,8,8] -> [64,64,4,4]; alloc 12.2 KiB -> 49 KiB (x4)" in lines
+    )
     assert not [line for line in lines if "stage 2" in line or "stage 3" in line or "stage 4" in line]
     expected = EXPECTED / "snapshot_check_sr.txt"
     rendered = out.replace(str(copy), "tiny-224-cls-copy.json")
@@ -167,8 +178,12 @@ def test_sr_ratio_1_reports_the_sr_ops_as_removed_not_as_a_shifted_sequence(trac
     report = compare_snapshots(stored, current)
     removed = [c.op for c in report.op_changes if c.status == ChangeStatus.REMOVED]
     assert [(op.block, op.label) for op in removed[:6]] == [
-        (0, "tokens to map"), (0, "tokens to map"), (0, "SR conv"),
-        (0, "map to tokens"), (0, "map to tokens"), (0, "SR norm"),
+        (0, "tokens to map"),
+        (0, "tokens to map"),
+        (0, "SR conv"),
+        (0, "map to tokens"),
+        (0, "map to tokens"),
+        (0, "SR norm"),
     ]
     assert len(removed) == 12 and report.count(ChangeStatus.ADDED) == 0
     assert {c.op.stage for c in report.op_changes} == {1}
@@ -232,7 +247,8 @@ INVALID = {
     "truncated": (_truncated, "{p} is truncated: the JSON ends early (line 233, column 19)"),
     "truncated in a label": (_truncated_in_a_label, "{p} is truncated: the JSON ends early (line 87, column 134)"),
     "not JSON": (
-        lambda p: p.write_text("shapes: [1, 64]\n"), "{p} is not valid JSON (Expecting value at line 1, column 1)"
+        lambda p: p.write_text("shapes: [1, 64]\n"),
+        "{p} is not valid JSON (Expecting value at line 1, column 1)",
     ),
     "binary": (lambda p: p.write_bytes(b"\xff\xfe\x00\x01"), "{p} is not UTF-8 text, so not a snapshot"),
     "a list": (lambda p: p.write_text("[1, 2]\n"), "{p} is a JSON list, not a pvttrace snapshot object"),
@@ -489,8 +505,13 @@ def test_concurrent_checks_and_updates_of_the_same_files(tmp_path: pathlib.Path)
         ["snapshot", "check", str(good)],
     ]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "pvttrace", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "pvttrace", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for args in commands
     ]
     results = [(p.wait(timeout=120), *p.communicate()) for p in processes]

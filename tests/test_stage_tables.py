@@ -13,9 +13,9 @@ import io
 from functools import cache
 
 import pytest
+from optional import needs
 from rich.console import Console
 
-from optional import needs
 from pvttrace.records import Trace
 from pvttrace.render.trace import render_trace, stage_table
 from pvttrace.tracing.target import parse_model_spec, trace_target

@@ -19,15 +19,10 @@ from collections.abc import Callable
 from dataclasses import fields
 
 import pytest
+from optional import needs
 from rich.console import Console
 from typer.testing import CliRunner
 
-from optional import needs
-from pvttrace.cli import app
-from pvttrace.config import PvtConfig
-from pvttrace.base.errors import ConfigError, UserInputError
-from pvttrace.records import Totals, Trace
-from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
 from pvttrace.analyses.sweep import (
     DEFAULT_METRICS,
     METRICS,
@@ -43,6 +38,11 @@ from pvttrace.analyses.sweep import (
     plan_sweep,
     run_sweep,
 )
+from pvttrace.base.errors import ConfigError, UserInputError
+from pvttrace.cli import app
+from pvttrace.config import PvtConfig
+from pvttrace.records import Totals, Trace
+from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
 from pvttrace.render.tabular import TRACE_CSV_FIELDS, csv_text
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
@@ -153,7 +153,12 @@ def test_metric_registry_defaults_and_availability(monkeypatch: pytest.MonkeyPat
     with pytest.raises(UserInputError, match="must name at least one metric"):
         parse_metrics([" , "])
     future = Metric(
-        "future_bytes", "future", MetricUnit.BYTES, "not yet traced", lambda t: None, lambda t: None,
+        "future_bytes",
+        "future",
+        MetricUnit.BYTES,
+        "not yet traced",
+        lambda t: None,
+        lambda t: None,
         requires="future_bytes",
     )
     monkeypatch.setitem(METRICS, "future_bytes", future)
@@ -267,7 +272,9 @@ def test_csv_text_quotes_and_checks_widths() -> None:
 
 # ---------------------------------------------------------------------------------- plots
 @needs_matplotlib
-def test_sweep_plot_has_one_labelled_log_log_line_per_configuration(b0_sweep: SweepResult, tmp_path: pathlib.Path) -> None:
+def test_sweep_plot_has_one_labelled_log_log_line_per_configuration(
+    b0_sweep: SweepResult, tmp_path: pathlib.Path
+) -> None:
     from pvttrace.render.plot import plot_sweep, save_figure
 
     figure = plot_sweep(b0_sweep, ["attention_macs", "attention_map_bytes"])
@@ -348,14 +355,38 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, ru
 @needs_matplotlib
 def test_acceptance_sweep_three_configurations_by_seven_sizes(runner: CliRunner, tmp_path: pathlib.Path) -> None:
     plot = tmp_path / "sweep.svg"
-    args = ["sweep", "--variant", "b2", "--variant", "b2", "--variant", "b2-li", "--sr", "8,4,2,1", "--sr", "1,1,1,1",
-            "--sr", "-", "--img", "224,320,512,800,1024,1600,2048", "--metric", "macs,attention_macs,params",
-            "--format", "json", "--plot", str(plot)]
+    args = [
+        "sweep",
+        "--variant",
+        "b2",
+        "--variant",
+        "b2",
+        "--variant",
+        "b2-li",
+        "--sr",
+        "8,4,2,1",
+        "--sr",
+        "1,1,1,1",
+        "--sr",
+        "-",
+        "--img",
+        "224,320,512,800,1024,1600,2048",
+        "--metric",
+        "macs,attention_macs,params",
+        "--format",
+        "json",
+        "--plot",
+        str(plot),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.stderr == f"plot written to {plot}\n"
     doc = json.loads(result.stdout)
-    assert len(doc["sizes"]) == 7 and [c["label"] for c in doc["columns"]] == ["b2 sr 8,4,2,1", "b2 sr 1,1,1,1", "b2-li"]
+    assert len(doc["sizes"]) == 7 and [c["label"] for c in doc["columns"]] == [
+        "b2 sr 8,4,2,1",
+        "b2 sr 1,1,1,1",
+        "b2-li",
+    ]
     macs, attention, params = doc["metrics"]
     exponents = [s["exponent"] for s in attention["series"]]
     assert abs(exponents[0] - 2.0) < 0.05 and abs(exponents[1] - 2.0) < 0.05 and abs(exponents[2] - 1.0) < 0.05
@@ -368,8 +399,9 @@ def test_acceptance_sweep_three_configurations_by_seven_sizes(runner: CliRunner,
 
 
 def test_sweep_table_output_and_run_csv(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["sweep", "--variant", "b0", "--img", "224,448", "--metric", "attention_macs",
-                                 "--width", "100"])
+    result = runner.invoke(
+        app, ["sweep", "--variant", "b0", "--img", "224,448", "--metric", "attention_macs", "--width", "100"]
+    )
     assert result.exit_code == 0, result.output
     assert "│       224 │  3136 │  38.11 M (s1) │" in result.stdout
     assert "growth k" in result.stdout and "N^2.00" in result.stdout and "attention MACs vs image size" in result.stdout
@@ -378,7 +410,10 @@ def test_sweep_table_output_and_run_csv(runner: CliRunner) -> None:
     md = runner.invoke(app, ["sweep", "--variant", "b0", "--img", "224,448", "-m", "params", "--format", "markdown"])
     assert "| 224 | 3136 | 3.67 M (s4) |" in md.stdout
     out = runner.invoke(app, ["sweep", "--variant", "b0", "--img", "224,448", "-m", "params", "--format", "csv"])
-    assert out.stdout.splitlines()[1] == "params,parameters,b0,224x224,3136,3666760,4,183296,326464,930080,1969920,0.000000,1.000000,0.000000"
+    assert (
+        out.stdout.splitlines()[1]
+        == "params,parameters,b0,224x224,3136,3666760,4,183296,326464,930080,1969920,0.000000,1.000000,0.000000"
+    )
 
     run = runner.invoke(app, ["run", "--variant", "tiny", "--format", "csv"])
     assert run.exit_code == 0
@@ -396,14 +431,19 @@ def test_sweep_table_output_and_run_csv(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--variant", "b0", "--variant", "b1", "--variant", "b2"],
-         "repeated options must come in equal counts (one per configuration), got --variant 3 times, --sr 2 times"),
+        (
+            ["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--variant", "b0", "--variant", "b1", "--variant", "b2"],
+            "repeated options must come in equal counts (one per configuration), got --variant 3 times, --sr 2 times",
+        ),
         (["--metric", "bogus"], "metric='bogus' is not a sweep metric"),
         (["--img", "224,abc"], "img='abc' must be a size"),
         (["--img", "224,224"], "lists 224x224 more than once"),
         (["--variant", "b0", "--img", "16,224"], "'b0' at img 16x16: img=16x16 is too small"),
         (["--plot", "out.gif"], "plot='out.gif' must end in .png or .svg"),
-        (["--variant", "b0", "--label", "a", "--label", "b"], "label is given 2 time(s) but there are 1 configuration(s)"),
+        (
+            ["--variant", "b0", "--label", "a", "--label", "b"],
+            "label is given 2 time(s) but there are 1 configuration(s)",
+        ),
         (["--format", "xml"], "Invalid value for '--format'"),
     ],
 )
@@ -413,4 +453,3 @@ def test_bad_sweep_input_is_one_line_and_exit_2(runner: CliRunner, args: list[st
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.output
-

@@ -14,9 +14,9 @@ import json
 import pathlib
 
 import pytest
+from optional import needs
 from typer.testing import CliRunner
 
-from optional import needs
 from pvttrace.cli import app
 from pvttrace.records import CONVENTIONS
 from pvttrace.tracing.target import parse_model_spec, trace_target

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.base.errors import TraceError
+from pvttrace.config import get_variant, resolve_config
+from pvttrace.records import OpKind, Trace, dumps_json, loads_trace
 from pvttrace.tracing.model import build_model
-from pvttrace.records import OpKind, Trace, loads_trace, dumps_json
 from pvttrace.tracing.recorder import record_ops, trace_config
 
 
@@ -55,10 +53,32 @@ def test_block_op_sequence_reads_like_the_walkthrough(tiny_trace: Trace) -> None
         if op.label and (not labels or labels[-1] != op.label):
             labels.append(op.label)
     assert labels == [
-        "norm1", "q projection", "split heads", "tokens to map", "SR conv", "map to tokens", "SR norm",
-        "kv projection", "split k/v heads", "take k, v", "transpose k", "scores q@k^T", "scale", "softmax",
-        "attention dropout", "attention@v", "merge heads", "output projection", "projection dropout",
-        "attention residual add", "norm2", "MLP fc1", "MLP activation", "MLP dropout", "MLP fc2", "MLP dropout",
+        "norm1",
+        "q projection",
+        "split heads",
+        "tokens to map",
+        "SR conv",
+        "map to tokens",
+        "SR norm",
+        "kv projection",
+        "split k/v heads",
+        "take k, v",
+        "transpose k",
+        "scores q@k^T",
+        "scale",
+        "softmax",
+        "attention dropout",
+        "attention@v",
+        "merge heads",
+        "output projection",
+        "projection dropout",
+        "attention residual add",
+        "norm2",
+        "MLP fc1",
+        "MLP activation",
+        "MLP dropout",
+        "MLP fc2",
+        "MLP dropout",
         "MLP residual add",
     ]
 
@@ -161,7 +181,15 @@ def test_sdpa_has_the_same_macs_and_no_map() -> None:
 
 def test_stage_summaries(tiny_trace: Trace) -> None:
     s1 = tiny_trace.stages[0]
-    assert (s1.hw, s1.tokens, s1.kv_tokens, s1.dim, s1.heads, s1.sr_ratio, s1.depth) == ((56, 56), 3136, 49, 64, 1, 8, 2)
+    assert (s1.hw, s1.tokens, s1.kv_tokens, s1.dim, s1.heads, s1.sr_ratio, s1.depth) == (
+        (56, 56),
+        3136,
+        49,
+        64,
+        1,
+        8,
+        2,
+    )
     assert s1.attention_map_shape == (1, 1, 3136, 49)
     assert s1.attention_map_bytes == 153664 * 4
     assert s1.attention_macs == 2 * 2 * 9834496
@@ -188,7 +216,9 @@ class _Broken(torch.nn.Module):
 
 def test_failures_name_the_op_and_leave_no_hooks() -> None:
     model = _Broken()
-    with pytest.raises(TraceError, match=r"Tensor.reshape in the model.*last recorded op #0 nn.functional.linear in fc"):
+    with pytest.raises(
+        TraceError, match=r"Tensor.reshape in the model.*last recorded op #0 nn.functional.linear in fc"
+    ):
         record_ops(model, torch.zeros(2, 8))
     assert not model._forward_hooks and not model._forward_pre_hooks
     assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks

@@ -32,7 +32,11 @@ COMMANDS: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("run --modules", ["run", "--variant", "tiny", "--modules"], ("Total params: 13,229,288", "[1, 3136, 64]")),
     ("variants", ["variants"], ("64,128,320,512", "3,6,40,3")),
     ("diff", ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1"], ("37.52 MiB  x64", "x2.49", "3.04 G x5.65")),
-    ("diff --ops", ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "2"], ("[1, 2, 784, 784]", "* shape")),
+    (
+        "diff --ops",
+        ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "2"],
+        ("[1, 2, 784, 784]", "* shape"),
+    ),
     ("diff 3", ["diff", "--variant", "b0", "--variant", "b1", "--variant", "b2"], ("x7.11", "x6.92")),
     ("sweep", ["sweep", "--variant", "tiny", "--img", "224,512"], ("N^",)),
     ("fit", ["fit", "--memory", "2GiB", "--variant", "tiny"], ("largest batch that fits",)),

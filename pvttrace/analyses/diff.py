@@ -27,11 +27,11 @@ from enum import StrEnum
 from typing import Any
 
 from pvttrace import __version__
-from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_name
 from pvttrace.base.errors import ConfigError, TraceFileError, UserInputError
 from pvttrace.base.jsonio import loads_strict, read_text_file
+from pvttrace.base.units import format_bytes, format_count
+from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_name
 from pvttrace.records import (
-    json_int,
     CONVENTION,
     OPTIONAL_TOTALS,
     TRACE_SCHEMA,
@@ -42,8 +42,8 @@ from pvttrace.records import (
     Totals,
     Trace,
     json_error_reason,
+    json_int,
 )
-from pvttrace.base.units import format_bytes, format_count
 
 __all__ = [
     "DIFF_SCHEMA",
@@ -239,7 +239,8 @@ class TraceDiff:
 
         base = self.baseline.totals.macs
         parts = [
-            f"{label} MACs {format_count(t.totals.macs)}" + ("" if i == 0 else f" ({format_ratio(t.totals.macs, base)})")
+            f"{label} MACs {format_count(t.totals.macs)}"
+            + ("" if i == 0 else f" ({format_ratio(t.totals.macs, base)})")
             for i, (label, t) in enumerate(zip(self.labels, self.traces, strict=True))
         ]
         return f"<TraceDiff {len(self.traces)} configurations: {'; '.join(parts)}>"
@@ -333,9 +334,7 @@ def diff_traces(traces: Sequence[Trace], labels: Sequence[str], *, with_ops: boo
     """
     check_labels(labels, len(traces))
     count = max(len(t.stages) for t in traces)
-    stages = tuple(
-        StageDiff(index, tuple(_stage_at(t, index) for t in traces)) for index in range(1, count + 1)
-    )
+    stages = tuple(StageDiff(index, tuple(_stage_at(t, index) for t in traces)) for index in range(1, count + 1))
     rows = align_ops([t.ops for t in traces]) if with_ops else None
     return TraceDiff(tuple(labels), tuple(traces), stages, rows)
 
@@ -352,7 +351,9 @@ def check_labels(labels: Sequence[str], count: int) -> None:
             "--sr (--sr 8,4,2,1 --sr 1,1,1,1) or give two trace files"
         )
     if len(labels) != count:
-        raise UserInputError(f"label was given {len(labels)} time(s) for {count} configurations; give one per configuration")
+        raise UserInputError(
+            f"label was given {len(labels)} time(s) for {count} configurations; give one per configuration"
+        )
     for label in labels:
         if not label.strip():
             raise UserInputError(f"label={label!r} must not be empty")
@@ -502,7 +503,7 @@ def _sig(value: int, as_bytes: bool) -> str:
     """Three significant digits with a unit: 19.7 M, 1.26 G, 600 KiB, 37.5 MiB."""
     text = format_bytes(value) if as_bytes else format_count(value)
     number, _, unit = text.partition(" ")
-    if not unit or "e" in number or "." not in number and len(number) >= 3:
+    if not unit or "e" in number or ("." not in number and len(number) >= 3):
         return text
     magnitude = float(number)
     digits = 2 if magnitude < 10 else 1 if magnitude < 100 else 0
@@ -541,7 +542,9 @@ def _causes(diff: TraceDiff, config: int, new: StageSummary, old: StageSummary) 
         if new_cfg.variant != old_cfg.variant:
             causes.append(f"variant {old_cfg.variant} -> {new_cfg.variant}")
         if new_cfg.linear_sra != old_cfg.linear_sra:
-            causes.append(f"linear SRA {'on' if old_cfg.linear_sra else 'off'} -> {'on' if new_cfg.linear_sra else 'off'}")
+            causes.append(
+                f"linear SRA {'on' if old_cfg.linear_sra else 'off'} -> {'on' if new_cfg.linear_sra else 'off'}"
+            )
     for name, text in (("sr_ratio", "sr"), ("dim", "dim"), ("heads", "heads"), ("depth", "depth")):
         if getattr(new, name) != getattr(old, name):
             causes.append(f"{text} {getattr(old, name)} -> {getattr(new, name)}")
@@ -582,7 +585,9 @@ def summary_lines(diff: TraceDiff) -> list[str]:
             )
             maps = stage.change(config, StageMetric.ATTENTION_MAP_BYTES)
             if maps.value != maps.baseline:
-                sentence += f" and the attention map from {_sig(maps.baseline or 0, True)} to {_sig(maps.value or 0, True)}"
+                sentence += (
+                    f" and the attention map from {_sig(maps.baseline or 0, True)} to {_sig(maps.value or 0, True)}"
+                )
             macs = stage.change(config, StageMetric.MACS)
             if macs.value != macs.baseline and macs.ratio is not None:
                 sentence += f"; stage MACs x{_factor(macs.ratio)} ({_sig(old.macs, False)} -> {_sig(new.macs, False)})"
@@ -701,7 +706,9 @@ def _snapshot_totals(data: Mapping[str, Any], ops: Sequence[OpRecord], config: P
         param_bytes=int(data.get("param_bytes", params * element)),
         buffer_bytes=int(data.get("buffer_bytes", 0)),
         macs=macs,
-        largest_activation_bytes=int(data.get("largest_activation_bytes", max((op.out_bytes for op in ops), default=0))),
+        largest_activation_bytes=int(
+            data.get("largest_activation_bytes", max((op.out_bytes for op in ops), default=0))
+        ),
         ops=int(data.get("ops", len(ops))),
         uncosted_ops=int(data.get("uncosted_ops", 0)),
         # Validated as the trace reader does: a list or string here must be a file error, not a crash in a ratio.
@@ -711,7 +718,6 @@ def _snapshot_totals(data: Mapping[str, Any], ops: Sequence[OpRecord], config: P
             if name in data
         },
     )
-
 
 
 def file_labels(paths: Iterable[str]) -> list[str]:

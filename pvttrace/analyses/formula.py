@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import sympy  # type: ignore[import-untyped]
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import TraceError, UserInputError
+from pvttrace.config import PvtConfig
 from pvttrace.records import OpKind, OpRecord, macs_category
 
 if TYPE_CHECKING:
@@ -247,7 +247,11 @@ class ModelFormula:
 
     def sizes_at(self, img: tuple[int, int], batch: int | None = None) -> dict[str, int]:
         """The symbolic variables' values for an image size (and batch)."""
-        given = {"H": img[0], "W": img[1], "B": batch if batch is not None else self.fixed.get("B", self.hint.get("B", 1))}
+        given = {
+            "H": img[0],
+            "W": img[1],
+            "B": batch if batch is not None else self.fixed.get("B", self.hint.get("B", 1)),
+        }
         return {n: given[n] for n in self.symbolic}
 
     def fixed_match(self, img: tuple[int, int], batch: int) -> bool:
@@ -320,7 +324,7 @@ def _compile(
     values = ", ".join(printer.doprint(e) for e in exprs)
     lines.append(f"    return (0, {values},)")
     namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<pvttrace formula>", "exec"), namespace)  # noqa: S102 - our own printed source
+    exec(compile("\n".join(lines), "<pvttrace formula>", "exec"), namespace)
     fn: Callable[..., tuple[int, ...]] = namespace["_f"]
     return fn
 
@@ -331,7 +335,7 @@ def python_code(formula: ModelFormula) -> str:
     name = "".join(c if c.isalnum() else "_" for c in formula.name).strip("_").lower() or "model"
     args = ", ".join(formula.symbols[v].name for v in formula.symbolic)
     out = [
-        f'def {name}_costs({args}):',
+        f"def {name}_costs({args}):",
         f'    """MACs of {formula.name} (multiply-accumulates of conv/linear/matmul), exact for integer sizes.',
         "",
         f"    Derived by pvttrace from a symbolic trace; valid where these hold: {_range_text(formula)}.",
@@ -449,7 +453,11 @@ def growth(expr: sympy.Expr, symbols: Mapping[str, sympy.Symbol]) -> Growth | No
         return None
     degree = poly.total_degree()
     term = sum(
-        (coeff * math.prod(s**k for s, k in zip(spatial, monom, strict=True)) for monom, coeff in poly.terms() if sum(monom) == degree),
+        (
+            coeff * math.prod(s**k for s, k in zip(spatial, monom, strict=True))
+            for monom, coeff in poly.terms()
+            if sum(monom) == degree
+        ),
         sympy.Integer(0),
     )
     return Growth(sympy.factor(term), int(degree))
@@ -495,7 +503,9 @@ def _hint_sizes(
     if "B" in symbolic:
         dims[0] = batch_hint if batch_hint is not None else max(dims[0], _DEFAULT_BATCH_HINT)
         if dims[0] < 2:
-            raise UserInputError(f"batch={dims[0]}: a symbolic batch is traced at 2 or more (torch specialises 0 and 1)")
+            raise UserInputError(
+                f"batch={dims[0]}: a symbolic batch is traced at 2 or more (torch specialises 0 and 1)"
+            )
     img = hint if hint is not None else (None if fixed_img else DEFAULT_HINT)
     if img is not None:
         if "H" in symbolic:
@@ -549,8 +559,8 @@ def _derive_external(
 ) -> ModelFormula:
     import torch
 
-    from pvttrace.tracing.target import _input_shape, _set_attention, load_model
     from pvttrace.tracing.recorder import _stage_params
+    from pvttrace.tracing.target import _input_shape, _set_attention, load_model
 
     notes: list[str] = []
     model, _ = load_model(spec, device="meta", on_note=notes.append)
@@ -566,7 +576,9 @@ def _derive_external(
     params = sum(p.numel() for p in model.parameters())
     stage_params = _stage_params(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    dims, positions = _hint_sizes(shape, symbolic, hint, batch_hint, fixed_img=spec.img is not None or spec.input_shape is not None)
+    dims, positions = _hint_sizes(
+        shape, symbolic, hint, batch_hint, fixed_img=spec.img is not None or spec.input_shape is not None
+    )
 
     def build() -> nn.Module:
         return model
@@ -656,7 +668,7 @@ def _symbolic_run(
                 ops, _ = record_ops(model, example)
     except TraceError as exc:
         raise TraceError(f"{name} cannot be traced with symbolic sizes: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - torch's symbolic machinery raises many types (data-dependent ops ...)
+    except Exception as exc:
         message = " ".join(str(exc).split())[:300]
         raise TraceError(f"{name} cannot be traced with symbolic sizes: {type(exc).__name__}: {message}") from None
     symbols: dict[str, sympy.Symbol] = {}
@@ -668,7 +680,9 @@ def _symbolic_run(
         if var in symbolic:
             node_expr = size.node.expr if isinstance(size, torch.SymInt) else None
             if not isinstance(node_expr, sympy.Symbol):
-                raise TraceError(f"{name}: torch specialised {var} to {size} (the model fixes it), so it cannot be symbolic")
+                raise TraceError(
+                    f"{name}: torch specialised {var} to {size} (the model fixes it), so it cannot be symbolic"
+                )
             symbol = sympy.Symbol(var, integer=True, positive=True)
             rename[node_expr] = symbol
             symbols[var] = symbol
@@ -785,7 +799,9 @@ def _symbolic_stand_in_mode() -> Any:
 
     elementwise = {F.gelu, F.relu, F.silu, torch.Tensor.softmax, F.softmax, F.dropout, F.layer_norm}
 
-    def _output_shape(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    def _output_shape(
+        func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
         """Shape-only results for the common ops: their fake kernels spend most of a symbolic trace
         reasoning about strides, which a formula never reads. None: run the real (fake) kernel."""
         if not args or not isinstance(args[0], torch.Tensor) or kwargs.get("inplace"):
@@ -903,7 +919,9 @@ def _assemble(
         stages.append(
             StageFormula(
                 index=index,
-                depth=depth if depths is not None else sum(1 for b in {o.block for o, _, _ in in_stage} if b is not None),
+                depth=depth
+                if depths is not None
+                else sum(1 for b in {o.block for o, _, _ in in_stage} if b is not None),
                 definitions=_definitions(index, in_stage, run.symbols),
                 macs=macs,
                 per_block=per_block,
@@ -1163,7 +1181,11 @@ def latex_document(formula: ModelFormula) -> str:
         lines.append(r"\begin{align*}")
         rows = [rf"{latex_expr(s)} &= {latex_expr(e)}" for s, e in stage.definitions]
         for c in CATEGORIES:
-            per_block = "" if stage.per_block is None else rf" \quad ({latex_expr(readable(stage, stage.per_block[c]))} \text{{ per block}})"
+            per_block = (
+                ""
+                if stage.per_block is None
+                else rf" \quad ({latex_expr(readable(stage, stage.per_block[c]))} \text{{ per block}})"
+            )
             rows.append(
                 rf"\mathrm{{MACs}}^{{({stage.index})}}_{{\text{{{c}}}}} &= {latex_expr(readable(stage, stage.macs[c]))}{per_block}"
             )
@@ -1209,8 +1231,13 @@ def diff_formulas(a: ModelFormula, b: ModelFormula) -> tuple[StageChange, ...]:
                 continue
             changes.append(
                 StageChange(
-                    sa.index, c, readable(sa, before), readable(sb, after), change,
-                    growth(before, a.symbols), growth(after, b.symbols),
+                    sa.index,
+                    c,
+                    readable(sa, before),
+                    readable(sb, after),
+                    change,
+                    growth(before, a.symbols),
+                    growth(after, b.symbols),
                 )
             )
     return tuple(changes)

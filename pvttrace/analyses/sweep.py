@@ -25,10 +25,10 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
 from pvttrace.base.errors import ConfigError, UserInputError
-from pvttrace.records import Totals, Trace
 from pvttrace.base.units import format_bytes, format_count, format_shape
+from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
+from pvttrace.records import Totals, Trace
 
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
@@ -166,61 +166,94 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric(
-            "macs", "MACs", MetricUnit.MACS,
+            "macs",
+            "MACs",
+            MetricUnit.MACS,
             "multiply-accumulates of every conv, linear and matmul (papers' 'FLOPs')",
-            lambda t: t.totals.macs, _per_stage("macs"),
+            lambda t: t.totals.macs,
+            _per_stage("macs"),
         ),
         Metric(
-            "attention_macs", "attention MACs", MetricUnit.MACS,
+            "attention_macs",
+            "attention MACs",
+            MetricUnit.MACS,
             "MACs of the attention matmuls q@k^T and attn@v (or SDPA), all blocks",
-            _sum_stages("attention_macs"), _per_stage("attention_macs"),
+            _sum_stages("attention_macs"),
+            _per_stage("attention_macs"),
         ),
         Metric(
-            "sr_macs", "SR conv MACs", MetricUnit.MACS,
+            "sr_macs",
+            "SR conv MACs",
+            MetricUnit.MACS,
             "MACs of the spatial-reduction convs that shrink keys and values",
-            _sum_stages("sr_macs"), _per_stage("sr_macs"),
+            _sum_stages("sr_macs"),
+            _per_stage("sr_macs"),
         ),
         Metric(
-            "projection_macs", "projection MACs", MetricUnit.MACS,
+            "projection_macs",
+            "projection MACs",
+            MetricUnit.MACS,
             "MACs of the q, kv and output projections",
-            _sum_stages("projection_macs"), _per_stage("projection_macs"),
+            _sum_stages("projection_macs"),
+            _per_stage("projection_macs"),
         ),
         Metric(
-            "mlp_macs", "MLP MACs", MetricUnit.MACS,
+            "mlp_macs",
+            "MLP MACs",
+            MetricUnit.MACS,
             "MACs of the MLPs (fc1, depthwise conv, fc2)",
-            _sum_stages("mlp_macs"), _per_stage("mlp_macs"),
+            _sum_stages("mlp_macs"),
+            _per_stage("mlp_macs"),
         ),
         Metric(
-            "attention_map_bytes", "attention map bytes", MetricUnit.BYTES,
+            "attention_map_bytes",
+            "attention map bytes",
+            MetricUnit.BYTES,
             "bytes of the largest single score map [B, heads, N, N'] one block materialises (0 with fused SDPA)",
-            _largest_map, _per_stage("attention_map_bytes"),
+            _largest_map,
+            _per_stage("attention_map_bytes"),
         ),
         Metric(
-            "largest_activation_bytes", "largest activation", MetricUnit.BYTES,
+            "largest_activation_bytes",
+            "largest activation",
+            MetricUnit.BYTES,
             "bytes of the largest single op output",
-            lambda t: t.totals.largest_activation_bytes, _stage_largest_activation,
+            lambda t: t.totals.largest_activation_bytes,
+            _stage_largest_activation,
         ),
         Metric(
-            "peak_activation_bytes", "peak activation bytes", MetricUnit.BYTES,
+            "peak_activation_bytes",
+            "peak activation bytes",
+            MetricUnit.BYTES,
             "activation bytes alive at the forward's peak (inference)",
-            _optional_total("peak_activation_bytes"), _optional_per_stage("peak_activation_bytes"),
+            _optional_total("peak_activation_bytes"),
+            _optional_per_stage("peak_activation_bytes"),
             requires="peak_activation_bytes",
         ),
         Metric(
-            "peak_memory_bytes", "peak memory", MetricUnit.BYTES,
+            "peak_memory_bytes",
+            "peak memory",
+            MetricUnit.BYTES,
             "params + buffers + activations at the inference peak, or the training step's peak (sweep --train)",
-            _optional_total("peak_memory_bytes"), _optional_per_stage("saved_activation_bytes"),
+            _optional_total("peak_memory_bytes"),
+            _optional_per_stage("saved_activation_bytes"),
             requires="peak_memory_bytes",
         ),
         Metric(
-            "params", "parameters", MetricUnit.PARAMS,
+            "params",
+            "parameters",
+            MetricUnit.PARAMS,
             "learned parameters (head included)",
-            lambda t: t.totals.params, _per_stage("params"),
+            lambda t: t.totals.params,
+            _per_stage("params"),
         ),
         Metric(
-            "param_bytes", "parameter bytes", MetricUnit.BYTES,
+            "param_bytes",
+            "parameter bytes",
+            MetricUnit.BYTES,
             "bytes of the parameters in the traced dtype",
-            lambda t: t.totals.param_bytes, _stage_param_bytes,
+            lambda t: t.totals.param_bytes,
+            _stage_param_bytes,
         ),
     )
 }
@@ -415,9 +448,7 @@ def build_columns(
     return tuple(columns)
 
 
-def plan_sweep(
-    columns: Sequence[SweepColumn], sizes: Sequence[tuple[int, int]]
-) -> tuple[tuple[PvtConfig, ...], ...]:
+def plan_sweep(columns: Sequence[SweepColumn], sizes: Sequence[tuple[int, int]]) -> tuple[tuple[PvtConfig, ...], ...]:
     """Resolve and validate every (column, size) config before anything is traced.
 
     Returns one tuple of configs per column, in size order.
@@ -494,9 +525,7 @@ def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> PowerFit | None:
     ordered = sorted(zip(lx, ly, strict=True))
     (x0, y0), (x1, y1) = ordered[-2], ordered[-1]
     end_slope = (y1 - y0) / (x1 - x0) if x1 != x0 else slope
-    return PowerFit(
-        exponent=slope, coefficient=math.exp(intercept), r_squared=r_squared, end_slope=end_slope, points=n
-    )
+    return PowerFit(exponent=slope, coefficient=math.exp(intercept), r_squared=r_squared, end_slope=end_slope, points=n)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -534,9 +563,14 @@ class SweepSeries:
         def rounded(value: float) -> float:
             return round(value, 6) or 0.0  # never "-0.0"
 
-        leading = {} if self.leading_exponent is None else {
-            "leading_exponent": self.leading_exponent, "leading_term": self.leading_term,
-        }
+        leading = (
+            {}
+            if self.leading_exponent is None
+            else {
+                "leading_exponent": self.leading_exponent,
+                "leading_term": self.leading_term,
+            }
+        )
         return {
             **leading,
             "label": self.column.label,
@@ -608,9 +642,7 @@ class SweepResult:
                 variants.append(cfg.variant)
         first = configs[0]
         versions = sorted({f"v{cfg.version}" for cfg in configs})
-        return (
-            f"{' / '.join(variants)} (PVT {'/'.join(versions)}, {first.task}, batch {first.batch}, {first.dtype})"
-        )
+        return f"{' / '.join(variants)} (PVT {'/'.join(versions)}, {first.task}, batch {first.batch}, {first.dtype})"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``pvttrace.sweep/1`` JSON document."""
@@ -618,7 +650,9 @@ class SweepResult:
         for i, (column, cfg) in enumerate(zip(self.columns, self.configs, strict=True)):
             if cfg is None:
                 model = dict(column.options)["model"]
-                configs.append({"label": column.label, "config": None, "model": model, "input_shape": list(self.inputs[i])})
+                configs.append(
+                    {"label": column.label, "config": None, "model": model, "input_shape": list(self.inputs[i])}
+                )
                 continue
             config = cfg.to_dict()
             config.pop("img")

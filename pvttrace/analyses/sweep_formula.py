@@ -22,7 +22,14 @@ __all__ = ["FORMULA_METRICS", "formula_metric_exponent", "run_formula_sweep"]
 
 #: Metrics a formula gives exactly; others (activation peaks) need a trace per size.
 FORMULA_METRICS = (
-    "macs", "attention_macs", "sr_macs", "projection_macs", "mlp_macs", "attention_map_bytes", "params", "param_bytes",
+    "macs",
+    "attention_macs",
+    "sr_macs",
+    "projection_macs",
+    "mlp_macs",
+    "attention_map_bytes",
+    "params",
+    "param_bytes",
 )
 _CATEGORY = {"attention_macs": "attention", "sr_macs": "sr", "projection_macs": "projection", "mlp_macs": "mlp"}
 
@@ -134,7 +141,11 @@ def run_formula_sweep(
             points = []
             for size, (values, piece, n) in zip(sizes, row, strict=True):
                 total, per_stage = _values(metric.name, values, piece.element_bytes)
-                points.append(SweepPoint(img=size, tokens=n, value=total, stage_values=per_stage, dominant_stage=_dominant(per_stage)))
+                points.append(
+                    SweepPoint(
+                        img=size, tokens=n, value=total, stage_values=per_stage, dominant_stage=_dominant(per_stage)
+                    )
+                )
             fit = fit_power_law([p.tokens for p in points], [p.value or 0 for p in points])
             # The leading term of the formula at the largest size (the branch large sizes take).
             lead = formula_metric_exponent(row[-1][1], metric.name)

@@ -95,9 +95,15 @@ def read_text_file(path: str, *, what: str = "pvttrace") -> str:
         if stat.S_ISDIR(info.st_mode):
             raise TraceFileError(f"{path} is a directory, not a {what} file")
         if not stat.S_ISREG(info.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(
-                info.st_mode
-            ) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file"
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(info.st_mode)
+                else "a device"
+                if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(info.st_mode)
+                else "not a regular file"
+            )
             raise TraceFileError(f"{path} is {kind}, not a regular file; pvttrace reads only regular files")
         if info.st_size > MAX_FILE_BYTES:
             raise TraceFileError(_too_large(path, info.st_size))

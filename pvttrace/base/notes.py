@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 __all__ = ["grouped_by_prefix", "grouped_warnings"]
 
-_PATCH = re.compile(r"stage (\d+): input \S+ is not divisible by patch stride \d+; PVT v\d (floors|ceils) .* to a (\S+) grid")
+_PATCH = re.compile(
+    r"stage (\d+): input \S+ is not divisible by patch stride \d+; PVT v\d (floors|ceils) .* to a (\S+) grid"
+)
 _SR = re.compile(r"stage (\d+): \S+ grid is not divisible by sr_ratio \d+; the SR conv floors to (\S+) keys")
 
 
@@ -44,4 +46,6 @@ def grouped_by_prefix(warnings: Sequence[str]) -> list[str]:
         match = _PREFIXED.match(message)
         prefix, rest = (match.group(1), match.group(2)) if match else ("", message)
         groups.setdefault(prefix, []).append(rest)
-    return [f"{prefix}: {line}" if prefix else line for prefix, rests in groups.items() for line in grouped_warnings(rests)]
+    return [
+        f"{prefix}: {line}" if prefix else line for prefix, rests in groups.items() for line in grouped_warnings(rests)
+    ]

@@ -19,7 +19,6 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from pvttrace import __version__
-from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.base.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ __all__ = ["app"]
 class _OneLineErrors(TyperGroup):
     """Command group whose usage errors print as one ``error:`` line with exit code 2 (no usage box)."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - the group's own signature
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         # Non-UTF-8 bytes in argv (file names) arrive as lone surrogates; echo them as \udcXX escapes
         # (valid JSON escapes, too) instead of failing in the middle of the output.
@@ -56,7 +55,7 @@ class _OneLineErrors(TyperGroup):
             _fail(format_message() + usage_hint(list(argv) if argv is not None else sys.argv[1:]), exit_code)
         sys.exit(result if isinstance(result, int) else 0)
 
-    def invoke(self, ctx: Any) -> Any:  # noqa: D102 - the group's own signature
+    def invoke(self, ctx: Any) -> Any:
         # Click prints an empty line and raises Abort on KeyboardInterrupt; one line is enough.
         try:
             return super().invoke(ctx)
@@ -75,7 +74,9 @@ def usage_hint(argv: Sequence[str]) -> str:
     words = [str(a) for a in argv]
     for i, word in enumerate(words):
         if i > 0 and words[i - 1] == "--memory" and words[0] != "fit" and word[:1].isdigit():
-            return f"; --memory is a switch of {words[0]} (a memory table); for a budget use: pvttrace fit --memory {word}"
+            return (
+                f"; --memory is a switch of {words[0]} (a memory table); for a budget use: pvttrace fit --memory {word}"
+            )
         is_variant = word in OFFICIAL_NAMES or word in OFFICIAL_NAMES.values()
         if i > 0 and is_variant and not words[i - 1].startswith("-"):
             return f"; to pick a variant write --variant {word}"
@@ -189,7 +190,8 @@ class Convention(StrEnum):
 # ---------------------------------------------------------------------------------- shared options
 # One Annotated alias per model option, so that every command spells and documents them alike.
 VariantOpt = Annotated[
-    str, typer.Option("--variant", "-v", help="Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...).")
+    str,
+    typer.Option("--variant", "-v", help="Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...)."),
 ]
 ImgOpt = Annotated[str | None, typer.Option("--img", help="Image size: 224, or HxW such as 800x1333.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch", help="Batch size.")]
@@ -209,13 +211,17 @@ PatchOpt = Annotated[
     ),
 ]
 QkvBiasOpt = Annotated[bool | None, typer.Option("--qkv-bias/--no-qkv-bias", help="Bias in the q and kv projections.")]
-LinearOpt = Annotated[bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")]
+LinearOpt = Annotated[
+    bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")
+]
 ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (task cls).")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")]
 TaskOpt = Annotated[
     str | None, typer.Option("--task", help="cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.")
 ]
-PosSizeOpt = Annotated[str | None, typer.Option("--pos-size", help="v1: image size the positional tables are sized for.")]
+PosSizeOpt = Annotated[
+    str | None, typer.Option("--pos-size", help="v1: image size the positional tables are sized for.")
+]
 AttentionOpt = Annotated[
     str | None, typer.Option("--attention", help="explicit (official: materialises the map) or sdpa (fused).")
 ]
@@ -269,8 +275,19 @@ CoverageOpt = Annotated[
 
 #: Options that describe a built-in variant; they cannot be combined with --model.
 BUILTIN_ONLY_OPTIONS = (
-    "variant", "dims", "heads", "depths", "mlp_ratios", "sr", "patch", "qkv_bias", "linear_sra", "num_classes",
-    "dtype", "task", "pos_size",
+    "variant",
+    "dims",
+    "heads",
+    "depths",
+    "mlp_ratios",
+    "sr",
+    "patch",
+    "qkv_bias",
+    "linear_sra",
+    "num_classes",
+    "dtype",
+    "task",
+    "pos_size",
 )
 
 
@@ -303,12 +320,15 @@ def resolve_spec(
 
         return builtin_spec(resolve_config(**config_kwargs))
     given = [
-        name for name in BUILTIN_ONLY_OPTIONS
+        name
+        for name in BUILTIN_ONLY_OPTIONS
         if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
     ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UserInputError(f"model={model!r} cannot be combined with {flags}: those options describe built-in variants")
+        raise UserInputError(
+            f"model={model!r} cannot be combined with {flags}: those options describe built-in variants"
+        )
     return parse_model_spec(
         model,
         input_shape=input_shape,
@@ -319,13 +339,17 @@ def resolve_spec(
         options=options,
         inputs=inputs,
     )
+
+
 HeadOpt = Annotated[
     str | None,
     typer.Option("--head", help="Whole model: segformer, retinanet or semantic-fpn on the PVT (standard settings)."),
 ]
 HeadWidthOpt = Annotated[
     int | None,
-    typer.Option("--head-width", help="With --head: decoder width (segformer) or FPN width (default: the standard one)."),
+    typer.Option(
+        "--head-width", help="With --head: decoder width (segformer) or FPN width (default: the standard one)."
+    ),
 ]
 
 
@@ -472,5 +496,3 @@ def _parse_kinds(text: str | None) -> list[str] | None:
     if not kinds:
         raise UserInputError("kind='' must name at least one op kind")
     return kinds
-
-

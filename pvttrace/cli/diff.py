@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
     ClassesOpt,
     Device,
@@ -39,13 +40,12 @@ from pvttrace.cli.common import (
     parse_int_list,
     warn,
 )
-from pvttrace.base.errors import UserInputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pvttrace.config import PvtConfig
     from pvttrace.analyses.diff import TraceDiff
+    from pvttrace.config import PvtConfig
     from pvttrace.records import Trace
     from pvttrace.tracing.target import ModelSpec
 
@@ -109,7 +109,8 @@ def _specs_from_options(
         raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
     given = [flag for flag, values in repeated.items() if values and flag not in _MODEL_INPUT_OPTIONS]
     given += [
-        f"--{name.replace('_', '-')}" for name, value in once.items()
+        f"--{name.replace('_', '-')}"
+        for name, value in once.items()
         if value is not None and name not in _MODEL_INPUT_OPTIONS
     ]
     if given:
@@ -117,8 +118,11 @@ def _specs_from_options(
             f"model={models[0]!r} cannot be combined with {', '.join(given)}: those options describe built-in variants"
         )
     per_column = {
-        "--model": models, "--input-shape": input_shapes, "--img": repeated["--img"],
-        "--batch": repeated["--batch"], "--attention": repeated["--attention"],
+        "--model": models,
+        "--input-shape": input_shapes,
+        "--img": repeated["--img"],
+        "--batch": repeated["--batch"],
+        "--attention": repeated["--attention"],
     }
     return [
         parse_model_spec(
@@ -193,20 +197,30 @@ def config_tracer(
 def diff(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Saved traces to compare (pvttrace run --format json, or pvttrace.snapshot/1 files).",
-                       show_default=False),
+        typer.Argument(
+            help="Saved traces to compare (pvttrace run --format json, or pvttrace.snapshot/1 files).",
+            show_default=False,
+        ),
     ] = None,
-    variant: Annotated[ColumnsOpt, typer.Option("--variant", "-v", help="Preset per configuration (repeatable).")] = None,
-    img: Annotated[ColumnsOpt, typer.Option("--img", help="Image size per configuration: 224 or HxW (repeatable).")] = None,
+    variant: Annotated[
+        ColumnsOpt, typer.Option("--variant", "-v", help="Preset per configuration (repeatable).")
+    ] = None,
+    img: Annotated[
+        ColumnsOpt, typer.Option("--img", help="Image size per configuration: 224 or HxW (repeatable).")
+    ] = None,
     batch: Annotated[list[int] | None, typer.Option("--batch", help="Batch size (repeatable).")] = None,
-    dims: Annotated[ColumnsOpt, typer.Option("--dims", help="Embedding dims per stage, e.g. 64,128,320,512 (repeatable).")] = None,
+    dims: Annotated[
+        ColumnsOpt, typer.Option("--dims", help="Embedding dims per stage, e.g. 64,128,320,512 (repeatable).")
+    ] = None,
     heads: Annotated[ColumnsOpt, typer.Option("--heads", help="Heads per stage (repeatable).")] = None,
     depths: Annotated[ColumnsOpt, typer.Option("--depths", help="Blocks per stage (repeatable).")] = None,
     mlp_ratios: Annotated[ColumnsOpt, typer.Option("--mlp-ratios", help="MLP ratio per stage (repeatable).")] = None,
     sr: Annotated[ColumnsOpt, typer.Option("--sr", help="Spatial-reduction ratios, e.g. 8,4,2,1 (repeatable).")] = None,
     linear_sra: Annotated[
         ColumnsOpt,
-        typer.Option("--linear-sra", help="Linear SRA on or off (repeatable; takes a value because flags cannot repeat)."),
+        typer.Option(
+            "--linear-sra", help="Linear SRA on or off (repeatable; takes a value because flags cannot repeat)."
+        ),
     ] = None,
     dtype: Annotated[ColumnsOpt, typer.Option("--dtype", help="float32, float16 or bfloat16 (repeatable).")] = None,
     in_chans: InChansOpt = None,
@@ -220,25 +234,38 @@ def diff(
     ] = None,
     model: Annotated[
         ColumnsOpt,
-        typer.Option("--model", help="Any model per column instead of built-in variants: PACKAGE.MODULE:FACTORY or "
-                     "timm:NAME (repeatable; not with --variant, --sr, ... options).")
+        typer.Option(
+            "--model",
+            help="Any model per column instead of built-in variants: PACKAGE.MODULE:FACTORY or "
+            "timm:NAME (repeatable; not with --variant, --sr, ... options).",
+        ),
     ] = None,
     input_shape: Annotated[
-        ColumnsOpt, typer.Option("--input-shape", help="With --model: input tensor shape, e.g. 1,3,224,224 (repeatable).")
+        ColumnsOpt,
+        typer.Option("--input-shape", help="With --model: input tensor shape, e.g. 1,3,224,224 (repeatable)."),
     ] = None,
     device: DeviceOpt = Device.META,
-    label: Annotated[ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")] = OutputFormat.TABLE,
+    label: Annotated[
+        ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv.")
+    ] = OutputFormat.TABLE,
     ops: Annotated[bool, typer.Option("--ops", help="Add the op-level side-by-side table.")] = False,
     stage: Annotated[
         list[str] | None, typer.Option("--stage", help="With --ops: only these 1-based stages: 1,2 (or repeated).")
     ] = None,
     changed_only: Annotated[bool, typer.Option("--changed-only", help="With --ops: only ops that differ.")] = False,
     plot: Annotated[
-        str | None, typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib).")
+        str | None,
+        typer.Option("--plot", help="Also draw grouped bars per stage to FILE (.png or .svg; needs matplotlib)."),
     ] = None,
     plot_metric: Annotated[
-        str, typer.Option("--plot-metric", help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.")
+        str,
+        typer.Option(
+            "--plot-metric",
+            help="What --plot draws: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params.",
+        ),
     ] = "macs",
     width: WidthOpt = None,
     head: HeadOpt = None,
@@ -291,8 +318,8 @@ def diff(
     with errors_to_exit_codes():
         stage_list = parse_int_list(stage, "stage")
         if plot is not None:
-            from pvttrace.render.plot import plot_format, require_matplotlib
             from pvttrace.render.diff import PLOT_METRICS
+            from pvttrace.render.plot import plot_format, require_matplotlib
 
             if plot_metric not in PLOT_METRICS:
                 raise UserInputError(
@@ -306,7 +333,9 @@ def diff(
         if paths and (head or train):
             raise UserInputError("--head and --train trace configurations; saved trace files are compared as they are")
         if paths:
-            given = [name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values]
+            given = [
+                name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values
+            ]
             given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
             if given:
                 raise UserInputError(
@@ -336,7 +365,13 @@ def diff(
             if not quiet:
                 from pvttrace.base.notes import grouped_warnings
 
-                warn([f"{n}: {line}" for n, cfg in zip(names, configs, strict=True) for line in grouped_warnings(cfg.warnings)])
+                warn(
+                    [
+                        f"{n}: {line}"
+                        for n, cfg in zip(names, configs, strict=True)
+                        for line in grouped_warnings(cfg.warnings)
+                    ]
+                )
             traces = trace_distinct(configs, config_tracer(device.value, head, head_width, num_classes, train))
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
@@ -369,14 +404,17 @@ def diff(
 
 def _write_plot(result: TraceDiff, path: str, metric: str, dpi: int) -> None:
     """Grouped bars of one per-stage metric, one bar per configuration; the title states the shared settings."""
-    from pvttrace.render.plot import plot_stage_bars, save_figure, shared_settings
     from pvttrace.render.diff import PLOT_METRICS, diff_plot_data
+    from pvttrace.render.plot import plot_stage_bars, save_figure, shared_settings
 
     _, ylabel, unit = PLOT_METRICS[metric]
     stages, values = diff_plot_data(result, metric)
     configs = [t.config for t in result.traces if t.config is not None]
-    model = shared_settings(configs) if len(configs) == len(result.traces) else ", ".join(
-        sorted({t.model or "model" for t in result.traces}))
+    model = (
+        shared_settings(configs)
+        if len(configs) == len(result.traces)
+        else ", ".join(sorted({t.model or "model" for t in result.traces}))
+    )
     flat = [v for row in values.values() for v in row]
     # A log axis only where every bar is positive and they span orders of magnitude.
     log = min(flat) > 0 and max(flat) / min(flat) > 20

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
     AttentionOpt,
     BatchOpt,
@@ -43,7 +44,6 @@ from pvttrace.cli.common import (
     training_options,
     warn_config,
 )
-from pvttrace.base.errors import UserInputError
 
 __all__ = ["fit"]
 
@@ -105,10 +105,27 @@ def fit(
             )
         if output_format == OutputFormat.MARKDOWN:
             raise UserInputError("format='markdown' is not available for fit; use table or json")
-        cfg = resolve_config(**config_options(
-            variant, None if search == FitSearch.IMG else img, batch, in_chans, dims, heads, depths, mlp_ratios,
-            sr, patch, qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ))
+        cfg = resolve_config(
+            **config_options(
+                variant,
+                None if search == FitSearch.IMG else img,
+                batch,
+                in_chans,
+                dims,
+                heads,
+                depths,
+                mlp_ratios,
+                sr,
+                patch,
+                qkv_bias,
+                linear_sra,
+                num_classes,
+                dtype,
+                task,
+                pos_size,
+                attention,
+            )
+        )
         optimizer_name = training_options(train, optimizer)
         from pvttrace.tracing.recorder import trace_config
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
     AttentionOpt,
     BatchOpt,
@@ -39,7 +40,6 @@ from pvttrace.cli.common import (
     resolve_spec,
     warn,
 )
-from pvttrace.base.errors import UserInputError
 
 __all__ = ["formula"]
 
@@ -66,7 +66,9 @@ def formula(
     mlp_ratios: MlpOpt = None,
     sr: Annotated[
         list[str] | None,
-        typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1. Give it twice to diff two formulas."),
+        typer.Option(
+            "--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1. Give it twice to diff two formulas."
+        ),
     ] = None,
     patch: PatchOpt = None,
     qkv_bias: QkvBiasOpt = None,
@@ -88,7 +90,9 @@ def formula(
     output_format: Annotated[
         FormulaFormat, typer.Option("--format", "-f", help="table, json (strings and trees), latex or python.")
     ] = FormulaFormat.TABLE,
-    ops: Annotated[bool, typer.Option("--ops", help="Table format: also list every traced op's shape and MACs.")] = False,
+    ops: Annotated[
+        bool, typer.Option("--ops", help="Table format: also list every traced op's shape and MACs.")
+    ] = False,
     width: WidthOpt = None,
 ) -> None:
     """Costs as exact formulas of the input size: trace once with symbolic H, W (and B), print per stage.
@@ -98,8 +102,8 @@ def formula(
     Example: pvttrace formula --variant tiny; pvttrace formula --variant b2 --sr 8,4,2,1 --sr 4,2,1,1
     Example: pvttrace formula --model timm:pvt_v2_b0 --format python
     """
-    from pvttrace.config import parse_img
     from pvttrace.analyses.formula import derive_formula, diff_formulas, parse_symbolic
+    from pvttrace.config import parse_img
 
     with errors_to_exit_codes():
         variables = parse_symbolic(symbolic)
@@ -108,10 +112,27 @@ def formula(
         if len(srs) > 2:
             raise UserInputError(f"sr is given {len(srs)} times; give it once, or twice to diff two formulas")
         if model is not None and srs:
-            raise UserInputError(f"model={model!r} cannot be combined with --sr: that option describes built-in variants")
+            raise UserInputError(
+                f"model={model!r} cannot be combined with --sr: that option describes built-in variants"
+            )
         kwargs = config_options(
-            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, srs[0] if srs else None, patch,
-            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
+            variant,
+            img,
+            batch,
+            in_chans,
+            dims,
+            heads,
+            depths,
+            mlp_ratios,
+            srs[0] if srs else None,
+            patch,
+            qkv_bias,
+            linear_sra,
+            num_classes,
+            dtype,
+            task,
+            pos_size,
+            attention,
         )
         spec = resolve_spec(ctx, model, input_shape, kwargs)
         targets: list[Any] = []
@@ -172,9 +193,16 @@ def formula(
 
         doc = to_dict(first)
         doc["evaluated"] = [
-            {"size": name, "sizes": values, "macs": v.macs, "params": v.params,
-             "stages": [{"index": s.index, "macs": dict(s.macs), "attention_map_bytes": s.attention_map_bytes}
-                        for s in v.stages]}
+            {
+                "size": name,
+                "sizes": values,
+                "macs": v.macs,
+                "params": v.params,
+                "stages": [
+                    {"index": s.index, "macs": dict(s.macs), "attention_map_bytes": s.attention_map_bytes}
+                    for s in v.stages
+                ],
+            }
             for name, values, v in evaluated
         ]
         sys.stdout.write(dumps_json(doc))

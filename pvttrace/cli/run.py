@@ -61,6 +61,7 @@ from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
 
+
 # ---------------------------------------------------------------------------------- commands
 @app.command()
 def run(
@@ -88,13 +89,18 @@ def run(
     ] = OutputFormat.TABLE,
     show_all: Annotated[bool, typer.Option("--all", help="Show every op (no block collapsing).")] = False,
     ops: Annotated[
-        bool, typer.Option("--ops", help="One block per stage with its entry and exit ops (default: stage 1's attention).")
+        bool,
+        typer.Option("--ops", help="One block per stage with its entry and exit ops (default: stage 1's attention)."),
     ] = False,
     stage: StageOpt = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only these op kinds, e.g. reshape,permute,sr_conv,matmul.")
+    ] = None,
     source: Annotated[bool, typer.Option("--source", help="Add the model source line of each op.")] = False,
     modules: Annotated[bool, typer.Option("--modules", help="Print torchinfo's module-level summary instead.")] = False,
-    memory: Annotated[bool, typer.Option("--memory", help="Add a per-stage memory table and a block timeline.")] = False,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="Add a per-stage memory table and a block timeline.")
+    ] = False,
     train: TrainOpt = False,
     optimizer: OptimizerOpt = None,
     width: WidthOpt = None,
@@ -130,10 +136,32 @@ def run(
     Example: pvttrace run --head segformer --variant mit-b2 --img 512 --batch 2 --train
     """
     with errors_to_exit_codes():
-        spec = resolve_spec(ctx, model, input_shape, config_options(
-            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
-            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ), options=model_option or (), inputs=inputs)
+        spec = resolve_spec(
+            ctx,
+            model,
+            input_shape,
+            config_options(
+                variant,
+                img,
+                batch,
+                in_chans,
+                dims,
+                heads,
+                depths,
+                mlp_ratios,
+                sr,
+                patch,
+                qkv_bias,
+                linear_sra,
+                num_classes,
+                dtype,
+                task,
+                pos_size,
+                attention,
+            ),
+            options=model_option or (),
+            inputs=inputs,
+        )
         kinds = _parse_kinds(kind)
         stages = parse_int_list(stage, "stage")
         cfg = spec.config
@@ -252,8 +280,8 @@ def _check_stages(stages: list[int], count: int) -> None:
 
 
 def _print_module_view(spec: Any, depth: int, convention: str, device: str, width: int | None) -> None:
-    from pvttrace.render.trace import header_panel
     from pvttrace.render.modules import module_table
+    from pvttrace.render.trace import header_panel
     from pvttrace.tracing.target import trace_modules
 
     trace, rows = trace_modules(spec, depth=depth, convention=convention, device=device, on_note=lambda n: warn([n]))
@@ -308,4 +336,3 @@ def variants(width: WidthOpt = None) -> None:
     from pvttrace.render.fitwidth import fitted
 
     make_console(width).print(fitted(table, ("official name", "ver", "linear")))
-

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pvttrace.base.errors import TraceError, TraceFileError, UserInputError
+from pvttrace.base.jsonio import printable
+from pvttrace.base.units import format_count, parse_bytes, parse_count
 from pvttrace.cli.common import (
     AttentionOpt,
     BatchOpt,
@@ -47,8 +50,6 @@ from pvttrace.cli.common import (
     warn_config,
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
-from pvttrace.base.errors import TraceError, TraceFileError, UserInputError
-from pvttrace.base.jsonio import printable
 from pvttrace.snapshot.core import (
     Budgets,
     Snapshot,
@@ -59,7 +60,6 @@ from pvttrace.snapshot.core import (
     write_snapshot,
 )
 from pvttrace.snapshot.report import budget_line, result_lines
-from pvttrace.base.units import format_count, parse_bytes, parse_count
 
 if TYPE_CHECKING:
     from pvttrace.records import Trace
@@ -80,6 +80,7 @@ def _snapshot_root(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
         sys.stdout.write(ctx.get_help() + "\n")
         raise typer.Exit(0)
+
 
 MaxMacsOpt = Annotated[str | None, typer.Option("--max-macs", help="Budget: total MACs at most this, e.g. 2G.")]
 MaxParamsOpt = Annotated[str | None, typer.Option("--max-params", help="Budget: parameters at most this, e.g. 15M.")]
@@ -150,10 +151,30 @@ def write(
     Example: pvttrace snapshot write snapshots/timm-b0.json --model timm:pvt_v2_b0 --input-shape 1,3,224,224
     """
     with errors_to_exit_codes():
-        spec = resolve_spec(ctx, model, input_shape, config_options(
-            variant, img, batch, in_chans, dims, heads, depths, mlp_ratios, sr, patch,
-            qkv_bias, linear_sra, num_classes, dtype, task, pos_size, attention,
-        ))
+        spec = resolve_spec(
+            ctx,
+            model,
+            input_shape,
+            config_options(
+                variant,
+                img,
+                batch,
+                in_chans,
+                dims,
+                heads,
+                depths,
+                mlp_ratios,
+                sr,
+                patch,
+                qkv_bias,
+                linear_sra,
+                num_classes,
+                dtype,
+                task,
+                pos_size,
+                attention,
+            ),
+        )
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
         kept = Budgets()
         existing = None

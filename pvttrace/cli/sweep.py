@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pvttrace.analyses.sweep import DEFAULT_SIZES
+from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
     ClassesOpt,
     HeadOpt,
@@ -20,21 +22,17 @@ from pvttrace.cli.common import (
     OutputFormat,
     PosSizeOpt,
     QkvBiasOpt,
-    TrainOpt,
     QuietOpt,
+    TrainOpt,
     WidthOpt,
     app,
     errors_to_exit_codes,
     make_console,
     warn,
 )
-from pvttrace.base.errors import UserInputError
-from pvttrace.analyses.sweep import DEFAULT_SIZES
 
 if TYPE_CHECKING:
     from pvttrace.analyses.sweep import SweepResult
-    from pvttrace.config import PvtConfig
-    from pvttrace.records import Trace
     from pvttrace.tracing.target import ModelSpec
 
 __all__ = ["sweep"]
@@ -73,8 +71,14 @@ def _model_specs(models: list[str] | None, input_shape: str | None, options: dic
     given = [name for name, values in options.items() if values and name not in ("batch", "in_chans", "attention")]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UserInputError(f"model={models[0]!r} cannot be combined with {flags}: those options describe built-in variants")
-    per_column = {"--model": models, **{f"--{name.replace('_', '-')}": options[name] for name in ("batch", "in_chans", "attention")}}
+        raise UserInputError(
+            f"model={models[0]!r} cannot be combined with {flags}: those options describe built-in variants"
+        )
+    per_column = {
+        "--model": models,
+        **{f"--{name.replace('_', '-')}": options[name] for name in ("batch", "in_chans", "attention")},
+    }
+
     def pick(values: list[Any], i: int) -> Any:
         return (values[i] if len(values) > 1 else values[0]) if values else None
 
@@ -134,8 +138,9 @@ def sweep(
     dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. "
-                     f"{_REPEAT}"),
+        typer.Option(
+            "--model", help=f"Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. {_REPEAT}"
+        ),
     ] = None,
     input_shape: Annotated[
         str | None,
@@ -219,7 +224,9 @@ def sweep(
             dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
             metrics = tuple(m for m in metrics if m.name in FORMULA_METRICS)
             if dropped:
-                notes.append(f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)")
+                notes.append(
+                    f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)"
+                )
         elif not exact_trace and any(m.name not in FORMULA_METRICS for m in metrics):
             names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
             notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
@@ -248,7 +255,11 @@ def sweep(
                     from pvttrace.tracing.target import trace_target
 
                     result = run_model_sweep(
-                        specs, sizes, metrics, labels=label, trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n]))
+                        specs,
+                        sizes,
+                        metrics,
+                        labels=label,
+                        trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n])),
                     )
             elif exact_trace:
                 plan_sweep(columns, sizes)  # every config validated before the first trace
@@ -298,10 +309,17 @@ def _formula_sweep(columns: Any, sizes: Any, metrics: Any) -> SweepResult:
     from pvttrace.analyses.sweep_formula import run_formula_sweep
 
     grid = plan_sweep(columns, sizes)
-    notes = [f"{c.label} at {cfg.img[0]}x{cfg.img[1]}: {w}" for c, row in zip(columns, grid, strict=True) for cfg in row
-             for w in cfg.warnings]
+    notes = [
+        f"{c.label} at {cfg.img[0]}x{cfg.img[1]}: {w}"
+        for c, row in zip(columns, grid, strict=True)
+        for cfg in row
+        for w in cfg.warnings
+    ]
     result, _ = run_formula_sweep(
-        columns, sizes, metrics, grid,
+        columns,
+        sizes,
+        metrics,
+        grid,
         derive=lambda cfg, at: derive_formula(cfg, hint=at),
         batch=lambda cfg: cfg.batch,
         configs=[row[0] for row in grid],
@@ -312,10 +330,10 @@ def _formula_sweep(columns: Any, sizes: Any, metrics: Any) -> SweepResult:
 
 def _model_formula_sweep(specs: Any, sizes: Any, metrics: Any, labels: list[str] | None) -> SweepResult | None:
     """--model columns through their formulas; None (with a warning) when one cannot be traced symbolically."""
-    from pvttrace.base.errors import TraceError
     from pvttrace.analyses.formula import DEFAULT_HINT, derive_formula
     from pvttrace.analyses.sweep import SweepColumn, model_spec_at
     from pvttrace.analyses.sweep_formula import run_formula_sweep
+    from pvttrace.base.errors import TraceError
 
     if labels and len(labels) != len(specs):
         return None  # run_model_sweep reports it
@@ -326,7 +344,10 @@ def _model_formula_sweep(specs: Any, sizes: Any, metrics: Any, labels: list[str]
     columns = tuple(SweepColumn(name, (("model", spec.name),)) for name, spec in zip(names, specs, strict=True))
     try:
         result, _ = run_formula_sweep(
-            columns, sizes, metrics, grid,
+            columns,
+            sizes,
+            metrics,
+            grid,
             derive=lambda spec, at: derive_formula(spec, hint=at or DEFAULT_HINT),
             batch=lambda spec: (spec.input_shape[0] if spec.input_shape else spec.batch) or 1,
             configs=[None for _ in specs],

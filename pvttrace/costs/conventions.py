@@ -35,7 +35,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pvttrace.costs.rules import ADDMM_OPS, CONV_TRANSPOSE_OPS, EINSUM_OPS, conv_macs, einsum_macs, registered_cost_rules
+from pvttrace.costs.rules import (
+    ADDMM_OPS,
+    CONV_TRANSPOSE_OPS,
+    EINSUM_OPS,
+    conv_macs,
+    einsum_macs,
+    registered_cost_rules,
+)
 from pvttrace.records import CONVENTIONS, OpKind, OpRecord, Shape
 
 __all__ = ["CONVENTION_NAMES", "AttentionStage", "apply_convention", "fvcore_macs", "mmcv_macs", "paper_attention_term"]
@@ -114,7 +121,12 @@ def fvcore_macs(op: OpRecord, facts: Mapping[str, Any]) -> int:
         affine = bool(facts.get("affine", False))
         if name == "nn.functional.batch_norm" and not facts.get("training", False):
             return _prod(inputs[0]) * (2 if affine else 1)
-        if name in ("nn.functional.layer_norm", "nn.functional.group_norm", "nn.functional.instance_norm", "layer_norm"):
+        if name in (
+            "nn.functional.layer_norm",
+            "nn.functional.group_norm",
+            "nn.functional.instance_norm",
+            "layer_norm",
+        ):
             return _prod(inputs[0]) * (5 if affine else 4)
         if name == "nn.functional.batch_norm":
             return _prod(inputs[0]) * (5 if affine else 4)

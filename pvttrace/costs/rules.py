@@ -17,8 +17,6 @@ from pvttrace.records import CostRule, OpKind, Shape
 __all__ = [
     "OP_KINDS",
     "CostFormula",
-    "register_cost_rule",
-    "registered_cost_rules",
     "call_macs",
     "conv_macs",
     "conv_transpose_macs",
@@ -27,6 +25,8 @@ __all__ = [
     "linear_macs",
     "matmul_macs",
     "mha_macs",
+    "register_cost_rule",
+    "registered_cost_rules",
     "sdpa_macs",
 ]
 
@@ -38,7 +38,9 @@ def _names(kind: OpKind, *names: str) -> dict[str, OpKind]:
 #: Torch function name (``torch.overrides.resolve_name`` without ``torch.``) -> kind.
 OP_KINDS: dict[str, OpKind] = {
     **_names(OpKind.CONV, "nn.functional.conv1d", "nn.functional.conv2d", "nn.functional.conv3d", "conv2d"),
-    **_names(OpKind.CONV, "conv1d", "conv3d", *(f"{p}conv_transpose{d}d" for p in ("", "nn.functional.") for d in (1, 2, 3))),
+    **_names(
+        OpKind.CONV, "conv1d", "conv3d", *(f"{p}conv_transpose{d}d" for p in ("", "nn.functional.") for d in (1, 2, 3))
+    ),
     **_names(OpKind.LINEAR, "nn.functional.linear", "_C._nn.linear"),
     **_names(
         OpKind.MATMUL,
@@ -137,7 +139,9 @@ OP_KINDS: dict[str, OpKind] = {
     **_names(OpKind.INTERPOLATE, "nn.functional.interpolate", "nn.functional.grid_sample"),
     **_names(OpKind.REDUCE, "Tensor.mean", "mean", "Tensor.sum", "sum", "Tensor.amax", "Tensor.max"),
     **_names(OpKind.RESHAPE, "Tensor.reshape", "reshape"),
-    **_names(OpKind.VIEW, "Tensor.view", "Tensor.view_as", "Tensor.squeeze", "Tensor.unsqueeze", "squeeze", "unsqueeze"),
+    **_names(
+        OpKind.VIEW, "Tensor.view", "Tensor.view_as", "Tensor.squeeze", "Tensor.unsqueeze", "squeeze", "unsqueeze"
+    ),
     **_names(OpKind.PERMUTE, "Tensor.permute", "permute"),
     **_names(OpKind.TRANSPOSE, "Tensor.transpose", "transpose", "Tensor.t", "Tensor.T.__get__", "Tensor.mT.__get__"),
     **_names(OpKind.FLATTEN, "Tensor.flatten", "flatten", "Tensor.unflatten"),
@@ -154,7 +158,9 @@ OP_KINDS: dict[str, OpKind] = {
         "Tensor.select",
         "Tensor.narrow",
     ),
-    **_names(OpKind.EXPAND, "Tensor.expand", "Tensor.expand_as", "Tensor.repeat", "nn.functional.pad", "Tensor.roll", "roll"),
+    **_names(
+        OpKind.EXPAND, "Tensor.expand", "Tensor.expand_as", "Tensor.repeat", "nn.functional.pad", "Tensor.roll", "roll"
+    ),
     **_names(OpKind.CONCAT, "cat", "concat", "stack"),
     # Losses of whole models (pvttrace.tracing.heads): softmax-like normalisations and reductions, no MACs.
     **_names(
@@ -171,7 +177,16 @@ OP_KINDS: dict[str, OpKind] = {
 
 #: Kinds whose MACs come from a formula; every other known kind costs 0 by rule.
 MAC_KINDS = frozenset(
-    {OpKind.CONV, OpKind.PATCH_EMBED, OpKind.SR_CONV, OpKind.DW_CONV, OpKind.LINEAR, OpKind.MATMUL, OpKind.SDPA, OpKind.MHA}
+    {
+        OpKind.CONV,
+        OpKind.PATCH_EMBED,
+        OpKind.SR_CONV,
+        OpKind.DW_CONV,
+        OpKind.LINEAR,
+        OpKind.MATMUL,
+        OpKind.SDPA,
+        OpKind.MHA,
+    }
 )
 
 EINSUM_OPS = frozenset({"einsum", "functional.einsum"})
@@ -182,7 +197,7 @@ CONV_TRANSPOSE_OPS = frozenset(f"{p}conv_transpose{d}d" for p in ("", "nn.functi
 class CostFormula(Protocol):
     """A user cost rule: MACs of one call from its tensor arguments' shapes and the output's shape."""
 
-    def __call__(self, *input_shapes: Shape, out_shape: Shape) -> int: ...  # noqa: D102
+    def __call__(self, *input_shapes: Shape, out_shape: Shape) -> int: ...
 
 
 #: User rules (``register_cost_rule``): op name -> (kind, formula). Consulted before the built-in table.

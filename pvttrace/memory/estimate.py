@@ -45,14 +45,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import ConfigError, UserInputError
-from pvttrace.records import OpRecord, StageSummary, Totals, Trace, TrainingMemory
 from pvttrace.base.units import format_bytes, parse_bytes
+from pvttrace.config import PvtConfig
+from pvttrace.records import OpRecord, StageSummary, Totals, Trace, TrainingMemory
 
 __all__ = [
-    "OPTIMIZER_STATE_FACTOR",
     "IMG_STEP",
+    "OPTIMIZER_STATE_FACTOR",
     "ActivationTimeline",
     "FitAnswer",
     "FitResult",

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from rich import box
 from rich.table import Table
 
-from pvttrace.tracing.dense import saved_by_part
-from pvttrace.records import Trace
 from pvttrace.base.units import format_bytes
+from pvttrace.records import Trace
+from pvttrace.tracing.dense import saved_by_part
 
 __all__ = ["training_parts_markdown", "training_parts_rows", "training_parts_table"]
 

@@ -28,10 +28,10 @@ from pvttrace.analyses.diff import (
     summary_lines,
 )
 from pvttrace.base.errors import UserInputError
-from pvttrace.render.fitwidth import FittedTable, fitted
-from pvttrace.records import CONVENTION, StageSummary
-from pvttrace.render.trace import short_op
 from pvttrace.base.units import format_bytes, format_count, format_ratio, format_shape
+from pvttrace.records import CONVENTION, StageSummary
+from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.render.trace import short_op
 
 __all__ = ["diff_markdown", "op_diff_table", "render_diff", "stage_diff_table", "totals_diff_table"]
 
@@ -357,7 +357,9 @@ def diff_markdown(
             cells = [row.module or "(model)", row.label or "", f"`{short_op(first_op)}`"]
             for side in row.ops:
                 cells += (
-                    ["absent", ""] if side is None else [format_shape(side.output), format_count(side.macs) if side.macs else ""]
+                    ["absent", ""]
+                    if side is None
+                    else [format_shape(side.output), format_count(side.macs) if side.macs else ""]
                 )
             cells.append(_op_mark(row, diff.labels))
             lines.append(_md_row(cells))

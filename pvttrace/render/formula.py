@@ -25,8 +25,8 @@ from pvttrace.analyses.formula import (
     python_expr,
     readable,
 )
-from pvttrace.records import CONVENTION
 from pvttrace.base.units import format_count
+from pvttrace.records import CONVENTION
 
 __all__ = ["render_formula", "render_formula_diff", "render_values"]
 
@@ -47,15 +47,25 @@ def _header(formula: ModelFormula) -> list[RenderableType]:
     lines: list[RenderableType] = [
         Text(f"{formula.name}: MACs as exact formulas of {variables}" + (f" ({fixed})" if fixed else ""), style="bold"),
         Text(CONVENTION, style="dim"),
-        Text(f"traced once at {hint}" + (f", B={formula.hint['B']}" if "B" in formula.symbolic else "")
-             + ("; one block per stage, times the depth (blocks of a stage are identical)"
-                if formula.traced_depths is not None else "")),
+        Text(
+            f"traced once at {hint}"
+            + (f", B={formula.hint['B']}" if "B" in formula.symbolic else "")
+            + (
+                "; one block per stage, times the depth (blocks of a stage are identical)"
+                if formula.traced_depths is not None
+                else ""
+            )
+        ),
     ]
     ranges = "; ".join(
         f"{name} >= {lo}" if hi is None else f"{lo} <= {name} <= {hi}" for name, (lo, hi) in formula.ranges.items()
     )
-    lines.append(Text(f"holds for {ranges} where {len(formula.guards)} guard(s) torch recorded hold "
-                      "(--format json lists them; other sizes: the formula does not apply)"))
+    lines.append(
+        Text(
+            f"holds for {ranges} where {len(formula.guards)} guard(s) torch recorded hold "
+            "(--format json lists them; other sizes: the formula does not apply)"
+        )
+    )
     return lines
 
 
@@ -89,7 +99,10 @@ def _stage_table(formula: ModelFormula, index: int) -> Table:
         size = expr_text(readable(stage, stage.attention_map))
         materialised = expr_text(readable(stage, stage.attention_map_bytes))
         row = ["attn map"] + ([""] if stage.per_block is not None else [])
-        row += [f"{size} elements; {materialised} bytes materialised", growth_text(stage.attention_map, formula.symbols)]
+        row += [
+            f"{size} elements; {materialised} bytes materialised",
+            growth_text(stage.attention_map, formula.symbols),
+        ]
         table.add_row(*row, style="dim")
     return table
 
@@ -113,8 +126,11 @@ def render_formula(formula: ModelFormula, *, ops: bool = False) -> RenderableTyp
             table.add_column(column, overflow="fold")
         for op in formula.ops:
             table.add_row(
-                str(op.index), op.module, op.label or op.op,
-                "[" + ", ".join(python_expr(d) for d in op.output) + "]", python_expr(op.macs),
+                str(op.index),
+                op.module,
+                op.label or op.op,
+                "[" + ", ".join(python_expr(d) for d in op.output) + "]",
+                python_expr(op.macs),
             )
         parts.append(table)
     return Group(*parts)
@@ -133,7 +149,9 @@ def render_values(formula: ModelFormula, rows: Sequence[tuple[str, dict[str, int
     return table
 
 
-def render_formula_diff(a: ModelFormula, b: ModelFormula, labels: tuple[str, str], changes: Sequence[StageChange]) -> RenderableType:
+def render_formula_diff(
+    a: ModelFormula, b: ModelFormula, labels: tuple[str, str], changes: Sequence[StageChange]
+) -> RenderableType:
     """Per stage and category: the formula before and after, and how the growth changes."""
     table = Table(
         title=f"{a.name}: {labels[0]} -> {labels[1]} (MACs, readable names of each side)",
@@ -147,14 +165,20 @@ def render_formula_diff(a: ModelFormula, b: ModelFormula, labels: tuple[str, str
         lead_a = "" if change.before_growth is None else str(change.before_growth.term)
         lead_b = "" if change.after_growth is None else str(change.after_growth.term)
         growth = f"{lead_a} -> {lead_b}" if lead_a != lead_b else f"{before}, unchanged"
-        table.add_row(str(change.stage), _TITLES[change.category], expr_text(change.before), expr_text(change.after), growth)
+        table.add_row(
+            str(change.stage), _TITLES[change.category], expr_text(change.before), expr_text(change.after), growth
+        )
     definitions = []
     for stage_a, stage_b in zip(a.stages, b.stages, strict=True):
         if stage_a.definitions != stage_b.definitions:
             da = ", ".join(f"{s.name} = {expr_text(e)}" for s, e in stage_a.definitions if "'" in s.name)
             db = ", ".join(f"{s.name} = {expr_text(e)}" for s, e in stage_b.definitions if "'" in s.name)
-            definitions.append(Text(f"stage {stage_a.index} keys: {labels[0]}: {da or 'N (no reduction)'}; "
-                                    f"{labels[1]}: {db or 'N (no reduction)'}"))
+            definitions.append(
+                Text(
+                    f"stage {stage_a.index} keys: {labels[0]}: {da or 'N (no reduction)'}; "
+                    f"{labels[1]}: {db or 'N (no reduction)'}"
+                )
+            )
     if not changes:
         return Text("the two formulas are identical")
     return Group(table, *definitions)

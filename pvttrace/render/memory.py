@@ -12,17 +12,17 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.base.units import format_bytes
 from pvttrace.memory.estimate import FitAnswer, FitSearch, attention_extra_bytes
 from pvttrace.records import Trace, TrainingMemory
-from pvttrace.base.units import format_bytes
+from pvttrace.render.fitwidth import FittedTable, fitted
 
 __all__ = [
     "fit_breakdown",
     "fit_document",
-    "memory_summary_lines",
     "memory_markdown",
     "memory_stage_table",
+    "memory_summary_lines",
     "memory_timeline",
     "render_fit",
     "render_memory",

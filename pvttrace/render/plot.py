@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.analyses.sweep import Metric, MetricUnit, SweepResult
+from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.base.units import format_bytes, format_count
 
 if TYPE_CHECKING:
@@ -168,8 +168,9 @@ def _draw_metric(axes: Axes, result: SweepResult, metric: Metric) -> None:
     _format_y_axis(axes, metric.unit, log=True, values=plotted)
     axes.set_xlabel("image size (top) and stage-1 tokens N (bottom), log scale")
     unit = metric.unit.value
-    axes.set_ylabel(f"{metric.title}, log scale" if unit.lower() in metric.title.lower() else
-                    f"{metric.title} ({unit}, log scale)")
+    axes.set_ylabel(
+        f"{metric.title}, log scale" if unit.lower() in metric.title.lower() else f"{metric.title} ({unit}, log scale)"
+    )
     axes.set_title(metric.title)
     axes.grid(True, which="major", linewidth=0.4, alpha=0.5)
     if axes.get_lines():
@@ -237,8 +238,15 @@ def shared_settings(configs: Sequence[Any]) -> str:
         if len({show(c) for c in configs}) == 1:
             parts.append(show(first))
     preset = get_variant(first.variant)
-    for field, label in (("sr_ratios", "sr"), ("dims", "dims"), ("heads", "heads"), ("depths", "depths"),
-                         ("mlp_ratios", "mlp"), ("linear_sra", "linear SRA"), ("attention", "attention")):
+    for field, label in (
+        ("sr_ratios", "sr"),
+        ("dims", "dims"),
+        ("heads", "heads"),
+        ("depths", "depths"),
+        ("mlp_ratios", "mlp"),
+        ("linear_sra", "linear SRA"),
+        ("attention", "attention"),
+    ):
         value = getattr(first, field)
         if all(getattr(c, field) == value for c in configs) and value != getattr(preset, field):
             text = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
@@ -325,11 +333,10 @@ def save_figure(figure: Figure, path: str, *, dpi: int = _DPI) -> None:
             figure.set_layout_engine("none")
         figure.savefig(buffer, format=fmt, metadata=metadata, dpi=dpi)
     from pvttrace.snapshot.core import write_bytes_atomic
+
     try:
         write_bytes_atomic(path, buffer.getvalue())
     except TraceFileError as exc:
         prefix = f"cannot write {path}: "
         reason = str(exc).removeprefix(prefix)
         raise UserInputError(f"plot={path!r} cannot be written: {reason}") from None
-
-

@@ -14,9 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pvttrace.render.fitwidth import FittedTable, fitted
-from pvttrace.records import CONVENTION
 from pvttrace.analyses.sweep import Metric, PowerFit, SweepPoint, SweepResult, SweepSeries
+from pvttrace.records import CONVENTION
+from pvttrace.render.fitwidth import FittedTable, fitted
 from pvttrace.render.tabular import csv_text
 
 __all__ = [
@@ -66,7 +66,12 @@ def _fit_rows(series: Sequence[SweepSeries]) -> list[tuple[str, list[str]]]:
         ("fit r²", ["-" if s.fit is None else f"{s.fit.r_squared:.4f}" for s in series]),
         ("end slope", ["-" if s.fit is None else _fixed(s.fit.end_slope, 2) for s in series]),
         *(
-            [("leading k", ["-" if s.leading_exponent is None else f"N^{_fixed(s.leading_exponent, 2)}" for s in series])]
+            [
+                (
+                    "leading k",
+                    ["-" if s.leading_exponent is None else f"N^{_fixed(s.leading_exponent, 2)}" for s in series],
+                )
+            ]
             if any(s.leading_exponent is not None for s in series)
             else []
         ),
@@ -143,8 +148,10 @@ class GrowthChart:
         dots: dict[tuple[int, int], int] = {}
         for index, s in enumerate(self.series):
             placed = [
-                (_position(p.tokens, x_low, x_high, plot_width),
-                 self.height - 1 - _position(p.value, y_low, y_high, self.height))
+                (
+                    _position(p.tokens, x_low, x_high, plot_width),
+                    self.height - 1 - _position(p.value, y_low, y_high, self.height),
+                )
                 for p in sorted(s.points, key=lambda p: p.tokens)
                 if p.value is not None and p.value > 0
             ]
@@ -276,8 +283,17 @@ def sweep_csv(result: SweepResult) -> str:
     """Long-form CSV: one row per (metric, configuration, size) with per-stage values and the fit."""
     stage_count = max((len(p.stage_values or ()) for s in result.series for p in s.points), default=0)
     header = [
-        "metric", "unit", "config", "img", "tokens", "value", "dominant_stage",
-        *(f"stage{i + 1}" for i in range(stage_count)), "exponent", "r_squared", "end_slope",
+        "metric",
+        "unit",
+        "config",
+        "img",
+        "tokens",
+        "value",
+        "dominant_stage",
+        *(f"stage{i + 1}" for i in range(stage_count)),
+        "exponent",
+        "r_squared",
+        "end_slope",
     ]
     rows: list[list[str | int | float | None]] = []
     for s in result.series:

@@ -19,8 +19,23 @@ CsvCell = str | int | float | bool | None
 
 #: Columns of ``pvttrace run --format csv``: the op record fields, in record order.
 TRACE_CSV_FIELDS = (
-    "index", "stage", "block", "module", "op", "kind", "label", "inputs", "output", "dtype",
-    "macs", "flops", "out_bytes", "alloc_bytes", "view", "cost_rule", "source",
+    "index",
+    "stage",
+    "block",
+    "module",
+    "op",
+    "kind",
+    "label",
+    "inputs",
+    "output",
+    "dtype",
+    "macs",
+    "flops",
+    "out_bytes",
+    "alloc_bytes",
+    "view",
+    "cost_rule",
+    "source",
 )
 
 

@@ -15,11 +15,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pvttrace.base.units import format_bytes, format_count, format_shape
 from pvttrace.costs.coverage import RULE_TEXT, op_coverage
 from pvttrace.fidelity import fidelity
-from pvttrace.render.fitwidth import FittedTable, dropped_note, fitted
 from pvttrace.records import CONVENTIONS, OpRecord, StageSummary, Trace
-from pvttrace.base.units import format_bytes, format_count, format_shape
+from pvttrace.render.fitwidth import FittedTable, dropped_note, fitted
 
 __all__ = [
     "OpSection",
@@ -85,7 +85,11 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
         while j < len(ops) and ops[j].stage == stage and ops[j].block == op.block:
             j += 1
         run = ops[i:j]
-        where = ("stem" if trace.stages and i < first_staged else "head" if trace.stages else "model") if stage is None else f"stage {stage}"
+        where = (
+            ("stem" if trace.stages and i < first_staged else "head" if trace.stages else "model")
+            if stage is None
+            else f"stage {stage}"
+        )
         if op.block is None:
             blocks_follow = any(o.stage == stage and o.block is not None for o in ops[j:])
             title = where if stage is None else f"{where} {'entry' if blocks_follow else 'exit'}"
@@ -477,21 +481,33 @@ def trace_markdown(
 
 def coverage_table(trace: Trace) -> FittedTable:
     """Every op name the trace saw: count, kind, how it was costed, and the MACs it added up to."""
-    table = Table(title=f"Op coverage ({trace.totals.ops} ops, {trace.totals.uncosted_ops} without a cost rule)",
-                  title_justify="left")
+    table = Table(
+        title=f"Op coverage ({trace.totals.ops} ops, {trace.totals.uncosted_ops} without a cost rule)",
+        title_justify="left",
+    )
     for name in ("op", "kind", "count", "cost", "MACs"):
         table.add_column(name, justify="right" if name in ("count", "MACs") else "left")
     for row in op_coverage(trace):
         style = "yellow" if row.rule.value == "none" else None
-        table.add_row(row.op, row.kind.value, str(row.count), Text(RULE_TEXT[row.rule], style=style or ""),
-                      format_count(row.macs) if row.macs else "")
+        table.add_row(
+            row.op,
+            row.kind.value,
+            str(row.count),
+            Text(RULE_TEXT[row.rule], style=style or ""),
+            format_count(row.macs) if row.macs else "",
+        )
     return fitted(table, ("kind",))
 
 
 def coverage_markdown(trace: Trace) -> str:
     """The coverage table as GitHub markdown."""
-    lines = [f"- convention: {CONVENTIONS[trace.convention]}", f"- ops: {trace.totals.ops}, without a cost rule: "
-             f"{trace.totals.uncosted_ops}", "", _md_row(["op", "kind", "count", "cost", "MACs"]), _md_row(["---"] * 5)]
+    lines = [
+        f"- convention: {CONVENTIONS[trace.convention]}",
+        f"- ops: {trace.totals.ops}, without a cost rule: {trace.totals.uncosted_ops}",
+        "",
+        _md_row(["op", "kind", "count", "cost", "MACs"]),
+        _md_row(["---"] * 5),
+    ]
     for row in op_coverage(trace):
         lines.append(_md_row([f"`{row.op}`", row.kind.value, str(row.count), RULE_TEXT[row.rule], f"{row.macs:,}"]))
     return "\n".join(lines) + "\n"

@@ -36,11 +36,11 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any, Literal
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import ConfigError, TraceFileError, UserInputError
 from pvttrace.base.jsonio import loads_strict, read_text_file
-from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace, json_error_reason
 from pvttrace.base.units import format_shape
+from pvttrace.config import PvtConfig
+from pvttrace.records import CONVENTION, OpKind, OpRecord, Shape, StageSummary, Totals, Trace, json_error_reason
 
 __all__ = [
     "SNAPSHOT_SCHEMA",
@@ -728,7 +728,9 @@ def _alignment(stored: Sequence[Any], current: Sequence[Any]) -> list[tuple[str,
     a, b = stored[prefix : n - suffix], current[prefix : m - suffix]
     if len(a) * len(b) <= MAX_ALIGNMENT_CELLS:
         matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-        opcodes += [(t, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for t, i1, i2, j1, j2 in matcher.get_opcodes()]
+        opcodes += [
+            (t, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for t, i1, i2, j1, j2 in matcher.get_opcodes()
+        ]
     else:
         opcodes.append(("replace", prefix, n - suffix, prefix, m - suffix))
     if suffix:
@@ -765,7 +767,9 @@ def _compare_figures(stored: Snapshot, current: Snapshot, rtol: float) -> list[F
     old_stages = {s.index: s for s in stored.stages}
     new_stages = {s.index: s for s in current.stages}
     stage_fields = [
-        f.name for f in fields(StageSummary) if f.name != "index" and (stored.recorded is None or f.name in stored.recorded)
+        f.name
+        for f in fields(StageSummary)
+        if f.name != "index" and (stored.recorded is None or f.name in stored.recorded)
     ]
     for index in sorted(old_stages.keys() | new_stages.keys()):
         old, new = old_stages.get(index), new_stages.get(index)

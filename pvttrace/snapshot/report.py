@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pvttrace.base.units import format_bytes, format_count, format_ratio
 from pvttrace.snapshot.core import (
     BudgetViolation,
     ChangeStatus,
@@ -24,7 +25,6 @@ from pvttrace.snapshot.core import (
     SnapshotOp,
     SnapshotReport,
 )
-from pvttrace.base.units import format_bytes, format_count, format_ratio
 
 __all__ = ["budget_line", "report_lines", "result_lines"]
 
@@ -70,8 +70,17 @@ _FIGURE_NAMES = {
 _COUNT_FIELDS = frozenset({"params", "macs", "attention_macs", "sr_macs", "projection_macs", "mlp_macs", "other_macs"})
 _BYTE_FIELDS = frozenset(
     {
-        "param_bytes", "buffer_bytes", "alloc_bytes", "attention_map_bytes", "largest_activation_bytes",
-        "input_bytes", "peak_activation_bytes", "peak_memory_bytes", "live_bytes", "peak_bytes", "saved_bytes",
+        "param_bytes",
+        "buffer_bytes",
+        "alloc_bytes",
+        "attention_map_bytes",
+        "largest_activation_bytes",
+        "input_bytes",
+        "peak_activation_bytes",
+        "peak_memory_bytes",
+        "live_bytes",
+        "peak_bytes",
+        "saved_bytes",
         "out_bytes",
     }
 )

@@ -215,7 +215,9 @@ def _first_pass(ops: Sequence[OpRecord], attention: frozenset[str] = frozenset()
                 label = "softmax"
             elif op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op):
                 label = "scale"
-        elif label is None and role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op:
+        elif (
+            label is None and role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op
+        ):
             seen = counters.get(path, 0)
             counters[path] = seen + 1
             label = "attention residual add" if seen % 2 == 0 else "MLP residual add"

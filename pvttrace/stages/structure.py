@@ -150,7 +150,9 @@ def _same_or_unknown(key: Key | None, stage_key: Key | None) -> bool:
     return key is None or key == stage_key or key[0] == 0
 
 
-def _stage_of_op(ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Sequence[tuple[int, int, int]]) -> list[int | None]:
+def _stage_of_op(
+    ops: Sequence[OpRecord], keys: Sequence[Key | None], blocks: Sequence[tuple[int, int, int]]
+) -> list[int | None]:
     """Stage of every op, given the blocks' (first op, last op, stage) in execution order."""
     stage_of: list[int | None] = [None] * len(ops)
     stage_key: dict[int, Key | None] = {}
@@ -232,7 +234,9 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
         blocks.append((first, last, len(geometry)))
         previous = key
         current = geometry[-1]
-        tokens = next((op.output[1] for op in reversed(ops[first : last + 1]) if _is_tokens(op, batch, channels[op.index])), 0)
+        tokens = next(
+            (op.output[1] for op in reversed(ops[first : last + 1]) if _is_tokens(op, batch, channels[op.index])), 0
+        )
         hw = key if key is not None and key[0] else current.hw
         geometry[-1] = replace(
             current, hw=hw, tokens=tokens or current.tokens, channels=channels[last], depth=current.depth + 1

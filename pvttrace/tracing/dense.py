@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pvttrace.config import PvtConfig
 from pvttrace.base.errors import ConfigError
+from pvttrace.config import PvtConfig
 from pvttrace.records import Trace
 
 __all__ = ["PARTS", "HeadConfig", "HeadKind", "default_head", "part_of", "resolve_head", "saved_by_part"]

@@ -24,19 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pvttrace.memory import estimate as memory
-from pvttrace.tracing.amp import autocast_float16
+from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.base.steps import step
 from pvttrace.config import PvtConfig, Task
-from pvttrace.tracing.dense import HeadConfig, HeadKind, part_of
-from pvttrace.base.errors import TraceError, UserInputError
+from pvttrace.memory import estimate as memory
 from pvttrace.memory.gpustep import GpuPeak, GpuSetting, gpu_training_peak
+from pvttrace.records import Trace
+from pvttrace.tracing.amp import autocast_float16
+from pvttrace.tracing.dense import HeadConfig, HeadKind, part_of
 from pvttrace.tracing.legacy import legacy_softmax_autograd
 from pvttrace.tracing.model import PyramidVisionTransformer, torch_dtype
-from pvttrace.records import Trace
 from pvttrace.tracing.recorder import memory_log, trace_model
 
 __all__ = ["DenseModel", "build_dense_model", "part_of", "predict_gpu_peak", "trace_dense"]
+
 
 class SegFormerHead(nn.Module):
     """All-MLP decoder: per-stage linear projection to ``channels``, upsampling to 1/4, concatenation,
@@ -276,7 +277,9 @@ class DetLoss(nn.Module):
 class DenseModel(nn.Module):
     """A PVT backbone with a neck and a head; with a loss, ``forward`` returns the training loss."""
 
-    def __init__(self, backbone_cfg: PvtConfig, head: HeadConfig, *, with_loss: bool, device: str | torch.device) -> None:
+    def __init__(
+        self, backbone_cfg: PvtConfig, head: HeadConfig, *, with_loss: bool, device: str | torch.device
+    ) -> None:
         super().__init__()
         dd: dict[str, Any] = {"device": torch.device(device), "dtype": torch_dtype(backbone_cfg.dtype)}
         self.cfg = backbone_cfg
@@ -303,9 +306,7 @@ class DenseModel(nn.Module):
         labels = None
         if self.loss is not None and not self.head_cfg.head.is_detection:
             with step("labels"):
-                labels = torch.zeros(
-                    (images.shape[0], *images.shape[2:]), dtype=torch.long, device=images.device
-                )
+                labels = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.long, device=images.device)
         feats = self.backbone(images)
         if self.neck is not None:
             feats = self.neck(feats)
@@ -339,7 +340,6 @@ def build_dense_model(
     if backbone_cfg.task != Task.BACKBONE:
         backbone_cfg = backbone_cfg.with_overrides(task=Task.BACKBONE.value)
     return DenseModel(backbone_cfg, head, with_loss=with_loss, device=device).eval()
-
 
 
 def trace_dense(

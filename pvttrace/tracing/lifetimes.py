@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pvttrace.tracing.atenshapes import aten_stand_in
 from pvttrace.memory.estimate import LifetimeLog, SavedTensor, StorageEvent, StorageKind
+from pvttrace.tracing.atenshapes import aten_stand_in
 
 __all__ = ["StorageTracker", "register_model", "report_saved_tensors", "run_backward"]
 

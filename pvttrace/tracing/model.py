@@ -345,7 +345,9 @@ def build_model(cfg: PvtConfig, *, device: str | torch.device = "meta") -> Pyram
         >>> sum(p.numel() for p in model.parameters())
         3666760
     """
-    from pvttrace.tracing.noinit import skip_meta_init  # local: keeps the recorded source lines of the forward unchanged
+    from pvttrace.tracing.noinit import (
+        skip_meta_init,
+    )  # local: keeps the recorded source lines of the forward unchanged
 
     with skip_meta_init(device):
         return PyramidVisionTransformer(cfg, device=device).eval()

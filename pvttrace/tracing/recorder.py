@@ -36,14 +36,15 @@ from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__
-from pvttrace.memory import estimate as memory
+from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
 from pvttrace.base.steps import current_label, current_stage
-from pvttrace.tracing.atenshapes import suggest_memory_format
-from pvttrace.costs.callfacts import call_facts
 from pvttrace.config import PvtConfig
+from pvttrace.costs.callfacts import call_facts
 from pvttrace.costs.conventions import AttentionStage, apply_convention
 from pvttrace.costs.rules import OP_KINDS, call_macs, cost_rule, op_kind
-from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
+from pvttrace.memory import estimate as memory
+from pvttrace.memory.estimate import LifetimeLog, StorageKind
+from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 from pvttrace.stages.labels import (
     attention_map,
     block_of,
@@ -53,13 +54,12 @@ from pvttrace.stages.labels import (
     stage_macs_fields,
     stage_of_module,
 )
+from pvttrace.stages.structure import StageGeometry, derive_structure
+from pvttrace.tracing.atenshapes import suggest_memory_format
 from pvttrace.tracing.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
-from pvttrace.memory.estimate import LifetimeLog, StorageKind
 from pvttrace.tracing.metashapes import meta_stand_in
 from pvttrace.tracing.model import build_model, torch_dtype
-from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 from pvttrace.tracing.trainstate import preserved_state
-from pvttrace.stages.structure import StageGeometry, derive_structure
 
 __all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trace_model"]
 
@@ -68,6 +68,7 @@ _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.unty
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _SKIPPED_FILES = (_TORCH_DIR, os.path.dirname(__file__) + os.sep + "trace.py", os.sep + "contextlib.py")
+
 
 def _known_names() -> dict[Any, str]:
     """Map the torch functions named in the cost table to their names.
@@ -164,7 +165,7 @@ def _fused_sdpa_on_meta(
 
 
 def _conv2d_on_meta(
-    input: torch.Tensor,  # noqa: A002 - F.conv2d's own argument name
+    input: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     stride: Any = 1,
@@ -191,9 +192,9 @@ def _conv2d_on_meta(
 class OpObserver(Protocol):
     """Told when the recorder starts and finishes each op (the memory tracker positions its events so)."""
 
-    def op_started(self, index: int) -> None: ...  # noqa: D102
+    def op_started(self, index: int) -> None: ...
 
-    def op_finished(self, ops_recorded: int) -> None: ...  # noqa: D102
+    def op_finished(self, ops_recorded: int) -> None: ...
 
     def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """``old`` was copied into ``new`` only to give it the layout a real backend produces directly."""
@@ -255,7 +256,9 @@ class _Recorder(TorchFunctionMode):
                 outputs = (
                     [out]
                     if isinstance(out, torch.Tensor)
-                    else _tensors(tuple(out), {}) if isinstance(out, (list, tuple)) else []
+                    else _tensors(tuple(out), {})
+                    if isinstance(out, (list, tuple))
+                    else []
                 )
                 if outputs:
                     facts = call_facts(name, func, args, kwargs)
@@ -530,11 +533,14 @@ def summarise_stages(
     return tuple(summaries)
 
 
-def _attention_stages(config: PvtConfig | None, stages: tuple[StageSummary, ...], ops: tuple[OpRecord, ...]) -> list[AttentionStage]:
+def _attention_stages(
+    config: PvtConfig | None, stages: tuple[StageSummary, ...], ops: tuple[OpRecord, ...]
+) -> list[AttentionStage]:
     """The stages the paper convention's closed-form attention term covers."""
     if config is not None:
         return [
-            AttentionStage(i + 1, config.dims[i], config.sr_ratios[i], config.linear_sra) for i in range(config.num_stages)
+            AttentionStage(i + 1, config.dims[i], config.sr_ratios[i], config.linear_sra)
+            for i in range(config.num_stages)
         ]
     pooled = {op.stage for op in ops if op.label == "SR pool"}
     return [AttentionStage(s.index, s.dim, s.sr_ratio, s.index in pooled) for s in stages if s.attention_map_shape]
@@ -621,7 +627,9 @@ def trace_model(
             stage_params = _derived_stage_params(model, derived.module_stages)
     params = list(model.parameters())
     if convention != "macs":
-        structure = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
+        structure = (
+            summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
+        )
         pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
         if convention == "paper" and not pvt_like and notes is not None:
             notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
@@ -722,7 +730,11 @@ def trace_config(
         message = " ".join(str(exc).split())[:300]
         raise TraceError(f"cannot build the model and its input on {device}: {type(exc).__name__}: {message}") from exc
     return trace_model(
-        model, example, config=cfg, convention=convention, train=train, optimizer=optimizer,
+        model,
+        example,
+        config=cfg,
+        convention=convention,
+        train=train,
+        optimizer=optimizer,
         memory_figures=memory_figures,
     )
-

@@ -25,11 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from pvttrace.config import PvtConfig, parse_img
-from pvttrace.tracing.dense import HeadConfig
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
-from pvttrace.config import check_input_shape
+from pvttrace.config import PvtConfig, check_input_shape, parse_img
 from pvttrace.records import CONVENTIONS, Shape, Trace
+from pvttrace.tracing.dense import HeadConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,7 +149,9 @@ def parse_model_spec(
     for option in options:
         key, sep, text = option.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key.strip()):
-            raise UserInputError(f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]")
+            raise UserInputError(
+                f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]"
+            )
         pairs.append((key.strip(), text.strip()))
     if pairs and source != "hf":
         raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
@@ -158,7 +159,9 @@ def parse_model_spec(
         if not _IMPORT_SPEC.match(inputs.strip()):
             raise UserInputError(f"inputs={inputs!r} must be PACKAGE.MODULE:FUNCTION returning the forward's inputs")
         if input_shape is not None or img is not None or batch is not None or in_chans is not None:
-            raise UserInputError("inputs cannot be combined with input_shape, img, batch or in_chans; the factory sets them")
+            raise UserInputError(
+                "inputs cannot be combined with input_shape, img, batch or in_chans; the factory sets them"
+            )
     if input_shape is not None and (img is not None or batch is not None or in_chans is not None):
         raise UserInputError("input_shape cannot be combined with img, batch or in_chans; give one or the other")
     for field, value in (("batch", batch), ("in_chans", in_chans)):
@@ -211,7 +214,9 @@ def _import_factory(spec: ModelSpec, what: str = "model") -> Callable[[], Any]:
     except SystemExit as exc:
         raise UserCodeExit(f"model {spec.target}: importing {module_name} called sys.exit({exc.code!r})") from None
     except Exception as exc:
-        raise TraceError(f"{what} {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}") from None
+        raise TraceError(
+            f"{what} {spec.target}: importing {module_name} failed: {_one_line(exc)}{_where(exc)}"
+        ) from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -248,7 +253,9 @@ def import_optional(module: str, spec: ModelSpec) -> Any:
     except Exception as exc:
         error = " ".join(str(exc).split()) if isinstance(exc, ImportError) else _one_line(exc)
         advice = install_advice(module, exc)
-        raise UserInputError(f"model={spec.name!r} needs {module}: {module} failed to import: {error}; {advice}") from None
+        raise UserInputError(
+            f"model={spec.name!r} needs {module}: {module} failed to import: {error}; {advice}"
+        ) from None
 
 
 def install_advice(module: str, exc: BaseException) -> str:
@@ -289,7 +296,9 @@ def _hf_factory(spec: ModelSpec) -> Callable[[], Any]:
     cls = getattr(transformers, spec.target, None)
     config_class = getattr(cls, "config_class", None)
     if cls is None or config_class is None:
-        names = [n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification", "ForSemanticSegmentation"))]
+        names = [
+            n for n in dir(transformers) if n.endswith(("Model", "ForImageClassification", "ForSemanticSegmentation"))
+        ]
         close = difflib.get_close_matches(spec.target, names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserInputError(f"model='hf:{spec.target}': transformers has no model class {spec.target!r}{hint}")
@@ -342,7 +351,9 @@ def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
     except SystemExit as exc:
         raise UserCodeExit(f"model {name}: the factory called sys.exit({exc.code!r})") from None
     if not isinstance(model, nn.Module):
-        raise UserInputError(f"model={name!r}: the factory returned an object of type {type(model).__name__}, not an nn.Module")
+        raise UserInputError(
+            f"model={name!r}: the factory returned an object of type {type(model).__name__}, not an nn.Module"
+        )
     return model
 
 
@@ -351,7 +362,9 @@ def _on_device(model: nn.Module, device: str) -> bool:
     return all(t.device.type == device for t in tensors)
 
 
-def load_model(spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str], None] | None = None) -> tuple[nn.Module, str]:
+def load_model(
+    spec: ModelSpec, *, device: str = "meta", on_note: Callable[[str], None] | None = None
+) -> tuple[nn.Module, str]:
     """Build the model of an external spec; return it (in eval mode) and the device it lives on.
 
     On ``meta``, a factory that raises or ignores the device is retried on the CPU with a note.
@@ -461,7 +474,7 @@ def _call_inputs(spec: ModelSpec, device: str) -> Any:
 
     from pvttrace.tracing.recorder import ModelInputs
 
-    assert spec.inputs is not None  # noqa: S101 - the caller checks
+    assert spec.inputs is not None
     factory = _import_factory(replace(spec, target=spec.inputs), what="inputs")
     try:
         with torch.device(device):
@@ -474,7 +487,9 @@ def _call_inputs(spec: ModelSpec, device: str) -> Any:
         return ModelInputs((), dict(value))
     if isinstance(value, (tuple, list)):
         return ModelInputs(tuple(value))
-    raise UserInputError(f"inputs={spec.inputs!r} returned a {type(value).__name__}; return a tensor, a tuple or a dict")
+    raise UserInputError(
+        f"inputs={spec.inputs!r} returned a {type(value).__name__}; return a tensor, a tuple or a dict"
+    )
 
 
 def _explicit_attention(model: nn.Module) -> None:
@@ -521,14 +536,22 @@ def trace_target(
             on_model(build_model(spec.config))
         if spec.head is not None:
             if convention != "macs":
-                raise UserInputError(f"convention={convention!r} works on the PVT alone; whole models (--head) count macs")
+                raise UserInputError(
+                    f"convention={convention!r} works on the PVT alone; whole models (--head) count macs"
+                )
             from pvttrace.tracing.heads import trace_dense
 
             return trace_dense(spec.config, spec.head, device=device, train=train, optimizer=optimizer)
         return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
     try:
         return _trace_external(
-            spec, convention=convention, train=train, optimizer=optimizer, device=device, on_note=on_note, on_model=on_model
+            spec,
+            convention=convention,
+            train=train,
+            optimizer=optimizer,
+            device=device,
+            on_note=on_note,
+            on_model=on_model,
         )
     except RecursionError:
         raise TraceError(f"model {spec.name}: {_TOO_DEEP}") from None

@@ -99,8 +99,10 @@ def run_campaign(
             key = shlex.join(args) + repr(sorted(env.items())) + (hashlib.sha1(data).hexdigest() if data else "")
             report.record(outcome, problems, time.perf_counter() - begin, label, key)
             if report.cases % step == 0:
-                progress(f"{kind}: {report.cases}/{examples} cases, {time.perf_counter() - started:.0f} s, "
-                         f"{len(report.failures)} distinct failures")
+                progress(
+                    f"{kind}: {report.cases}/{examples} cases, {time.perf_counter() - started:.0f} s, "
+                    f"{len(report.failures)} distinct failures"
+                )
 
         config = settings(
             max_examples=examples,
@@ -129,7 +131,9 @@ def _fingerprint(trace: Any) -> tuple[Any, ...]:
     """What must not depend on other traces running at the same time: every op's label, stage and MACs."""
     return (
         tuple((op.op, op.label, op.stage, op.block, op.macs) for op in trace.ops),
-        tuple((s.index, s.attention_macs, s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs) for s in trace.stages),
+        tuple(
+            (s.index, s.attention_macs, s.sr_macs, s.projection_macs, s.mlp_macs, s.other_macs) for s in trace.stages
+        ),
         trace.totals.macs,
     )
 
@@ -151,8 +155,8 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
     import threading
 
     from pvttrace.config import get_variant
-    from pvttrace.tracing.target import parse_model_spec, trace_target
     from pvttrace.tracing.recorder import trace_config
+    from pvttrace.tracing.target import parse_model_spec, trace_target
 
     def trace(target: tuple[str, str]) -> Any:
         kind, name = target
@@ -173,7 +177,7 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
         def work(i: int, target: tuple[str, str]) -> None:
             try:
                 results[i] = _fingerprint(trace(target))
-            except Exception as exc:  # noqa: BLE001 - reported as a finding
+            except Exception as exc:
                 errors.append(f"{target[1]}: {type(exc).__name__}: {exc}")
 
         begin = time.perf_counter()
@@ -191,8 +195,10 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
         outcome = Outcome(tuple(name for _, name in chosen), 0 if not problems else -1, "", "", None)
         report.record(outcome, problems, time.perf_counter() - begin, f"{len(chosen)} threads", label + str(case))
         if report.cases % step == 0:
-            progress(f"threads: {report.cases}/{cases} cases, {time.perf_counter() - started:.0f} s, "
-                     f"{len(report.failures)} distinct failures")
+            progress(
+                f"threads: {report.cases}/{cases} cases, {time.perf_counter() - started:.0f} s, "
+                f"{len(report.failures)} distinct failures"
+            )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -202,12 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fuzz the pvttrace CLI and its snapshot/trace files.")
     parser.add_argument("--cli", type=int, default=1000, help="fuzzed command lines to run (default 1000)")
     parser.add_argument("--files", type=int, default=1000, help="fuzzed snapshot/trace files to run (default 1000)")
-    parser.add_argument("--threads", type=int, default=100,
-                        help="rounds of concurrent traces (2 to 8 threads each) compared with serial ones (default 100)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=100,
+        help="rounds of concurrent traces (2 to 8 threads each) compared with serial ones (default 100)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds one invocation may take (default 60)")
-    parser.add_argument("--max-memory-gib", type=float, default=8.0,
-                        help="address-space limit of this process (RLIMIT_AS), so a blow-up fails instead of swapping")
+    parser.add_argument(
+        "--max-memory-gib",
+        type=float,
+        default=8.0,
+        help="address-space limit of this process (RLIMIT_AS), so a blow-up fails instead of swapping",
+    )
     options = parser.parse_args(argv)
     limit = int(options.max_memory_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -215,13 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     for kind, count in (("cli", options.cli), ("files", options.files)):
         if count <= 0:
             continue
-        report = run_campaign(kind, count, seed_value=options.seed, timeout_s=options.timeout,
-                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+        report = run_campaign(
+            kind,
+            count,
+            seed_value=options.seed,
+            timeout_s=options.timeout,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         print(report.summary(), flush=True)
         failed = failed or bool(report.failures)
     if options.threads > 0:
-        report = run_threads_campaign(options.threads, seed_value=options.seed,
-                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+        report = run_threads_campaign(
+            options.threads, seed_value=options.seed, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
         print(report.summary(), flush=True)
         failed = failed or bool(report.failures)
     return 1 if failed else 0

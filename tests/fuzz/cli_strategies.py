@@ -73,11 +73,7 @@ def _value_type(param: Any) -> Any:
     for _ in range(5):
         origin = typing.get_origin(annotation)
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, types.UnionType) and args:
-            annotation = args[0]
-        elif origin in (list, tuple, set, frozenset, Sequence) and args:
-            annotation = args[0]
-        elif origin is typing.Annotated and args:
+        if (origin in (typing.Union, types.UnionType) and args) or (origin in (list, tuple, set, frozenset, Sequence) and args) or (origin is typing.Annotated and args):
             annotation = args[0]
         else:
             break
@@ -124,16 +120,66 @@ def _sizes(values: Sequence[int]) -> st.SearchStrategy[str]:
 
 #: Strings Python parses in surprising ways, or that no field accepts.
 _ODD_STRINGS = (
-    "", " ", ",", ",,", "-", "--", "-1", "0", "+1", "1_000", "0x10", "1e3", "1.5", "nan", "NaN", "inf", "-inf",
-    "1e309", "9" * 30, "9223372036854775808", "-9223372036854775809", "1" + "0" * 400, "1" + "0" * 5000, "٣",
-    "２２４", "²",
-    "🙂", "ünïcødé", "\u200b", "a" * 3000, "\t\n", "\\", "'", '"', "{}", "[]", "null", "true", "--help",
-    "-h", "--version", "=", "a=b", "\udcff",
+    "",
+    " ",
+    ",",
+    ",,",
+    "-",
+    "--",
+    "-1",
+    "0",
+    "+1",
+    "1_000",
+    "0x10",
+    "1e3",
+    "1.5",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e309",
+    "9" * 30,
+    "9223372036854775808",
+    "-9223372036854775809",
+    "1" + "0" * 400,
+    "1" + "0" * 5000,
+    "٣",
+    "２２４",
+    "²",
+    "🙂",
+    "ünïcødé",
+    "\u200b",
+    "a" * 3000,
+    "\t\n",
+    "\\",
+    "'",
+    '"',
+    "{}",
+    "[]",
+    "null",
+    "true",
+    "--help",
+    "-h",
+    "--version",
+    "=",
+    "a=b",
+    "\udcff",
 )
 
 _SMALL = ("1", "2", "3", "4")
-_HUGE_INTS = ("0", "-1", "-7", "4096", "65536", "2147483648", "9223372036854775807", "9223372036854775808",
-              "1" + "0" * 30, "1" + "0" * 400, "9" * 5000)
+_HUGE_INTS = (
+    "0",
+    "-1",
+    "-7",
+    "4096",
+    "65536",
+    "2147483648",
+    "9223372036854775807",
+    "9223372036854775808",
+    "1" + "0" * 30,
+    "1" + "0" * 400,
+    "9" * 5000,
+)
 #: An integer beyond a float (309 digits or more) but within Python's 4300-digit parsing limit.
 _PAST_FLOAT = "1" + "0" * 400
 
@@ -165,43 +211,76 @@ def _config_hints() -> dict[str, st.SearchStrategy[str]]:
         "patch": ("1", "2", "2", "4", "7", _PAST_FLOAT),
     }
     hints = {name: _joined(_choices(items)) for name, items in stage_items.items()}
-    metric_names = ("macs", "attention_macs", "sr_macs", "attention_map_bytes", "params", "param_bytes",
-                    "peak_activation_bytes", "kv_tokens", "bogus")
-    hints.update({
-        "variant": _choices([*VARIANTS, *OFFICIAL_NAMES.values(), "PVT_V2_B2_LI", "tinny", "b6", "pvt_v3_b0"]),
-        "img": _sizes([1, 7, 16, 17, 32, 33, 47, 64, 224, 8192, 4000000000, 10**12]),
-        "pos_size": _sizes([1, 16, 32, 224, 10**10]),
-        "batch": _choices(["1", "1", "2", "3", "4096", "100000000000000000000"]),
-        "in_chans": _choices(["1", "3", "4"]),
-        "num_classes": _choices(["1", "10", "1000"]),
-        "dtype": _choices(_enum_values(DType)),
-        "task": _choices(_enum_values(Task)),
-        "attention": _choices(_enum_values(Attention)),
-        "kind": _joined(_choices([k.value for k in OpKind] + ["bogus"]), max_size=3),
-        "stage": _choices(["1", "2", "3", "4", "0", "5", "1,2", "2,x"]),
-        "label": _choices(["a", "b", "base", "x y", "ünï", "a,b"]),
-        "metric": _joined(_choices(metric_names), max_size=3),
-        "plot_metric": _choices(metric_names),
-        "plot": _choices(["plot.png", "plot.svg", "plot.pdf", "plot", "new/plot.png", "emptydir"]),
-        "max_macs": _choices(["2G", "15M", "1", "1P", "1.5T", "0", "-5", "1e9", "2 G", "GG"]),
-        "max_params": _choices(["15M", "1", "100K", "0", "10 k", "M"]),
-        "max_attention_map": _choices(["64MiB", "1GiB", "1", "2PiB", "0B", "1.5GB", "MiB"]),
-        "rtol": _choices(["0", "0.01", "1", "1e-9", "-1", "nan", "inf"]),
-        "limit": _choices(["0", "1", "3", "10", "-1"]),
-        "width": _choices(["40", "80", "120", "200", "0", "-1", "1", "19", "20", "1000", "1001", "99999999999999"]),
-        # cpu/cuda allocate real memory: see the module docstring.
-        "device": _choices(["meta", "meta", "cuda", "cuda:0", "tpu", "META"]),
-        "linear_sra": _choices(["on", "off", "true", "0", "maybe"]),
-    })
+    metric_names = (
+        "macs",
+        "attention_macs",
+        "sr_macs",
+        "attention_map_bytes",
+        "params",
+        "param_bytes",
+        "peak_activation_bytes",
+        "kv_tokens",
+        "bogus",
+    )
+    hints.update(
+        {
+            "variant": _choices([*VARIANTS, *OFFICIAL_NAMES.values(), "PVT_V2_B2_LI", "tinny", "b6", "pvt_v3_b0"]),
+            "img": _sizes([1, 7, 16, 17, 32, 33, 47, 64, 224, 8192, 4000000000, 10**12]),
+            "pos_size": _sizes([1, 16, 32, 224, 10**10]),
+            "batch": _choices(["1", "1", "2", "3", "4096", "100000000000000000000"]),
+            "in_chans": _choices(["1", "3", "4"]),
+            "num_classes": _choices(["1", "10", "1000"]),
+            "dtype": _choices(_enum_values(DType)),
+            "task": _choices(_enum_values(Task)),
+            "attention": _choices(_enum_values(Attention)),
+            "kind": _joined(_choices([k.value for k in OpKind] + ["bogus"]), max_size=3),
+            "stage": _choices(["1", "2", "3", "4", "0", "5", "1,2", "2,x"]),
+            "label": _choices(["a", "b", "base", "x y", "ünï", "a,b"]),
+            "metric": _joined(_choices(metric_names), max_size=3),
+            "plot_metric": _choices(metric_names),
+            "plot": _choices(["plot.png", "plot.svg", "plot.pdf", "plot", "new/plot.png", "emptydir"]),
+            "max_macs": _choices(["2G", "15M", "1", "1P", "1.5T", "0", "-5", "1e9", "2 G", "GG"]),
+            "max_params": _choices(["15M", "1", "100K", "0", "10 k", "M"]),
+            "max_attention_map": _choices(["64MiB", "1GiB", "1", "2PiB", "0B", "1.5GB", "MiB"]),
+            "rtol": _choices(["0", "0.01", "1", "1e-9", "-1", "nan", "inf"]),
+            "limit": _choices(["0", "1", "3", "10", "-1"]),
+            "width": _choices(["40", "80", "120", "200", "0", "-1", "1", "19", "20", "1000", "1001", "99999999999999"]),
+            # cpu/cuda allocate real memory: see the module docstring.
+            "device": _choices(["meta", "meta", "cuda", "cuda:0", "tpu", "META"]),
+            "linear_sra": _choices(["on", "off", "true", "0", "maybe"]),
+        }
+    )
     return hints
 
 
 #: Sandbox paths (see fuzz.harness): seeds, directories, missing and odd names.
 PATHS = (
-    "good.json", "one-stage.json", "stale.json", "budget.json", "trace.json", "trace-one-stage.json",
-    "garbage.json", "empty.json", "latin1.json", "snaps", "snaps/a.json", "snaps/b.json", "emptydir", ".",
-    "missing.json", "new.json", "new dir/ünï код.json", "emptydir/deep/x.json", "good.json/x.json",
-    "-", "\udcff.json", "fifo.json", "zero.json", "null.json", "link.json", "/dev/zero",
+    "good.json",
+    "one-stage.json",
+    "stale.json",
+    "budget.json",
+    "trace.json",
+    "trace-one-stage.json",
+    "garbage.json",
+    "empty.json",
+    "latin1.json",
+    "snaps",
+    "snaps/a.json",
+    "snaps/b.json",
+    "emptydir",
+    ".",
+    "missing.json",
+    "new.json",
+    "new dir/ünï код.json",
+    "emptydir/deep/x.json",
+    "good.json/x.json",
+    "-",
+    "\udcff.json",
+    "fifo.json",
+    "zero.json",
+    "null.json",
+    "link.json",
+    "/dev/zero",
 )
 
 _HINTS: dict[str, st.SearchStrategy[str]] | None = None

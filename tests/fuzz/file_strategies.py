@@ -35,15 +35,32 @@ _RAW = "\u0000raw{}\u0000"
 """Placeholder for a JSON fragment that ``json.dumps`` cannot produce (it is swapped in after dumping)."""
 
 _RAW_FRAGMENTS = (
-    "NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" + "0" * 5000, "-" + "9" * 4301, "1.0e-400",
-    "[" * 100_000 + "]" * 100_000, "[" * 990 + "]" * 990, "{" * 50 + "}" * 50, '"\\ud800"', '"\\u0000"',
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "1" + "0" * 5000,
+    "-" + "9" * 4301,
+    "1.0e-400",
+    "[" * 100_000 + "]" * 100_000,
+    "[" * 990 + "]" * 990,
+    "{" * 50 + "}" * 50,
+    '"\\ud800"',
+    '"\\u0000"',
 )
 
 _EXTREME_CONFIG_VALUES: dict[str, tuple[Any, ...]] = {
     "img": ([8192, 8192], [1, 1], [0, 5], [10**12, 10**12], [33, 4097], 64, [224]),
     "batch": (4096, 10**20, 0, 2**63),
-    "dims": ([4096, 4096, 4096, 4096], [8] * 64, [2**40, 8, 8, 8], [8.0, 16.0, 24.0, 32.0], [8.5, 16, 24, 32],
-             [0, 10**400, 8, 8]),
+    "dims": (
+        [4096, 4096, 4096, 4096],
+        [8] * 64,
+        [2**40, 8, 8, 8],
+        [8.0, 16.0, 24.0, 32.0],
+        [8.5, 16, 24, 32],
+        [0, 10**400, 8, 8],
+    ),
     "heads": ([64, 64, 64, 64], [1] * 64, [3, 1, 1, 1]),
     "depths": ([1] * 64, [10**6, 1, 1, 1], [64, 1, 1, 1]),
     "mlp_ratios": ([1e308, 1, 1, 1], [0.01, 1, 1, 1], [1] * 64, [4096, 1, 1, 1], [10**400, 1, 1, 1]),
@@ -95,8 +112,21 @@ _other_types = st.one_of(
     st.none(),
     st.booleans(),
     st.text(max_size=20),
-    st.sampled_from(["", "ünïcødé 🙂", "pvttrace.snapshot/1", "pvttrace.snapshot/2", "pvttrace.snapshot/0",
-                     "pvttrace.trace/1", "pvttrace.snapshot/01", "x" * 5000, "\u202e", "cls", "sdpa"]),
+    st.sampled_from(
+        [
+            "",
+            "ünïcødé 🙂",
+            "pvttrace.snapshot/1",
+            "pvttrace.snapshot/2",
+            "pvttrace.snapshot/0",
+            "pvttrace.trace/1",
+            "pvttrace.snapshot/01",
+            "x" * 5000,
+            "\u202e",
+            "cls",
+            "sdpa",
+        ]
+    ),
     st.lists(st.integers(-3, 9), max_size=5),
     st.lists(st.text(max_size=3), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(-2, 2), max_size=3),
@@ -137,8 +167,13 @@ def _edited_document(draw: st.DrawFn, base: str) -> bytes:
             parent.insert(key, parent[key])
         else:
             parent[key] = [parent[key], parent[key]]
-    text = json.dumps(document, sort_keys=draw(st.booleans()), indent=draw(st.sampled_from([None, 2])),
-                      ensure_ascii=draw(st.booleans()), allow_nan=True)
+    text = json.dumps(
+        document,
+        sort_keys=draw(st.booleans()),
+        indent=draw(st.sampled_from([None, 2])),
+        ensure_ascii=draw(st.booleans()),
+        allow_nan=True,
+    )
     for index, fragment in enumerate(_RAW_FRAGMENTS):
         text = text.replace(json.dumps(_RAW.format(index), ensure_ascii=False), fragment)
         text = text.replace(json.dumps(_RAW.format(index)), fragment)
@@ -200,10 +235,14 @@ def file_commands(draw: st.DrawFn) -> list[str]:
         other = draw(st.sampled_from(["good.json", "trace.json", "one-stage.json"]))
         pair = [FUZZED, other] if draw(st.booleans()) else [other, FUZZED]
         formats = [
-            [], ["--ops"], ["-f", "json"], ["--ops", "--changed-only"], ["-f", "markdown", "--ops"], ["-f", "csv"],
+            [],
+            ["--ops"],
+            ["-f", "json"],
+            ["--ops", "--changed-only"],
+            ["-f", "markdown", "--ops"],
+            ["-f", "csv"],
             ["--plot", "plot.svg"],
         ]
         return ["diff", *pair, *draw(st.sampled_from(formats))]
     args = ["snapshot", "write", FUZZED, "--variant", "b0", "--depths", "1,1,1,1", "--img", "32"]
     return [*args, "--force"] if draw(st.booleans()) else args
-
