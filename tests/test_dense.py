@@ -57,6 +57,21 @@ def test_segformer_trace_labels_parts_and_stages() -> None:
     assert trace.training is not None and trace.training.saved_activation_bytes > 0
 
 
+def test_cityscapes_rows_of_the_segformer_paper_count_a_150_class_head() -> None:
+    """At 1024x2048 the paper's B0-B5 GFLOPs match a 150-class (ADE20K) head, not Cityscapes' 19 classes.
+
+    The whole difference is the classifier conv at 1/4 resolution: (150 - 19) x channels x (256 x 512)
+    MACs. docs/dense-models.md lists every row; 125.35 G here (150 classes) against the paper's 125.5.
+    """
+    cfg = get_variant("mit-b0").with_overrides(img=(1024, 2048))
+    macs = {
+        classes: trace_dense(cfg, default_head("segformer", cfg).with_overrides(num_classes=classes)).totals.macs
+        for classes in (19, 150)
+    }
+    assert macs == {19: 120_957_435_904, 150: 125_353_066_496}
+    assert macs[150] - macs[19] == (150 - 19) * 256 * (1024 // 4) * (2048 // 4)
+
+
 def test_retinanet_levels_and_anchor_count() -> None:
     cfg = get_variant("b0").with_overrides(img=(256, 256))
     trace = trace_dense(cfg, default_head("retinanet", cfg))
