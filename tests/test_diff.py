@@ -84,7 +84,8 @@ def test_sr_diff_numbers(sr_diff: TraceDiff) -> None:
     macs = sr_diff.total(1, TotalMetric.MACS)
     assert (macs.baseline, macs.value) == (1_932_911_616, 4_810_555_392)
     params = sr_diff.total(1, TotalMetric.PARAMS)
-    # the SR convs and their norms of stages 1-3: (64*64*64+64 + 2*64) + (128*128*16+128 + 2*128) + (320*320*4+320 + 2*320), x2 blocks
+    # the SR convs and their norms of stages 1-3, x2 blocks:
+    # (64*64*64+64 + 2*64) + (128*128*16+128 + 2*128) + (320*320*4+320 + 2*320)
     assert (params.baseline, params.value, params.delta) == (13_229_288, 11_358_440, -1_870_848)
     assert sr_diff.total(1, TotalMetric.FLOPS).value == 2 * 4_810_555_392
 

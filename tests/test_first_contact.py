@@ -151,8 +151,8 @@ def test_snapshot_check_names_the_file_whose_model_cannot_be_imported(
     code, _, err = _invoke(runner, "snapshot", "check", str(path), "--allow-model-import")
     assert code == 2
     assert (
-        err
-        == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod (ModuleNotFoundError: No module named 'nosuchmod')\n"
+        err == f"error: {path}: model='nosuchmod:mix': cannot import nosuchmod "
+        "(ModuleNotFoundError: No module named 'nosuchmod')\n"
     )
     # Without the permission the file is named too, and nothing is imported.
     code, _, err = _invoke(runner, "snapshot", "check", str(path))

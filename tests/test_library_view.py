@@ -1,4 +1,5 @@
-"""Traces, diffs and sweeps seen from Python: a short repr, ``rich.print`` shows the CLI view, notebooks get markdown."""
+"""Traces, diffs and sweeps seen from Python: a short repr, ``rich.print`` shows the CLI view,
+notebooks get markdown."""
 
 from __future__ import annotations
 

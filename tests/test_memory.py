@@ -229,7 +229,7 @@ def test_sdpa_never_materialises_the_map_on_meta() -> None:
     trace = trace_config(cfg, train=True)
     out_bytes = 2 * 1024 * 64 * 4  # [2, 1, 1024, 64]
     map_bytes = 2 * 1024 * 1024 * 4  # [2, 1, 1024, 1024], what the math path would allocate
-    sdpa = [op for op in trace.ops if op.kind == OpKind.SDPA and op.stage == 1][0]
+    sdpa = next(op for op in trace.ops if op.kind == OpKind.SDPA and op.stage == 1)
     assert sdpa.alloc_bytes == out_bytes
     rise = sdpa.peak_bytes - trace.ops[sdpa.index - 1].live_bytes
     assert rise == out_bytes + 2 * 1024 * 4 < map_bytes  # the output and the logsumexp [2, 1, 1024], no map
@@ -533,6 +533,9 @@ def test_memory_analysis_imports_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, pvttrace.memory.estimate\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    probe = (
+        "import sys, pvttrace.memory.estimate\n"
+        "print(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,6 @@
-"""Issue 18: reliability under hostile files, hostile models, threads and kills (docs/reliability.md lists each item)."""
+"""Issue 18: reliability under hostile files, hostile models, threads and kills.
+
+docs/reliability.md lists each item."""
 
 from __future__ import annotations
 
@@ -315,7 +317,8 @@ def test_strings_from_files_are_printed_without_control_characters(tmp_path: pat
     [
         (
             ("--input-shape", "99999999999999999999"),
-            "error: input_shape=99999999999999999999: 99999999999999999999 is larger than torch's largest size, 2**63 - 1\n",
+            "error: input_shape=99999999999999999999: "
+            "99999999999999999999 is larger than torch's largest size, 2**63 - 1\n",
         ),
         (
             ("--input-shape", "9" * 5000),
@@ -325,7 +328,8 @@ def test_strings_from_files_are_printed_without_control_characters(tmp_path: pat
         ),
         (
             ("--img", "4000000000"),
-            "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n",
+            "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; "
+            "torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n",
         ),
         (
             ("--input-shape", ",".join(["1"] * 65)),
