@@ -27,6 +27,25 @@ def test_a_run_prints_no_warning_and_numpy_is_a_dependency() -> None:
     assert done.returncode == 0 and done.stderr == ""
 
 
+def test_ci_runs_the_readmes_test_and_lint_commands_verbatim() -> None:
+    """What the README tells a contributor to run is what CI runs, with the linters pinned."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Run the tests\n", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line
+        for block in section.split("```bash\n")[1:]
+        for line in block.split("```", 1)[0].splitlines()
+        if line.strip()
+    ]
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert len(commands) == 4 and all(command in ci_lines for command in commands), commands
+    assert "'.[test,timm,hf,lint]'" in commands[0] and commands[-1] == "python3 -m mypy --strict pvttrace"
+    pins = (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
+    assert "ruff==0.17.5" in pins and "mypy==2.4.1" in pins
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert sorted(name.split(">=")[0] for name in extras["lint"]) == ["mypy", "ruff"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
