@@ -13,8 +13,6 @@ import pathlib
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pvttrace.cli import app
-
 EXPECTED = pathlib.Path(__file__).parent / "expected"
 #: Set PVTTRACE_UPDATE_EXPECTED=1 to rewrite the golden files instead of comparing with them.
 UPDATE_EXPECTED = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
@@ -22,6 +20,8 @@ UPDATE_EXPECTED = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 def invoke(*args: str) -> tuple[int, str, str]:
     """Run ``pvttrace ARGS`` in this process: (exit code, stdout, stderr)."""
+    from pvttrace.cli import app  # here, so that a test file that only renders does not load every command
+
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
