@@ -317,9 +317,12 @@ def _machine() -> str:
 
 
 def _versions() -> str:
-    probe = "import torch, rich, typer, torchinfo, pvttrace; print(torch.__version__, typer.__version__, pvttrace.__version__)"
+    probe = (
+        "import torch, rich, typer, torchinfo, pvttrace; "
+        "print(torch.__version__, typer.__version__, pvttrace.__version__)"
+    )
     out = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.split()
-    torch_v, typer_v, ours = (out + ["?", "?", "?"])[:3]
+    torch_v, typer_v, ours = [*out, "?", "?", "?"][:3]
     return f"Python {platform.python_version()}, torch {torch_v}, typer {typer_v}, pvttrace {ours}"
 
 
@@ -457,9 +460,8 @@ def _targets(cases: list[Case], floor_wall: float, floor_rss: float, prefix: str
         ),
         default=0.0,
     )
-    lines.append(
-        f"| every pvttrace case's peak RSS <= its floor + 150 MB | +{worst / 1e6:.0f} MB | {'yes' if worst <= 150e6 else 'NO'} |"
-    )
+    verdict = "yes" if worst <= 150e6 else "NO"
+    lines.append(f"| every pvttrace case's peak RSS <= its floor + 150 MB | +{worst / 1e6:.0f} MB | {verdict} |")
     return lines
 
 

@@ -487,7 +487,8 @@ def _validate(cfg: PvtConfig) -> list[str]:
     for name, values in lists.items():
         if len(values) != n:
             raise ConfigError(
-                f"{name}={_fmt_list(values)} has {len(values)} value(s) but dims has {n} stage(s); give one value per stage"
+                f"{name}={_fmt_list(values)} has {len(values)} value(s) but dims has {n} stage(s); "
+                "give one value per stage"
             )
         for value in values:
             if value <= 0:

@@ -53,7 +53,7 @@ class Sdpa(nn.Module):
         self.kv = nn.Linear(8, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+        b, n, _ = x.shape
         q = self.q(x).reshape(b, n, 2, 4).transpose(1, 2)
         k, v = self.kv(x[:, :8]).reshape(b, 8, 2, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
         return F.scaled_dot_product_attention(q, k, v)

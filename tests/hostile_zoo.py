@@ -1,4 +1,6 @@
-"""Hostile model factories for the reliability tests and the fuzz campaign (``hostile_zoo:FACTORY``; tests/ is on sys.path)."""
+"""Hostile model factories for the reliability tests and the fuzz campaign.
+
+Referred to as ``hostile_zoo:FACTORY``; tests/ is on sys.path."""
 
 from __future__ import annotations
 

@@ -8,18 +8,15 @@ The timm tests are skipped only when timm does not import (and fail then under C
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import pathlib
 import sys
 from collections.abc import Callable
 from functools import cache
 
 import pytest
 import torch
+from helpers import check_expected, rendered
 from optional import needs
-from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
@@ -30,8 +27,6 @@ from pvttrace.costs.coverage import coverage_csv, coverage_document, op_coverage
 from pvttrace.records import CostRule, OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render.trace import coverage_table, render_trace
 from pvttrace.tracing.target import ModelSpec, parse_model_spec, trace_target
-
-EXPECTED = pathlib.Path(__file__).parent / "expected"
 
 TIMM_PAIRS = [
     ("pvt_v2_b0", "b0"),
@@ -59,14 +54,6 @@ needs_timm = needs("timm")
 @cache
 def _timm_trace(name: str, attention: str) -> Trace:
     return trace_target(parse_model_spec(f"timm:{name}", attention=attention))
-
-
-def _expect(name: str, text: str) -> None:
-    path = EXPECTED / name
-    if os.environ.get("PVTTRACE_UPDATE_EXPECTED"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text()
 
 
 def _stage_facts(trace: Trace) -> list[tuple[object, ...]]:
@@ -278,9 +265,7 @@ def test_coverage_lists_every_op_and_flags_missing_rules() -> None:
         "macs": 0,
     }
     assert coverage_csv(trace).splitlines()[:2] == ["op,kind,count,rule,macs", "Tensor.abs,other,1,none,0"]
-    console = Console(width=100, file=io.StringIO(), color_system=None, _environ={})
-    console.print(coverage_table(trace))
-    _expect("coverage_reads_values.txt", console.file.getvalue())  # type: ignore[attr-defined]
+    check_expected("coverage_reads_values.txt", rendered(coverage_table(trace), 100))
 
 
 def test_run_warns_in_one_line_about_ops_without_rules(runner: CliRunner) -> None:
@@ -307,9 +292,7 @@ def test_factory_that_cannot_build_on_meta_is_built_on_cpu() -> None:
 
 def test_sdpa_model_renders_like_the_builtin_view() -> None:
     trace = trace_target(parse_model_spec("anymodel_zoo:sdpa", input_shape="2,16,8"))
-    console = Console(width=120, file=io.StringIO(), color_system=None, _environ={})
-    console.print(render_trace(trace, show_all=True))
-    _expect("run_model_sdpa.txt", console.file.getvalue())  # type: ignore[attr-defined]
+    check_expected("run_model_sdpa.txt", rendered(render_trace(trace, show_all=True), 120))
 
 
 def test_json_round_trip_keeps_model_and_convention() -> None:

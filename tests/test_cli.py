@@ -7,18 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke
 
 from pvttrace.cli import app
 
 
-def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def test_run_prints_the_stage_one_flow(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--variant", "tiny", "--img", "224", "--width", "140")
+def test_run_prints_the_stage_one_flow() -> None:
+    code, out, _ = invoke("run", "--variant", "tiny", "--img", "224", "--width", "140")
     assert code == 0
     for text in (
         "1,932,911,616",
@@ -39,9 +34,9 @@ def test_run_prints_the_stage_one_flow(runner: CliRunner) -> None:
         assert text in out, text
 
 
-def test_json_has_the_documented_fields_and_is_byte_stable(runner: CliRunner) -> None:
-    code, first, _ = _invoke(runner, "run", "--variant", "b0", "--format", "json")
-    _, second, _ = _invoke(runner, "run", "--variant", "b0", "--format", "json")
+def test_json_has_the_documented_fields_and_is_byte_stable() -> None:
+    code, first, _ = invoke("run", "--variant", "b0", "--format", "json")
+    _, second, _ = invoke("run", "--variant", "b0", "--format", "json")
     assert code == 0 and first == second and first.endswith("}\n")
     doc = json.loads(first)
     assert doc["schema"] == "pvttrace.trace/1"
@@ -82,25 +77,23 @@ def test_json_has_the_documented_fields_and_is_byte_stable(runner: CliRunner) ->
     assert list(doc) == sorted(doc)
 
 
-def test_markdown_and_filters(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--format", "markdown", "--stage", "2", "--kind", "sr_conv,matmul")
+def test_markdown_and_filters() -> None:
+    code, out, _ = invoke("run", "--format", "markdown", "--stage", "2", "--kind", "sr_conv,matmul")
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| ") and "block2." in line]
     assert len(rows) == 2 * 3  # two blocks x (SR conv, scores, attention@v)
     assert all("block2." in r for r in rows)
 
 
-def test_all_lists_every_op(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--variant", "b0", "--all", "--width", "160")
+def test_all_lists_every_op() -> None:
+    code, out, _ = invoke("run", "--variant", "b0", "--all", "--width", "160")
     assert code == 0
     assert "block1.1.attn.sr" in out and "identical" not in out
 
 
 @pytest.mark.parametrize("variant", ["tiny", "b2"])
-def test_backbone_at_detection_size(runner: CliRunner, variant: str) -> None:
-    code, out, err = _invoke(
-        runner, "run", "--variant", variant, "--img", "800x1333", "--task", "backbone", "--width", "200"
-    )
+def test_backbone_at_detection_size(variant: str) -> None:
+    code, out, err = invoke("run", "--variant", variant, "--img", "800x1333", "--task", "backbone", "--width", "200")
     assert code == 0
     assert "backbone" in out
     maps = ["[1, 64, 200,", "[1, 128, 100,", "[1, 320, 50,", "[1, 512, 25,"]
@@ -108,8 +101,8 @@ def test_backbone_at_detection_size(runner: CliRunner, variant: str) -> None:
     assert "warning:" in err  # 1333 is not divisible by 4
 
 
-def test_modules_view_uses_torchinfo(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--variant", "b0", "--modules")
+def test_modules_view_uses_torchinfo() -> None:
+    code, out, _ = invoke("run", "--variant", "b0", "--modules")
     assert code == 0
     assert "Total params: 3,666,760" in out
 
@@ -134,22 +127,22 @@ def test_modules_view_uses_torchinfo(runner: CliRunner) -> None:
         (["run", "--dtype", "int8"], "dtype='int8' must be one of"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
-    code, out, err = _invoke(runner, *args)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, out, err = invoke(*args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert "Traceback" not in err + out
 
 
-def test_version(runner: CliRunner) -> None:
+def test_version() -> None:
     from pvttrace import __version__
 
-    code, out, _ = _invoke(runner, "--version")
+    code, out, _ = invoke("--version")
     assert code == 0 and out == f"pvttrace {__version__}\n"
 
 
-def test_every_command_has_help(runner: CliRunner) -> None:
+def test_every_command_has_help() -> None:
     import typer.main
 
     group = typer.main.get_command(app)
@@ -157,7 +150,7 @@ def test_every_command_has_help(runner: CliRunner) -> None:
     assert "run" in commands
     for name, command in commands.items():
         assert command.help, f"{name} is missing its help"
-        code, out, _ = _invoke(runner, name, "--help")
+        code, out, _ = invoke(name, "--help")
         assert code == 0 and "Usage" in out
 
 
@@ -183,18 +176,18 @@ def test_python_dash_m_works() -> None:
     assert result.returncode == 0 and result.stdout.startswith("pvttrace ")
 
 
-def test_unavailable_cuda_is_bad_input(runner: CliRunner) -> None:
+def test_unavailable_cuda_is_bad_input() -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    code, _, err = _invoke(runner, "run", "--device", "cuda")
+    code, _, err = invoke("run", "--device", "cuda")
     assert code == 2
     assert err == "error: device='cuda' is not available: this torch build sees no CUDA GPU (use meta or cpu)\n"
 
 
-def test_variants_lists_every_preset_with_its_official_name(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "variants", "--width", "100")
+def test_variants_lists_every_preset_with_its_official_name() -> None:
+    code, out, _ = invoke("variants", "--width", "100")
     assert code == 0
     rows = [
         line.split() for line in out.splitlines() if line.strip().startswith(("tiny", "small", "medium", "large", "b"))

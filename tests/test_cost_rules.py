@@ -51,7 +51,7 @@ def test_registering_twice_or_over_a_builtin_needs_replace() -> None:
     pvttrace.register_cost_rule("cumsum")(zero)
     with pytest.raises(ValueError, match="'cumsum' already has a cost rule; pass replace=True"):
         pvttrace.register_cost_rule("cumsum")(zero)
-    with pytest.raises(ValueError, match="'nn.functional.linear' already has a cost rule"):
+    with pytest.raises(ValueError, match=r"'nn\.functional\.linear' already has a cost rule"):
         pvttrace.register_cost_rule("nn.functional.linear")(zero)
     pvttrace.register_cost_rule("cumsum", replace=True)(zero)
     assert _coverage()["cumsum"][:2] == (CostRule.MACS, 0)

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
-from pvttrace.cli import app
+from helpers import invoke
 
 
-def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def test_run_head_json_has_the_whole_model(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner, "run", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--format", "json"
-    )
+def test_run_head_json_has_the_whole_model() -> None:
+    code, out, _ = invoke("run", "--head", "segformer", "--variant", "mit-b0", "--img", "64", "--format", "json")
     assert code == 0
     doc = json.loads(out)
     assert doc["model"] == "segformer on mit-b0"
@@ -27,9 +18,8 @@ def test_run_head_json_has_the_whole_model(runner: CliRunner) -> None:
     assert doc["outputs"] == [[1, 150, 16, 16]]  # logits at 1/4, ADE20K's 150 classes
 
 
-def test_run_head_train_names_the_loss_and_stage_params(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner,
+def test_run_head_train_names_the_loss_and_stage_params() -> None:
+    code, out, _ = invoke(
         "run",
         "--head",
         "semantic-fpn",
@@ -49,9 +39,8 @@ def test_run_head_train_names_the_loss_and_stage_params(runner: CliRunner) -> No
     assert "training peak" in out and "cross-entropy" in out
 
 
-def test_diff_head_train_shows_parts(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner,
+def test_diff_head_train_shows_parts() -> None:
+    code, out, _ = invoke(
         "diff",
         "--head",
         "segformer",
@@ -73,9 +62,8 @@ def test_diff_head_train_shows_parts(runner: CliRunner) -> None:
     assert {"stage 1", "stage 4", "head", "loss", "training peak"} <= set(rows)
 
 
-def test_sweep_head_train_peak_memory(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner,
+def test_sweep_head_train_peak_memory() -> None:
+    code, out, _ = invoke(
         "sweep",
         "--head",
         "retinanet",
@@ -94,7 +82,7 @@ def test_sweep_head_train_peak_memory(runner: CliRunner) -> None:
     assert "peak_memory_bytes" in json.dumps(doc)
 
 
-def test_head_input_errors_are_one_line_exit_2(runner: CliRunner) -> None:
+def test_head_input_errors_are_one_line_exit_2() -> None:
     cases = [
         (("run", "--head", "mask-rcnn"), "head='mask-rcnn' is not a known head"),
         (("run", "--head-width", "64"), "head_width=64 needs --head"),
@@ -105,14 +93,13 @@ def test_head_input_errors_are_one_line_exit_2(runner: CliRunner) -> None:
         (("run", "--head", "segformer", "--train", "--gpu-setting", "torch3"), "gpu_setting='torch3' must be one of"),
     ]
     for args, message in cases:
-        code, _, err = _invoke(runner, *args)
+        code, _, err = invoke(*args)
         assert code == 2, args
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner,
+def test_fit_head_train_answer_fits_and_next_does_not() -> None:
+    code, out, _ = invoke(
         "fit",
         "--memory",
         "256MiB",
@@ -131,15 +118,14 @@ def test_fit_head_train_answer_fits_and_next_does_not(runner: CliRunner) -> None
     assert doc["peak_bytes"] <= 256 * 2**20 < doc["next_peak_bytes"]
 
 
-def test_run_gpu_setting_prints_the_prediction(runner: CliRunner) -> None:
+def test_run_gpu_setting_prints_the_prediction() -> None:
     from pvttrace.base.units import format_bytes
     from pvttrace.config import get_variant
     from pvttrace.memory.gpustep import FRAMEWORKS
     from pvttrace.tracing.dense import default_head
     from pvttrace.tracing.heads import predict_gpu_peak
 
-    code, out, _ = _invoke(
-        runner,
+    code, out, _ = invoke(
         "run",
         "--head",
         "segformer",

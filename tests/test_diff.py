@@ -7,18 +7,14 @@ and review the file diff.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import pathlib
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
 
 import pytest
-from rich.console import Console
-from typer.testing import CliRunner
+from helpers import check_expected, invoke, rendered
 
 from pvttrace.analyses.diff import (
     DIFF_SCHEMA,
@@ -36,27 +32,11 @@ from pvttrace.analyses.diff import (
     trace_distinct,
 )
 from pvttrace.base.errors import TraceFileError, UserInputError
-from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.records import Trace, dumps_json
 from pvttrace.render.diff import diff_markdown, render_diff
 
-EXPECTED = pathlib.Path(__file__).parent / "expected"
 TraceOf = Callable[[PvtConfig], Trace]
-
-
-def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _check_expected(name: str, text: str) -> None:
-    path = EXPECTED / name
-    if os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"{path} is missing; run with PVTTRACE_UPDATE_EXPECTED=1 to create it"
-    assert text == path.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +64,8 @@ def test_sr_diff_numbers(sr_diff: TraceDiff) -> None:
     macs = sr_diff.total(1, TotalMetric.MACS)
     assert (macs.baseline, macs.value) == (1_932_911_616, 4_810_555_392)
     params = sr_diff.total(1, TotalMetric.PARAMS)
-    # the SR convs and their norms of stages 1-3: (64*64*64+64 + 2*64) + (128*128*16+128 + 2*128) + (320*320*4+320 + 2*320), x2 blocks
+    # the SR convs and their norms of stages 1-3, x2 blocks:
+    # (64*64*64+64 + 2*64) + (128*128*16+128 + 2*128) + (320*320*4+320 + 2*320)
     assert (params.baseline, params.value, params.delta) == (13_229_288, 11_358_440, -1_870_848)
     assert sr_diff.total(1, TotalMetric.FLOPS).value == 2 * 4_810_555_392
 
@@ -188,8 +169,8 @@ def test_three_way_alignment_with_an_extra_block(trace_of: TraceOf) -> None:
 
 
 # ---------------------------------------------------------------------------------- CLI
-def test_cli_sr_acceptance(runner: CliRunner) -> None:
-    code, out, err = _invoke(runner, "diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "140")
+def test_cli_sr_acceptance() -> None:
+    code, out, err = invoke("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "140")
     assert code == 0, err
     for text in (
         "[1, 1, 3136, 49]",
@@ -208,10 +189,8 @@ def test_cli_sr_acceptance(runner: CliRunner) -> None:
     assert "│ 3136 │ 3136 │" in row  # stage 1: N = N' = 3136 without SR
 
 
-def test_cli_linear_sra_keeps_49_keys(runner: CliRunner) -> None:
-    code, out, err = _invoke(
-        runner, "diff", "--variant", "b2", "--variant", "b2-li", "--img", "512", "--format", "json"
-    )
+def test_cli_linear_sra_keeps_49_keys() -> None:
+    code, out, err = invoke("diff", "--variant", "b2", "--variant", "b2-li", "--img", "512", "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
     b2, b2_li = doc["configurations"]
@@ -220,34 +199,45 @@ def test_cli_linear_sra_keeps_49_keys(runner: CliRunner) -> None:
     assert [s["tokens"] for s in b2_li["stages"]] == [16384, 4096, 1024, 256]
     assert b2_li["config"]["linear_sra"] is True and doc["labels"] == ["variant=b2", "variant=b2-li"]
     assert doc["summary"][0].startswith("stage 1: variant b2 -> b2-li, linear SRA off -> on, N' 256 -> 49 divides")
-    code, table, _ = _invoke(
-        runner, "diff", "--variant", "b2", "--linear-sra", "off", "--linear-sra", "on", "--img", "512"
-    )
+    code, table, _ = invoke("diff", "--variant", "b2", "--linear-sra", "off", "--linear-sra", "on", "--img", "512")
     assert code == 0 and "linear-sra=on" in table and "[1, 1, 16384, 49]" in table
 
 
-def test_cli_resolution_sweep_on_meta_allocates_no_maps(runner: CliRunner) -> None:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    code, out, err = _invoke(
-        runner, "diff", "--img", "224", "--img", "512", "--img", "1024", "--sr", "1,1,1,1", "--format", "json"
+def test_cli_resolution_sweep_on_meta_allocates_no_maps() -> None:
+    # In a fresh process: the peak RSS rise above the same process once it has imported the CLI and torch. This
+    # process's own high-water mark would hide the rise behind whatever earlier tests allocated.
+    script = (
+        "import resource, sys\n"
+        "import torch\n"
+        "from typer.testing import CliRunner\n"
+        "from pvttrace.cli import app\n"
+        "floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "result = CliRunner().invoke(app, sys.argv[1:])\n"
+        "rise_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - floor  # KiB on Linux\n"
+        "sys.stderr.write(result.stderr)\n"
+        "print(rise_kib, result.exit_code)\n"
+        "sys.stdout.write(result.stdout)\n"
     )
-    assert code == 0, err
+    args = ["diff", "--img", "224", "--img", "512", "--img", "1024", "--sr", "1,1,1,1", "--format", "json"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    first, _, out = done.stdout.partition("\n")
+    rise_kib, code = (int(word) for word in first.split())
+    assert code == 0, done.stderr
     doc = json.loads(out)
     assert doc["labels"] == ["img=224", "img=512", "img=1024"]
     assert {c["device"] for c in doc["configurations"]} == {"meta"}
     big = doc["configurations"][2]["stages"][0]
     assert big["attention_map_shape"] == [1, 1, 65536, 65536]
     assert big["attention_map_bytes"] == 65536 * 65536 * 4  # 16 GiB, never allocated
-    growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    assert growth_kib < 1024 * 1024
+    assert rise_kib < 1024 * 1024, rise_kib  # measured 16 MiB
     ratio = doc["stages"][0]["changes"][1]["attention_macs"]["ratio"]
     assert ratio == pytest.approx((65536 / 3136) ** 2)
 
 
-def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
+def test_json_schema_and_stable_bytes() -> None:
     args = ("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--format", "json")
-    code, first, _ = _invoke(runner, *args)
-    _, second, _ = _invoke(runner, *args)
+    code, first, _ = invoke(*args)
+    _, second, _ = invoke(*args)
     assert code == 0 and first == second and first.endswith("}\n")
     doc = json.loads(first)
     assert doc["schema"] == DIFF_SCHEMA == "pvttrace.diff/1"
@@ -280,7 +270,7 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
         "value": 4_810_555_392,
     }
     assert set(totals) == {"label", *(m.value for m in TotalMetric)}
-    code, with_ops, _ = _invoke(runner, *args, "--ops")
+    code, with_ops, _ = invoke(*args, "--ops")
     ops = json.loads(with_ops)["ops"]
     sr_conv = next(row for row in ops if row["label"] == "SR conv")
     assert sr_conv["status"] == "absent" and sr_conv["ops"][1] is None and sr_conv["ops"][0]["output"] == [1, 64, 7, 7]
@@ -302,8 +292,8 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
         (["--batch", "1", "--batch", "x"], "Invalid value for '--batch'"),
     ],
 )
-def test_bad_options_exit_2_with_one_line(runner: CliRunner, args: list[str], message: str) -> None:
-    code, out, err = _invoke(runner, "diff", *args)
+def test_bad_options_exit_2_with_one_line(args: list[str], message: str) -> None:
+    code, out, err = invoke("diff", *args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
@@ -342,10 +332,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory, trace_of: TraceOf) -> dict[s
     return files
 
 
-def test_file_mode_matches_option_mode(runner: CliRunner, saved: dict[str, pathlib.Path]) -> None:
-    code, from_files, err = _invoke(runner, "diff", str(saved["before"]), str(saved["after"]), "--format", "json")
+def test_file_mode_matches_option_mode(saved: dict[str, pathlib.Path]) -> None:
+    code, from_files, err = invoke("diff", str(saved["before"]), str(saved["after"]), "--format", "json")
     assert code == 0, err
-    _, from_options, _ = _invoke(runner, "diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--format", "json")
+    _, from_options, _ = invoke("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--format", "json")
     files_doc, options_doc = json.loads(from_files), json.loads(from_options)
     assert files_doc["labels"] == ["before", "after"]
     for part in (files_doc, options_doc):
@@ -354,8 +344,7 @@ def test_file_mode_matches_option_mode(runner: CliRunner, saved: dict[str, pathl
     for key in ("configurations", "stages", "totals"):
         assert files_doc[key] == options_doc[key], key
     assert files_doc["summary"] == options_doc["summary"]
-    code, table, _ = _invoke(
-        runner,
+    code, table, _ = invoke(
         "diff",
         str(saved["before"]),
         str(saved["after"]),
@@ -400,40 +389,34 @@ def test_snapshot_files_are_read_as_stored(saved: dict[str, pathlib.Path], trace
         ("missing", "does not exist"),
     ],
 )
-def test_bad_files_exit_2_with_one_line(
-    runner: CliRunner, saved: dict[str, pathlib.Path], name: str, message: str
-) -> None:
+def test_bad_files_exit_2_with_one_line(saved: dict[str, pathlib.Path], name: str, message: str) -> None:
     path = saved.get(name, saved["before"].parent / "missing.json")
-    code, out, err = _invoke(runner, "diff", str(saved["before"]), str(path))
+    code, out, err = invoke("diff", str(saved["before"]), str(path))
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err and out == ""
 
 
-def test_files_and_options_do_not_mix(runner: CliRunner, saved: dict[str, pathlib.Path]) -> None:
-    code, _, err = _invoke(runner, "diff", str(saved["before"]), str(saved["after"]), "--sr", "1,1,1,1")
+def test_files_and_options_do_not_mix(saved: dict[str, pathlib.Path]) -> None:
+    code, _, err = invoke("diff", str(saved["before"]), str(saved["after"]), "--sr", "1,1,1,1")
     assert code == 2 and "give either trace files or configuration options, not both (got files and --sr)" in err
-    code, _, err = _invoke(runner, "diff", str(saved["before"]))
+    code, _, err = invoke("diff", str(saved["before"]))
     assert code == 2 and err.startswith("error: diff needs at least two trace files, got 1")
 
 
 # ---------------------------------------------------------------------------------- rendering
 def test_rendered_table_matches_expected(sr_diff: TraceDiff) -> None:
-    console = Console(width=120, file=io.StringIO(), color_system=None, _environ={})
-    console.print(render_diff(sr_diff, ops=True, stages=[1], changed_only=True))
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    _check_expected("diff_sr_tiny.txt", text)
+    text = rendered(render_diff(sr_diff, ops=True, stages=[1], changed_only=True), 120)
+    check_expected("diff_sr_tiny.txt", text)
 
 
 def test_markdown_matches_expected(sr_diff: TraceDiff) -> None:
-    _check_expected("diff_sr_tiny.md", diff_markdown(sr_diff, ops=True, stages=[2], changed_only=True))
+    check_expected("diff_sr_tiny.md", diff_markdown(sr_diff, ops=True, stages=[2], changed_only=True))
 
 
-def test_cli_table_is_the_rendered_view(runner: CliRunner, sr_diff: TraceDiff) -> None:
-    code, out, _ = _invoke(runner, "diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "120")
-    console = Console(width=120, file=io.StringIO(), color_system=None, _environ={})
-    console.print(render_diff(sr_diff))
-    assert code == 0 and out == console.file.getvalue()  # type: ignore[attr-defined]
+def test_cli_table_is_the_rendered_view(sr_diff: TraceDiff) -> None:
+    code, out, _ = invoke("diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "120")
+    assert code == 0 and out == rendered(render_diff(sr_diff), 120)
 
 
 def test_diff_module_imports_nothing_heavy() -> None:

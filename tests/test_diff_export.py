@@ -43,7 +43,8 @@ def test_diff_plot_metric_and_suffix_are_checked_before_tracing(runner: CliRunne
     )
     assert result.exit_code == 2
     assert result.stderr == (
-        "error: plot-metric='speed' must be one of: macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params\n"
+        "error: plot-metric='speed' must be one of: "
+        "macs, attention_macs, sr_macs, attention_map_bytes, kv_tokens, params\n"
     )
 
 

@@ -214,11 +214,6 @@ def test_python_format_is_a_function_that_gives_the_same_numbers() -> None:
     assert got["stages"][1]["attention"] == values.stages[0].macs["attention"]
 
 
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def test_cli_table_json_latex_python(runner: CliRunner) -> None:
     table = runner.invoke(app, ["formula", "--variant", "tiny", "--width", "80"])
     assert table.exit_code == 0, table.output

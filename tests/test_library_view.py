@@ -1,15 +1,15 @@
-"""Traces, diffs and sweeps seen from Python: a short repr, ``rich.print`` shows the CLI view, notebooks get markdown."""
+"""Traces, diffs and sweeps seen from Python: a short repr, ``rich.print`` shows the CLI view,
+notebooks get markdown."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from helpers import rendered
 from typer.testing import CliRunner
 
 from pvttrace.analyses.diff import diff_traces
@@ -17,12 +17,6 @@ from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.records import Trace
-
-
-def _rich_text(obj: object, width: int = 100) -> str:
-    console = Console(width=width, file=io.StringIO(), color_system=None, _environ={}, highlight=False)
-    console.print(obj)
-    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
 def test_trace_repr_is_one_short_line(tiny_trace: Trace) -> None:
@@ -37,7 +31,7 @@ def test_trace_repr_is_one_short_line(tiny_trace: Trace) -> None:
 def test_rich_print_of_a_trace_is_the_cli_view(runner: CliRunner, tiny_trace: Trace) -> None:
     cli = runner.invoke(app, ["run", "--variant", "tiny", "--width", "100"])
     assert cli.exit_code == 0
-    assert _rich_text(tiny_trace) == cli.stdout
+    assert rendered(tiny_trace, 100) == cli.stdout
     markdown = runner.invoke(app, ["run", "--variant", "tiny", "-f", "markdown"]).stdout
     assert tiny_trace._repr_markdown_() == markdown
 
@@ -47,7 +41,7 @@ def test_diff_repr_rich_and_markdown(runner: CliRunner, trace_of: Callable[[PvtC
     diff = diff_traces(traces, ["sr=8,4,2,1", "sr=1,1,1,1"])
     assert repr(diff) == "<TraceDiff 2 configurations: sr=8,4,2,1 MACs 1.93 G; sr=1,1,1,1 MACs 4.81 G (x2.49)>"
     cli = runner.invoke(app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "100"])
-    assert _rich_text(diff) == cli.stdout
+    assert rendered(diff, 100) == cli.stdout
     md = runner.invoke(app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "-f", "markdown"]).stdout
     assert diff._repr_markdown_() == md
 
@@ -57,7 +51,7 @@ def test_sweep_repr_rich_and_markdown(trace_of: Callable[[PvtConfig], Trace]) ->
     result = run_sweep(columns, parse_sizes("224,448"), (METRICS["macs"],), trace=trace_of)
     assert repr(result).startswith("<SweepResult b0") and repr(result).endswith("sizes 224,448; metrics macs>")
     assert len(repr(result)) < 200
-    text = _rich_text(result, 80)
+    text = rendered(result, 80)
     assert "pvttrace sweep" in text and "566.07 M (s1)" in text and "2.72 G (s1)" in text and "N^1.13" in text
     assert result._repr_markdown_().startswith("## Sweep: ")
 
@@ -75,5 +69,5 @@ def test_repr_of_a_loaded_trace_imports_no_rich(tmp_path: Path, runner: CliRunne
 
 @pytest.mark.parametrize("width", [80, 160])
 def test_rich_print_follows_the_console_width(tiny_trace: Trace, width: int) -> None:
-    lines = _rich_text(tiny_trace, width).splitlines()
+    lines = rendered(tiny_trace, width).splitlines()
     assert max(len(line) for line in lines) <= width

@@ -17,23 +17,18 @@ Rendering tests compare with files under ``tests/expected/``; regenerate them wi
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import pathlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from helpers import check_expected, invoke, rendered
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
-from typer.testing import CliRunner
 
 from pvttrace.base.errors import UserInputError
-from pvttrace.cli import app
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.memory.estimate import (
     ACTIVATION_KINDS,
@@ -52,9 +47,6 @@ from pvttrace.records import OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render.memory import render_fit, render_memory
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import memory_log, trace_config
-
-EXPECTED = pathlib.Path(__file__).parent / "expected"
-UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 
 def _cfg(variant: str, img: str, batch: int = 1, **extra: Any) -> PvtConfig:
@@ -229,7 +221,7 @@ def test_sdpa_never_materialises_the_map_on_meta() -> None:
     trace = trace_config(cfg, train=True)
     out_bytes = 2 * 1024 * 64 * 4  # [2, 1, 1024, 64]
     map_bytes = 2 * 1024 * 1024 * 4  # [2, 1, 1024, 1024], what the math path would allocate
-    sdpa = [op for op in trace.ops if op.kind == OpKind.SDPA and op.stage == 1][0]
+    sdpa = next(op for op in trace.ops if op.kind == OpKind.SDPA and op.stage == 1)
     assert sdpa.alloc_bytes == out_bytes
     rise = sdpa.peak_bytes - trace.ops[sdpa.index - 1].live_bytes
     assert rise == out_bytes + 2 * 1024 * 4 < map_bytes  # the output and the logsumexp [2, 1, 1024], no map
@@ -382,13 +374,8 @@ def test_fit_config_searches_image_sides_in_steps_of_32() -> None:
 
 
 # ---------------------------------------------------------------------------------- CLI and rendering
-def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _run_peak(runner: CliRunner, *args: str) -> int:
-    code, out, err = _invoke(runner, "run", "--format", "json", *args)
+def _run_peak(*args: str) -> int:
+    code, out, err = invoke("run", "--format", "json", *args)
     assert code == 0, err
     return int(json.loads(out)["totals"]["peak_memory_bytes"])
 
@@ -412,27 +399,27 @@ def _run_peak(runner: CliRunner, *args: str) -> int:
         ],
     ],
 )
-def test_fit_agrees_with_direct_runs(runner: CliRunner, args: list[str]) -> None:
-    code, out, err = _invoke(runner, "fit", "--format", "json", *args)
+def test_fit_agrees_with_direct_runs(args: list[str]) -> None:
+    code, out, err = invoke("fit", "--format", "json", *args)
     assert code == 0, err
     doc = json.loads(out)
     answer, budget = doc["value"], doc["budget_bytes"]
     run_args = [a for a in args if a not in ("--memory", args[args.index("--memory") + 1])]
-    at_answer = _run_peak(runner, *run_args, "--batch", str(answer))
-    above = _run_peak(runner, *run_args, "--batch", str(answer + 1))
+    at_answer = _run_peak(*run_args, "--batch", str(answer))
+    above = _run_peak(*run_args, "--batch", str(answer + 1))
     assert at_answer == doc["peak_bytes"] <= budget < above == doc["next_peak_bytes"]
     assert answer > 2
 
 
-def test_fit_img_auto_agrees_with_direct_runs(runner: CliRunner) -> None:
+def test_fit_img_auto_agrees_with_direct_runs() -> None:
     args = ["--variant", "b0", "--depths", "1,1,1,1", "--batch", "2"]
-    code, out, err = _invoke(runner, "fit", "--format", "json", "--memory", "48MiB", "--img", "auto", *args)
+    code, out, err = invoke("fit", "--format", "json", "--memory", "48MiB", "--img", "auto", *args)
     assert code == 0, err
     doc = json.loads(out)
     side = doc["value"]
     assert side % 32 == 0 and doc["search"] == "img"
-    assert _run_peak(runner, *args, "--img", str(side)) <= doc["budget_bytes"]
-    assert _run_peak(runner, *args, "--img", str(side + 32)) > doc["budget_bytes"]
+    assert _run_peak(*args, "--img", str(side)) <= doc["budget_bytes"]
+    assert _run_peak(*args, "--img", str(side + 32)) > doc["budget_bytes"]
 
 
 @pytest.mark.parametrize(
@@ -451,26 +438,23 @@ def test_fit_img_auto_agrees_with_direct_runs(runner: CliRunner) -> None:
         (["run", "--train", "--optimizer", "lion"], "optimizer='lion' must be one of: none, sgd, sgd-momentum"),
     ],
 )
-def test_impossible_budgets_and_bad_options_are_one_line_exit_2(
-    runner: CliRunner, args: list[str], message: str
-) -> None:
-    code, out, err = _invoke(runner, *args)
+def test_impossible_budgets_and_bad_options_are_one_line_exit_2(args: list[str], message: str) -> None:
+    code, out, err = invoke(*args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert "Traceback" not in err + out
 
 
-def test_run_header_shows_the_peak(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--variant", "tiny", "--width", "160", "--stage", "4")
+def test_run_header_shows_the_peak() -> None:
+    code, out, _ = invoke("run", "--variant", "tiny", "--width", "160", "--stage", "4")
     assert code == 0
     assert "inference peak 65.59 MiB = params 50.47 MiB + activations 15.12 MiB (input included)" in out
     assert "activation peak during op #34 MLP activation (block1.0.mlp.act, stage 1)" in out
 
 
-def test_train_at_1024_sr1_batch_8_on_meta(runner: CliRunner) -> None:
-    code, out, _ = _invoke(
-        runner,
+def test_train_at_1024_sr1_batch_8_on_meta() -> None:
+    code, out, _ = invoke(
         "run",
         "--variant",
         "tiny",
@@ -492,33 +476,18 @@ def test_train_at_1024_sr1_batch_8_on_meta(runner: CliRunner) -> None:
     assert doc["training"]["saved_activation_bytes"] > doc["totals"]["peak_activation_bytes"]
 
 
-def _check_expected(name: str, text: str) -> None:
-    path = EXPECTED / name
-    if UPDATE:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"missing {path}; run with PVTTRACE_UPDATE_EXPECTED=1"
-    assert text == path.read_text(encoding="utf-8")
-
-
-def _render(renderable: object, width: int = 120) -> str:
-    console = Console(width=width, file=io.StringIO(), color_system=None, _environ={})
-    console.print(renderable)
-    return str(console.file.getvalue())  # type: ignore[attr-defined]
-
-
 def test_memory_tables_render_as_expected(trace_of: Callable[[PvtConfig], Trace]) -> None:
     trace = trace_config(get_variant("tiny"), train=True)
-    _check_expected("run_memory_tiny_train.txt", _render(render_memory(trace)))
+    check_expected("run_memory_tiny_train.txt", rendered(render_memory(trace), 120))
     inference = trace_of(get_variant("b0").with_overrides(attention="sdpa"))
-    _check_expected("run_memory_b0_sdpa.txt", _render(render_memory(inference)))
+    check_expected("run_memory_b0_sdpa.txt", rendered(render_memory(inference), 120))
 
 
-def test_run_memory_cli_prints_the_tables(runner: CliRunner) -> None:
-    code, out, _ = _invoke(runner, "run", "--variant", "b0", "--memory", "--width", "140")
+def test_run_memory_cli_prints_the_tables() -> None:
+    code, out, _ = invoke("run", "--variant", "b0", "--memory", "--width", "140")
     assert code == 0
     assert "Memory by stage" in out and "Activation timeline" in out and "<- peak" in out
-    code, md, _ = _invoke(runner, "run", "--variant", "b0", "--memory", "--train", "--format", "markdown")
+    code, md, _ = invoke("run", "--variant", "b0", "--memory", "--train", "--format", "markdown")
     assert code == 0
     assert "### Memory (activation timeline, one row per block)" in md and "- training peak " in md
     assert md.count("<- peak") == 1
@@ -526,13 +495,16 @@ def test_run_memory_cli_prints_the_tables(runner: CliRunner) -> None:
 
 def test_fit_renders_as_expected() -> None:
     answer = fit_config(_cfg("b0", "96"), "40MiB", trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
-    _check_expected("fit_b0_train.txt", _render(render_fit(answer)))
+    check_expected("fit_b0_train.txt", rendered(render_fit(answer), 120))
 
 
 def test_memory_analysis_imports_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, pvttrace.memory.estimate\nprint(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    probe = (
+        "import sys, pvttrace.memory.estimate\n"
+        "print(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

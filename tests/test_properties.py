@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 from closed_forms import closed_form_macs, closed_form_params
+from helpers import invoke
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from pvttrace.analyses.diff import OpStatus, StageMetric, TotalMetric, diff_traces
 from pvttrace.base.errors import ConfigError
-from pvttrace.cli import app
 from pvttrace.config import PvtConfig
 from pvttrace.records import OpKind, dumps_json, loads_trace
 from pvttrace.snapshot.core import load_snapshot
@@ -179,14 +178,14 @@ def test_a_snapshot_written_by_the_cli_checks_clean(cfg: PvtConfig) -> None:
     options = cli_options(cfg)
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "snap.json")
-        written = CliRunner().invoke(app, ["snapshot", "write", path, *options])
-        assert written.exit_code == 0, written.stderr
+        code, _, err = invoke("snapshot", "write", path, *options)
+        assert code == 0, err
         stored = load_snapshot(path)
         assert dataclasses.replace(stored.config, variant=cfg.variant) == cfg
         before = Path(path).read_bytes()
-        checked = CliRunner().invoke(app, ["snapshot", "check", path])
-        assert (checked.exit_code, checked.stderr) == (0, "")
-        assert checked.stdout.startswith(f"ok {path}")
+        code, out, err = invoke("snapshot", "check", path)
+        assert (code, err) == (0, "")
+        assert out.startswith(f"ok {path}")
         assert Path(path).read_bytes() == before
 
 
@@ -207,9 +206,9 @@ def test_a_config_diffed_with_itself_changes_nothing(cfg: PvtConfig) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "t.json")
         Path(path).write_text(dumps_json(trace.to_dict()), encoding="utf-8")
-        result = CliRunner().invoke(app, ["diff", path, path, "--label", "a", "--label", "b", "-f", "json"])
-        assert result.exit_code == 0, result.stderr
-        ratios = _values_of(json.loads(result.stdout), "ratio")
+        code, out, err = invoke("diff", path, path, "--label", "a", "--label", "b", "-f", "json")
+        assert code == 0, err
+        ratios = _values_of(json.loads(out), "ratio")
         assert ratios and set(ratios) == {1.0}
 
 

@@ -1,4 +1,6 @@
-"""Issue 18: reliability under hostile files, hostile models, threads and kills (docs/reliability.md lists each item)."""
+"""Issue 18: reliability under hostile files, hostile models, threads and kills.
+
+docs/reliability.md lists each item."""
 
 from __future__ import annotations
 
@@ -15,11 +17,10 @@ import time
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke
 
 from pvttrace.base import jsonio as files
 from pvttrace.base.errors import TraceFileError, UserInputError
-from pvttrace.cli import app
 from pvttrace.cli import guard as cli_guard
 from pvttrace.config import get_variant
 from pvttrace.snapshot import core as snapshot
@@ -36,24 +37,17 @@ from pvttrace.tracing.target import parse_model_spec, trace_target
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _invoke(runner: CliRunner, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 @pytest.fixture
-def model_snapshot(tmp_path: pathlib.Path, runner: CliRunner) -> pathlib.Path:
+def model_snapshot(tmp_path: pathlib.Path) -> pathlib.Path:
     path = tmp_path / "linear.json"
-    code, _, err = _invoke(
-        runner, "snapshot", "write", str(path), "--model", "hostile_zoo:linear", "--input-shape", "2,8"
-    )
+    code, _, err = invoke("snapshot", "write", str(path), "--model", "hostile_zoo:linear", "--input-shape", "2,8")
     assert code == 0, err
     return path
 
 
 # ------------------------------------------------------------------------------ security and silent success
 def test_a_snapshot_check_never_imports_a_model_unless_allowed(
-    tmp_path: pathlib.Path, runner: CliRunner, model_snapshot: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path, model_snapshot: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     document = json.loads(model_snapshot.read_text())
@@ -63,7 +57,7 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     document["model"] = "sys:exit"
     evil = tmp_path / "evil.json"
     evil.write_text(json.dumps(document))
-    code, out, err = _invoke(runner, "snapshot", "check", str(evil), str(marked), str(model_snapshot))
+    code, out, err = invoke("snapshot", "check", str(evil), str(marked), str(model_snapshot))
     assert code == 2
     assert not (tmp_path / "hostile_zoo_marker.txt").exists()
     assert (
@@ -72,10 +66,10 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     )
     assert out.endswith("3 snapshot(s): 0 ok, 0 failed, 3 invalid\n")
     # sys:exit allowed: an error naming the model, never a silent exit 0; the files after it are still checked.
-    code, out, err = _invoke(runner, "snapshot", "check", str(evil), str(model_snapshot), "--allow-model-import")
+    code, out, err = invoke("snapshot", "check", str(evil), str(model_snapshot), "--allow-model-import")
     assert code == 2 and f"error: {evil}: model sys:exit: the factory called sys.exit(None)\n" in err
     assert out == f"ok {model_snapshot}: hostile_zoo:linear, input [2, 8]\n2 snapshot(s): 1 ok, 0 failed, 1 invalid\n"
-    code, out, _ = _invoke(runner, "snapshot", "check", str(model_snapshot), "--allow-model", "hostile_zoo:linear")
+    code, out, _ = invoke("snapshot", "check", str(model_snapshot), "--allow-model", "hostile_zoo:linear")
     assert code == 0 and out.startswith("ok ")
 
 
@@ -89,12 +83,12 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
         ),
     ],
 )
-def test_user_code_that_exits_is_an_error_naming_the_model(runner: CliRunner, factory: str, message: str) -> None:
-    assert _invoke(runner, "run", "--model", f"hostile_zoo:{factory}", "--input-shape", "2,8") == (2, "", message)
+def test_user_code_that_exits_is_an_error_naming_the_model(factory: str, message: str) -> None:
+    assert invoke("run", "--model", f"hostile_zoo:{factory}", "--input-shape", "2,8") == (2, "", message)
 
 
-def test_ctrl_c_is_one_line(runner: CliRunner) -> None:
-    code, out, err = _invoke(runner, "run", "--model", "hostile_zoo:interrupts", "--input-shape", "2,8")
+def test_ctrl_c_is_one_line() -> None:
+    code, out, err = invoke("run", "--model", "hostile_zoo:interrupts", "--input-shape", "2,8")
     assert (code, out, err) == (130, "", "error: interrupted\n")
 
 
@@ -121,8 +115,8 @@ def test_concurrent_traces_give_the_serial_per_stage_macs() -> None:
         assert [op.stage for op in trace.ops] == [op.stage for op in serial.ops]  # type: ignore[attr-defined]
 
 
-def test_model_output_never_reaches_the_json_report(runner: CliRunner) -> None:
-    code, out, err = _invoke(runner, "run", "--model", "hostile_zoo:prints", "--input-shape", "2,8", "-f", "json")
+def test_model_output_never_reaches_the_json_report() -> None:
+    code, out, err = invoke("run", "--model", "hostile_zoo:prints", "--input-shape", "2,8", "-f", "json")
     assert code == 0
     assert json.loads(out)["totals"]["macs"] == 64
     assert err == "hello from the factory\nhello from the model's forward\n"
@@ -154,8 +148,8 @@ def test_the_cpu_fallback_builds_seeded_and_leaves_the_callers_generator_alone()
     assert sum(1 for op in traces[0].ops if op.op == "Tensor.relu") == steps
 
 
-def test_a_metadata_error_is_not_a_meta_device_failure(runner: CliRunner) -> None:
-    code, _, err = _invoke(runner, "run", "--model", "hostile_zoo:metadata_error", "--input-shape", "2,8")
+def test_a_metadata_error_is_not_a_meta_device_failure() -> None:
+    code, _, err = invoke("run", "--model", "hostile_zoo:metadata_error", "--input-shape", "2,8")
     assert code == 2 and "warning" not in err and "traced on cpu" not in err
     assert err == (
         "error: model hostile_zoo:metadata_error: the forward failed at module the model: ValueError: the metadata "
@@ -204,11 +198,11 @@ def test_equal_snapshots_compare_in_linear_time_and_alignment_is_bounded(monkeyp
 
 # ------------------------------------------------------------------------------ files
 @pytest.mark.parametrize("command", [("snapshot", "check"), ("snapshot", "check", "--update"), ("diff",)])
-def test_a_fifo_is_refused_at_once(tmp_path: pathlib.Path, runner: CliRunner, command: tuple[str, ...]) -> None:
+def test_a_fifo_is_refused_at_once(tmp_path: pathlib.Path, command: tuple[str, ...]) -> None:
     fifo = tmp_path / "snap.json"
     os.mkfifo(fifo)
     args = [*command, str(fifo)] + ([str(fifo)] if command == ("diff",) else [])
-    code, out, err = _invoke(runner, *args)
+    code, out, err = invoke(*args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1
     assert err.startswith(f"error: {fifo} is a FIFO, not a regular file; pvttrace reads only regular files")
@@ -295,14 +289,14 @@ def test_sigterm_during_the_atomic_write_leaves_no_temporary_file(tmp_path: path
     assert path.read_text() == "new"
 
 
-def test_strings_from_files_are_printed_without_control_characters(tmp_path: pathlib.Path, runner: CliRunner) -> None:
+def test_strings_from_files_are_printed_without_control_characters(tmp_path: pathlib.Path) -> None:
     text = (ROOT / "tests" / "snapshots" / "tiny-224-cls.json").read_text()
     document = json.loads(text)
     document["tool_version"] = "\x1b[2J\x1b]0;owned\x07"
     document["ops"][0]["label"] = "evil\x1b[31m\u202e"
     path = tmp_path / "snap.json"
     path.write_text(json.dumps(document))
-    code, out, err = _invoke(runner, "snapshot", "check", str(path), "--limit", "0")
+    code, out, err = invoke("snapshot", "check", str(path), "--limit", "0")
     assert code == 1
     assert "\x1b" not in out + err and "\u202e" not in out + err and "\x07" not in out + err
     assert "\\x1b[31m\\u202e" in out
@@ -315,7 +309,8 @@ def test_strings_from_files_are_printed_without_control_characters(tmp_path: pat
     [
         (
             ("--input-shape", "99999999999999999999"),
-            "error: input_shape=99999999999999999999: 99999999999999999999 is larger than torch's largest size, 2**63 - 1\n",
+            "error: input_shape=99999999999999999999: "
+            "99999999999999999999 is larger than torch's largest size, 2**63 - 1\n",
         ),
         (
             ("--input-shape", "9" * 5000),
@@ -325,7 +320,8 @@ def test_strings_from_files_are_printed_without_control_characters(tmp_path: pat
         ),
         (
             ("--img", "4000000000"),
-            "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n",
+            "error: input (batch, in_chans, img)=1,3,4000000000,4000000000 would take 166.53 EiB; "
+            "torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device\n",
         ),
         (
             ("--input-shape", ",".join(["1"] * 65)),
@@ -333,23 +329,21 @@ def test_strings_from_files_are_printed_without_control_characters(tmp_path: pat
         ),
     ],
 )
-def test_model_input_limits_are_one_line_errors(runner: CliRunner, args: tuple[str, ...], message: str) -> None:
-    assert _invoke(runner, "run", "--model", "hostile_zoo:linear", *args) == (2, "", message)
+def test_model_input_limits_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
+    assert invoke("run", "--model", "hostile_zoo:linear", *args) == (2, "", message)
 
 
-def test_a_huge_snapshot_input_shape_is_one_line(
-    tmp_path: pathlib.Path, runner: CliRunner, model_snapshot: pathlib.Path
-) -> None:
+def test_a_huge_snapshot_input_shape_is_one_line(tmp_path: pathlib.Path, model_snapshot: pathlib.Path) -> None:
     document = json.loads(model_snapshot.read_text())
     document["input_shape"] = [2**62, 2**62]
     model_snapshot.write_text(json.dumps(document))
-    code, _, err = _invoke(runner, "snapshot", "check", str(model_snapshot), "--allow-model-import")
+    code, _, err = invoke("snapshot", "check", str(model_snapshot), "--allow-model-import")
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: {model_snapshot}: input_shape=4611686018427387904,4611686018427387904 would take")
 
 
-def test_a_cpu_fallback_that_cannot_allocate_is_one_line(runner: CliRunner) -> None:
-    code, _, err = _invoke(runner, "run", "--model", "hostile_zoo:weight_branch", "--input-shape", f"{2**40},8")
+def test_a_cpu_fallback_that_cannot_allocate_is_one_line() -> None:
+    code, _, err = invoke("run", "--model", "hostile_zoo:weight_branch", "--input-shape", f"{2**40},8")
     assert code == 2
     assert err.splitlines()[-1].startswith(
         "error: model hostile_zoo:weight_branch: cannot allocate the input [1099511627776, 8] (torch.float32) on cpu: "
@@ -376,17 +370,17 @@ def test_a_cpu_fallback_that_cannot_allocate_is_one_line(runner: CliRunner) -> N
         ),
     ],
 )
-def test_lazy_and_deep_models_are_one_line(runner: CliRunner, factory: str, message: str) -> None:
-    assert _invoke(runner, "run", "--model", f"hostile_zoo:{factory}", "--input-shape", "2,8") == (2, "", message)
+def test_lazy_and_deep_models_are_one_line(factory: str, message: str) -> None:
+    assert invoke("run", "--model", f"hostile_zoo:{factory}", "--input-shape", "2,8") == (2, "", message)
 
 
-def test_timeout_stops_a_slow_trace(runner: CliRunner) -> None:
+def test_timeout_stops_a_slow_trace() -> None:
     started = time.monotonic()
-    code, out, err = _invoke(runner, "run", "--model", "hostile_zoo:slow", "--input-shape", "2,8", "--timeout", "0.5")
+    code, out, err = invoke("run", "--model", "hostile_zoo:slow", "--input-shape", "2,8", "--timeout", "0.5")
     assert (code, out, err) == (2, "", "error: tracing hostile_zoo:slow took longer than --timeout 0.5 s; stopped\n")
     assert time.monotonic() - started < 20
     assert (
-        _invoke(runner, "run", "--timeout", "0")[2]
+        invoke("run", "--timeout", "0")[2]
         == "error: timeout=0.0 must be a positive number of seconds, at most one week\n"
     )
 

@@ -21,9 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from helpers import check_expected, invoke
 
-from pvttrace.cli import app
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
 from pvttrace.records import Trace
 from pvttrace.snapshot.core import (
@@ -43,9 +42,7 @@ from pvttrace.snapshot.report import report_lines, result_lines
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNAPSHOTS = ROOT / "tests" / "snapshots"
-EXPECTED = ROOT / "tests" / "expected"
 UPDATE_SNAPSHOTS = os.environ.get("PVTTRACE_UPDATE_SNAPSHOTS") == "1"
-UPDATE_EXPECTED = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 PROJECT_SNAPSHOTS: dict[str, PvtConfig] = {
     **{f"{name}-224-cls": resolve_config(name, img="224", task="cls") for name in VARIANTS},
@@ -54,11 +51,6 @@ PROJECT_SNAPSHOTS: dict[str, PvtConfig] = {
 }
 
 TraceOf = Callable[[PvtConfig], Trace]
-
-
-def _invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _copy(name: str, directory: pathlib.Path) -> pathlib.Path:
@@ -139,7 +131,7 @@ def test_snapshot_bytes_are_stable_and_reviewable(tiny_trace: Trace) -> None:
 def test_an_sr_change_in_a_copy_fails_with_a_report_naming_stage_and_ops(tmp_path: pathlib.Path) -> None:
     copy = _copy("tiny-224-cls", tmp_path)
     _edit(copy, lambda d: d["config"].__setitem__("sr_ratios", [4, 4, 2, 1]))
-    code, out, err = _invoke("snapshot", "check", str(copy), "--limit", "0")
+    code, out, err = invoke("snapshot", "check", str(copy), "--limit", "0")
     assert code == 1 and err == ""
     lines = out.splitlines()
     assert lines[0] == f"FAIL {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32"
@@ -155,17 +147,13 @@ def test_an_sr_change_in_a_copy_fails_with_a_report_naming_stage_and_ops(tmp_pat
         "inputs[1] [64,64,8,8] -> [64,64,4,4]; alloc 12.2 KiB -> 49 KiB (x4)" in lines
     )
     assert not [line for line in lines if "stage 2" in line or "stage 3" in line or "stage 4" in line]
-    expected = EXPECTED / "snapshot_check_sr.txt"
-    rendered = out.replace(str(copy), "tiny-224-cls-copy.json")
-    if UPDATE_EXPECTED:
-        expected.write_text(rendered)
-    assert rendered == expected.read_text()
+    check_expected("snapshot_check_sr.txt", out.replace(str(copy), "tiny-224-cls-copy.json"))
 
 
 def test_the_report_is_capped_per_stage_with_a_count_of_the_rest(tmp_path: pathlib.Path) -> None:
     copy = _copy("tiny-224-cls", tmp_path)
     _edit(copy, lambda d: d["config"].__setitem__("sr_ratios", [4, 4, 2, 1]))
-    code, out, _ = _invoke("snapshot", "check", str(copy), "--limit", "3")
+    code, out, _ = invoke("snapshot", "check", str(copy), "--limit", "3")
     assert code == 1
     op_lines = [line for line in out.splitlines() if line.startswith("    stage 1, blocks")]
     assert len(op_lines) == 3  # SR conv, map to tokens (reshape, permute): 6 ops
@@ -203,14 +191,14 @@ def test_an_inserted_op_is_reported_as_added_and_shifts_nothing(tiny_trace: Trac
 def test_rtol_forgives_small_cost_changes_but_never_shapes(tmp_path: pathlib.Path) -> None:
     copy = _copy("b0-224-cls", tmp_path)
     _edit(copy, lambda d: d["ops"][0].__setitem__("macs", d["ops"][0]["macs"] * 101 // 100))
-    code, out, _ = _invoke("snapshot", "check", str(copy))
+    code, out, _ = invoke("snapshot", "check", str(copy))
     assert code == 1
     assert '    stage 1, patch_embed1.proj: patch_embed "patch embed conv" MACs 14.9 M -> 14.8 M (x0.99)' in out
-    assert _invoke("snapshot", "check", str(copy), "--rtol", "0.02")[0] == 0
+    assert invoke("snapshot", "check", str(copy), "--rtol", "0.02")[0] == 0
     _edit(copy, lambda d: d["ops"][5].__setitem__("output", [1, 3136, 33]))
-    code, out, _ = _invoke("snapshot", "check", str(copy), "--rtol", "0.5")
+    code, out, _ = invoke("snapshot", "check", str(copy), "--rtol", "0.5")
     assert code == 1 and "output [1,3136,33] -> [1,3136,32]" in out
-    code, _, err = _invoke("snapshot", "check", str(copy), "--rtol", "-1")
+    code, _, err = invoke("snapshot", "check", str(copy), "--rtol", "-1")
     assert (code, err) == (2, "error: rtol=-1.0 must be a finite number >= 0\n")
 
 
@@ -294,7 +282,7 @@ def _invalid_file(case: str, directory: pathlib.Path) -> tuple[pathlib.Path, str
 def test_an_invalid_snapshot_is_exit_2_with_one_line_and_left_alone(case: str, tmp_path: pathlib.Path) -> None:
     path, message = _invalid_file(case, tmp_path)
     before = _contents(path)
-    code, out, err = _invoke("snapshot", "check", str(path))
+    code, out, err = invoke("snapshot", "check", str(path))
     assert (code, out, err) == (2, "", f"error: {message}\n")
     assert _contents(path) == before
 
@@ -305,14 +293,14 @@ def test_an_invalid_snapshot_is_exit_2_with_one_line_and_left_alone(case: str, t
 def test_update_never_overwrites_a_file_it_cannot_rebuild(case: str, tmp_path: pathlib.Path) -> None:
     path, message = _invalid_file(case, tmp_path)
     before = _contents(path)
-    code, _, err = _invoke("snapshot", "check", "--update", str(path))
+    code, _, err = invoke("snapshot", "check", "--update", str(path))
     assert (code, err) == (2, f"error: {message}; --update leaves it alone (no config this version can rebuild)\n")
     assert _contents(path) == before
 
 
 def test_update_repairs_a_file_whose_config_is_readable(tmp_path: pathlib.Path) -> None:
     path, _ = _invalid_file("malformed op", tmp_path)
-    code, out, _ = _invoke("snapshot", "check", "--update", str(path))
+    code, out, _ = invoke("snapshot", "check", "--update", str(path))
     assert code == 0 and out == f"updated {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32\n"
     assert path.read_bytes() == (SNAPSHOTS / "b0-224-cls.json").read_bytes()
 
@@ -320,11 +308,11 @@ def test_update_repairs_a_file_whose_config_is_readable(tmp_path: pathlib.Path) 
 def test_update_rewrites_a_mismatch_then_it_passes(tmp_path: pathlib.Path) -> None:
     copy = _copy("tiny-224-cls", tmp_path)
     _edit(copy, lambda d: d["config"].__setitem__("sr_ratios", [4, 4, 2, 1]))
-    code, out, _ = _invoke("snapshot", "check", "--update", str(copy))
+    code, out, _ = invoke("snapshot", "check", "--update", str(copy))
     assert code == 0 and out.startswith(f"updated {copy}: tiny") and "stage 1 kv tokens 49 -> 196 (x4)" in out
     assert load_snapshot(str(copy)).stages[0].kv_tokens == 196
     ok = f"ok {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32\n"
-    assert _invoke("snapshot", "check", str(copy)) == (0, ok, "")
+    assert invoke("snapshot", "check", str(copy)) == (0, ok, "")
 
 
 def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: pathlib.Path) -> None:
@@ -333,7 +321,7 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     _edit(stale, lambda d: d["config"].__setitem__("depths", [2, 2, 2, 1]))
     (tmp_path / "zz.json").write_text("")
     (tmp_path / ".hidden.json.tmp").write_text("ignored")
-    code, out, err = _invoke("snapshot", "check", str(tmp_path))
+    code, out, err = invoke("snapshot", "check", str(tmp_path))
     assert code == 2
     assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32"
     assert f"FAIL {stale}" in out and "  stage 4: 6 figure(s), 32 op(s) differ" in out
@@ -343,19 +331,19 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     assert err == f"error: {tmp_path / 'zz.json'} is empty\n"
     empty = tmp_path / "none"
     empty.mkdir()
-    code, _, err = _invoke("snapshot", "check", str(empty))
+    code, _, err = invoke("snapshot", "check", str(empty))
     assert (code, err) == (2, f"error: {empty} is a directory with no snapshot files (*.json)\n")
 
 
 # ---------------------------------------------------------------------------------- write
 def test_write_creates_then_leaves_an_unchanged_snapshot_untouched(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "deep" / "b0.json"
-    code, out, _ = _invoke("snapshot", "write", str(path), "--variant", "b0")
+    code, out, _ = invoke("snapshot", "write", str(path), "--variant", "b0")
     assert code == 0
     assert out == f"wrote {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32; 323 ops, MACs 566.07 M, params 3.67 M\n"
     assert path.read_bytes() == (SNAPSHOTS / "b0-224-cls.json").read_bytes()
     stamp = path.stat().st_mtime_ns, path.stat().st_ino
-    code, out, _ = _invoke("snapshot", "write", str(path), "--variant", "b0")
+    code, out, _ = invoke("snapshot", "write", str(path), "--variant", "b0")
     assert code == 0 and out.startswith(f"unchanged {path}: b0")
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
     assert not [p for p in path.parent.iterdir() if p.name != "b0.json"]
@@ -364,48 +352,48 @@ def test_write_creates_then_leaves_an_unchanged_snapshot_untouched(tmp_path: pat
 def test_write_refuses_to_overwrite_what_is_not_a_snapshot(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "notes.json"
     path.write_text('{"mine": true}\n')
-    code, out, err = _invoke("snapshot", "write", str(path), "--variant", "b0")
+    code, out, err = invoke("snapshot", "write", str(path), "--variant", "b0")
     assert (code, out) == (2, "")
     assert err == (
         f"error: {path} has no schema field; it is not a pvttrace snapshot; refusing to overwrite it (pass --force)\n"
     )
     assert path.read_text() == '{"mine": true}\n'
-    assert _invoke("snapshot", "write", str(path), "--variant", "b0", "--force")[0] == 0
+    assert invoke("snapshot", "write", str(path), "--variant", "b0", "--force")[0] == 0
     assert load_snapshot(str(path)).config == VARIANTS["b0"]
 
 
 # ---------------------------------------------------------------------------------- budgets
 def test_budgets_stored_by_write_are_enforced_and_kept(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "tiny.json"
-    code, _, err = _invoke("snapshot", "write", str(path), "--max-params", "10M", "--max-attention-map", "1MiB")
+    code, _, err = invoke("snapshot", "write", str(path), "--max-params", "10M", "--max-attention-map", "1MiB")
     assert code == 0
     assert err == (
         "warning: budget: params 13.23 M (13,229,288) over the limit 10 M (the snapshot); "
         "the snapshot is written, but checks will fail\n"
     )
     assert load_snapshot(str(path)).budgets == Budgets(max_params=10_000_000, max_attention_map=2**20)
-    code, out, _ = _invoke("snapshot", "check", str(path))
+    code, out, _ = invoke("snapshot", "check", str(path))
     assert code == 1
     assert out == (
         f"FAIL {path}: tiny (PVT v1, cls) @ 224x224, batch 1, float32\n"
         "  budget: params 13.23 M (13,229,288) over the limit 10 M (the snapshot)\n"
     )
-    assert _invoke("snapshot", "check", str(path), "--max-params", "14M")[0] == 0  # the command line overrides
-    _invoke("snapshot", "write", str(path))  # no budget options: the stored ones stay
+    assert invoke("snapshot", "check", str(path), "--max-params", "14M")[0] == 0  # the command line overrides
+    invoke("snapshot", "write", str(path))  # no budget options: the stored ones stay
     assert load_snapshot(str(path)).budgets.max_params == 10_000_000
 
 
 def test_command_line_budgets(tmp_path: pathlib.Path) -> None:
     path = _copy("b2-800x1333-backbone", tmp_path)
-    code, out, _ = _invoke("snapshot", "check", str(path), "--max-macs", "100G", "--max-attention-map", "64MiB")
+    code, out, _ = invoke("snapshot", "check", str(path), "--max-macs", "100G", "--max-attention-map", "64MiB")
     assert code == 1
     assert out.splitlines()[1:] == [
         "  budget: MACs 147.09 G (147,086,003,200) over the limit 100 G (--max-macs)",
         "  budget: largest attention map 261.19 MiB (273,880,000) in stage 1 over the limit 64 MiB "
         "(--max-attention-map)",
     ]
-    assert _invoke("snapshot", "check", str(path), "--max-macs", "150G", "--max-params", "30M")[0] == 0
-    code, _, err = _invoke("snapshot", "check", str(path), "--max-params", "lots")
+    assert invoke("snapshot", "check", str(path), "--max-macs", "150G", "--max-params", "30M")[0] == 0
+    code, _, err = invoke("snapshot", "check", str(path), "--max-params", "lots")
     assert code == 2
     assert err == "error: max_params='lots' must be a number with an optional K/M/G/T/P/E suffix, e.g. 2G\n"
 
@@ -422,7 +410,7 @@ def test_a_failed_rename_leaves_the_old_file_and_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
-    code, _, err = _invoke("snapshot", "check", "--update", str(path))
+    code, _, err = invoke("snapshot", "check", "--update", str(path))
     assert code == 2 and err == f"error: cannot write {path}: No space left on device\n"
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -457,7 +445,7 @@ def test_a_kill_during_write_leaves_the_old_file_intact(tmp_path: pathlib.Path) 
     temporary = pathlib.Path(line.split(" ", 1)[1].strip())
     assert temporary.parent == tmp_path and temporary.name.startswith(".tiny-224-cls.json.")
     assert load_snapshot(str(temporary)).config == VARIANTS["b0"]  # complete, just never renamed
-    assert _invoke("snapshot", "check", str(tmp_path))[1].startswith(f"ok {path}")  # stray temp file ignored
+    assert invoke("snapshot", "check", str(tmp_path))[1].startswith(f"ok {path}")  # stray temp file ignored
 
 
 def test_readers_never_see_a_partial_file_while_writers_replace_it(tmp_path: pathlib.Path) -> None:
@@ -536,15 +524,15 @@ def test_check_costs_one_trace_per_snapshot(tmp_path: pathlib.Path, monkeypatch:
 
     monkeypatch.setattr(pvttrace.tracing.recorder, "trace_config", counting)
     good = _copy("b0-224-cls", tmp_path)
-    assert _invoke("snapshot", "check", str(good))[0] == 0
+    assert invoke("snapshot", "check", str(good))[0] == 0
     assert calls == [VARIANTS["b0"]]
     stale = _copy("b1-224-cls", tmp_path)
     _edit(stale, lambda d: d["ops"][0].__setitem__("macs", 1))
     calls.clear()
-    assert _invoke("snapshot", "check", "--update", str(stale))[0] == 0  # compare and rewrite: still one trace
+    assert invoke("snapshot", "check", "--update", str(stale))[0] == 0  # compare and rewrite: still one trace
     assert calls == [VARIANTS["b1"]]
     calls.clear()
-    assert _invoke("snapshot", "check", str(tmp_path))[0] == 0
+    assert invoke("snapshot", "check", str(tmp_path))[0] == 0
     assert calls == [VARIANTS["b0"], VARIANTS["b1"]]
 
 

@@ -9,12 +9,11 @@ depths 3-4-6-3, sr 8-4-2-1) and the user model's own constants (tests/anymodel_z
 
 from __future__ import annotations
 
-import io
 from functools import cache
 
 import pytest
+from helpers import rendered
 from optional import needs
-from rich.console import Console
 
 from pvttrace.records import Trace
 from pvttrace.render.trace import render_trace, stage_table
@@ -136,12 +135,8 @@ def _my_pvt_levels() -> list[object]:
 
 
 def _render(trace: Trace) -> str:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
-    console.print(render_trace(trace))
-    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+    return rendered(render_trace(trace), 160)
 
 
 def _render_table(trace: Trace) -> str:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
-    console.print(stage_table(trace.stages))
-    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+    return rendered(stage_table(trace.stages), 160)

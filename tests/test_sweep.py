@@ -12,15 +12,14 @@ import csv
 import io
 import json
 import math
-import os
 import pathlib
 import sys
 from collections.abc import Callable
 from dataclasses import fields
 
 import pytest
+from helpers import check_expected, rendered
 from optional import needs
-from rich.console import Console
 from typer.testing import CliRunner
 
 from pvttrace.analyses.sweep import (
@@ -44,9 +43,6 @@ from pvttrace.config import PvtConfig
 from pvttrace.records import Totals, Trace
 from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
 from pvttrace.render.tabular import TRACE_CSV_FIELDS, csv_text
-
-EXPECTED = pathlib.Path(__file__).parent / "expected"
-UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 needs_matplotlib = needs("matplotlib")
 
@@ -148,7 +144,7 @@ def test_metric_registry_defaults_and_availability(monkeypatch: pytest.MonkeyPat
     assert defaults == [n for n in DEFAULT_METRICS if has_peak or n != "peak_activation_bytes"]
     assert ("peak_activation_bytes" in available_metrics()) == has_peak
     assert [m.name for m in parse_metrics(["macs,params", "macs", "sr_macs"])] == ["macs", "params", "sr_macs"]
-    with pytest.raises(UserInputError, match="metric='flops!' is not a sweep metric.*known: macs, "):
+    with pytest.raises(UserInputError, match=r"metric='flops!' is not a sweep metric.*known: macs, "):
         parse_metrics(["flops!"])
     with pytest.raises(UserInputError, match="must name at least one metric"):
         parse_metrics([" , "])
@@ -222,20 +218,14 @@ def test_json_document(b0_sweep: SweepResult) -> None:
 
 # ---------------------------------------------------------------------------------- views
 def _render(renderable: object, width: int) -> str:
-    console = Console(width=width, file=io.StringIO(), color_system=None, _environ={}, highlight=False)
-    console.print(renderable)
-    output = console.file.getvalue()  # type: ignore[attr-defined]
+    output = rendered(renderable, width)
     return "\n".join(line.rstrip() for line in output.splitlines()) + "\n"
 
 
 def test_rendered_tables_and_charts_match_expected_output(b0_sweep: SweepResult) -> None:
     text = _render(render_sweep(b0_sweep), 100)
     assert max(len(line) for line in text.splitlines()) <= 100
-    path = EXPECTED / "sweep_b0.txt"
-    if UPDATE:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text()
+    check_expected("sweep_b0.txt", text)
     for expected in ("1.44 G (s1)", "N^2.00", "N^1.00", "attention MACs vs image size (log-log)", "o sra ~N^2.00"):
         assert expected in text
 
@@ -322,7 +312,7 @@ def test_stage_bars_group_values_per_stage(tmp_path: pathlib.Path) -> None:
     heights = [[bar.get_height() for bar in container] for container in axes.containers]
     assert heights == [values["sr 8,4,2,1"], values["sr 1,1,1,1"]]
     first_bars = list(axes.containers[0])
-    assert first_bars[0].get_x() < list(axes.containers[1])[0].get_x() < first_bars[1].get_x()  # grouped
+    assert first_bars[0].get_x() < next(iter(axes.containers[1])).get_x() < first_bars[1].get_x()  # grouped
     out = tmp_path / "bars.png"
     save_figure(figure, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -68,7 +68,8 @@ class _Interrupted(Exception):
 
 
 def usage_hint(argv: Sequence[str]) -> str:
-    """A hint for the slips a newcomer makes first: ``run tiny`` (a variant without --variant), ``run --memory 24GiB``."""
+    """A hint for the slips a newcomer makes first: ``run tiny`` (a variant without --variant),
+    ``run --memory 24GiB``."""
     from pvttrace.config import OFFICIAL_NAMES
 
     words = [str(a) for a in argv]
@@ -254,7 +255,8 @@ ModelOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--model-option",
-        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; repeatable.",
+        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; "
+        "repeatable.",
     ),
 ]
 InputShapeOpt = Annotated[
@@ -369,7 +371,8 @@ AmpOpt = Annotated[
 
 
 def head_options(head: str | None, head_width: int | None, num_classes: int | None, cfg: Any) -> Any:
-    """The :class:`pvttrace.tracing.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes), or None."""
+    """The :class:`pvttrace.tracing.dense.HeadConfig` of ``--head`` (``--num-classes`` sets the head's classes),
+    or None."""
     if head is None:
         if head_width is not None:
             raise UserInputError(f"head_width={head_width} needs --head")

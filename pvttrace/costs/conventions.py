@@ -77,7 +77,7 @@ def _fvcore_einsum(equation: str, shapes: Sequence[Shape]) -> int:
     report = np.einsum_path(text, *operands, optimize="optimal")[1]
     for line in report.split("\n"):
         if "optimized flop" in line.lower():
-            return int(math.floor(float(line.split(":")[-1]) / 2))
+            return math.floor(float(line.split(":")[-1]) / 2)
     return einsum_macs(equation, shapes)
 
 

@@ -323,15 +323,17 @@ def _einsum_operands(equation: str, shapes: Sequence[Shape]) -> tuple[list[str],
     terms = lhs.split(",")
     if len(terms) != len(shapes):
         raise ValueError(f"einsum equation {equation!r} has {len(terms)} operand(s) but {len(shapes)} shape(s)")
-    ellipsis_rank = max((len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes) if "..." in t), default=0)
+    ellipsis_rank = max(
+        (len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes, strict=True) if "..." in t), default=0
+    )
     spare = [chr(c) for c in range(ord("A"), ord("Z") + 1) if chr(c) not in text][:ellipsis_rank]
     sizes: dict[str, int] = {}
     expanded: list[str] = []
-    for term, shape in zip(terms, shapes):
+    for term, shape in zip(terms, shapes, strict=True):
         if "..." in term:
             rank = len(shape) - len(term.replace("...", ""))
             term = term.replace("...", "".join(spare[ellipsis_rank - rank :]))
-        for letter, size in zip(term, shape):
+        for letter, size in zip(term, shape, strict=False):
             sizes[letter] = max(sizes.get(letter, 1), size)
         expanded.append(term)
     if arrow:

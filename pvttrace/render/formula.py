@@ -75,7 +75,10 @@ def _stage_table(formula: ModelFormula, index: int) -> Table:
     ratio = key_ratio(stage, formula.symbols)
     caption = definitions + (f"; {ratio}" if ratio else "")
     table = Table(
-        title=f"stage {stage.index} ({stage.depth} block{'s' if stage.depth != 1 else ''}, {format_count(stage.params)} params)",
+        title=(
+            f"stage {stage.index} ({stage.depth} block{'s' if stage.depth != 1 else ''}, "
+            f"{format_count(stage.params)} params)"
+        ),
         title_justify="left",
         caption=caption or None,
         caption_justify="left",

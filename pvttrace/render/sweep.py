@@ -5,6 +5,7 @@ Rendering only: no torch, no typer, no matplotlib, no printing. The CLI prints w
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class GrowthChart:
                 for p in sorted(s.points, key=lambda p: p.tokens)
                 if p.value is not None and p.value > 0
             ]
-            for (c0, r0), (c1, r1) in zip(placed, placed[1:], strict=False):
+            for (c0, r0), (c1, r1) in itertools.pairwise(placed):
                 for c in range(c0 + 1, c1):
                     r = round(r0 + (r1 - r0) * (c - c0) / (c1 - c0))
                     dots.setdefault((r, c), index)

@@ -547,10 +547,8 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             os.chmod(temporary, mode)
             os.replace(temporary, target)
         except BaseException as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(temporary)
-            except OSError:
-                pass
             if isinstance(exc, OSError):
                 raise TraceFileError(f"cannot write {path}: {exc.strerror or exc}") from None
             raise

@@ -24,6 +24,7 @@ Pure data: no torch, rich or typer.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -161,7 +162,7 @@ def _stage_of_op(
             stage_of[i] = stage
         stage_key.setdefault(stage, keys[last])
     # Between blocks: the earlier stage until an op reaches the next stage's resolution.
-    for (_, prev_last, prev_stage), (next_first, _, next_stage) in zip(blocks, blocks[1:], strict=False):
+    for (_, prev_last, prev_stage), (next_first, _, next_stage) in itertools.pairwise(blocks):
         current = prev_stage
         for i in range(prev_last + 1, next_first):
             if current != next_stage and keys[i] is not None and keys[i] == stage_key[next_stage]:

@@ -1,9 +1,9 @@
 """Shape-only stand-ins for a few torch functions on the ``meta`` device.
 
 On ``meta`` tensors, torch runs ``layer_norm``, ``conv2d``, ``linear``, ``gelu``, bilinear ``interpolate`` and
-element-wise ``add``/``mul``, ``cat``, ``mean`` and batched ``matmul`` through Python reference decompositions: about 1 ms per call, and the
-first ``add`` of a process imports ``torch._dynamo`` (about 1 s). That is most of a trace's wall time,
-though a trace only needs the output's shape, dtype and layout. Here each such op gets a
+element-wise ``add``/``mul``, ``cat``, ``mean`` and batched ``matmul`` through Python reference decompositions:
+about 1 ms per call, and the first ``add`` of a process imports ``torch._dynamo`` (about 1 s). That is most of a
+trace's wall time, though a trace only needs the output's shape, dtype and layout. Here each such op gets a
 stand-in that allocates the (meta) output directly with the layout torch's kernel would give:
 contiguous for norms, convs and interpolation, the input's layout for element-wise activations.
 

@@ -162,7 +162,7 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, **dd)
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, n, c = x.shape
+        b, _, c = x.shape
         with step("tokens to map"):
             # A view is legal here only because the transpose splits N into H*W unchanged (pitfall 10).
             x = x.transpose(1, 2).view(b, c, h, w)

@@ -469,7 +469,8 @@ def module_facts(model: nn.Module) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def _call_inputs(spec: ModelSpec, device: str) -> Any:
-    """The forward's inputs from ``spec.inputs``, made on ``device``, as :class:`pvttrace.tracing.recorder.ModelInputs`."""
+    """The forward's inputs from ``spec.inputs``, made on ``device``, as
+    :class:`pvttrace.tracing.recorder.ModelInputs`."""
     import torch
 
     from pvttrace.tracing.recorder import ModelInputs
@@ -633,7 +634,8 @@ def trace_modules(
     device: str = "meta",
     on_note: Callable[[str], None] | None = None,
 ) -> tuple[Trace, tuple[ModuleRow, ...]]:
-    """Trace ``spec`` and return the trace with its per-module rows to ``depth`` (see :mod:`pvttrace.analyses.module_view`).
+    """Trace ``spec`` and return the trace with its per-module rows to ``depth``
+    (see :mod:`pvttrace.analyses.module_view`).
 
     Raises:
         UserInputError: a bad depth, spec or convention.

@@ -174,7 +174,7 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
         results: list[Any] = [None] * len(chosen)
         errors: list[str] = []
 
-        def work(i: int, target: tuple[str, str]) -> None:
+        def work(i: int, target: tuple[str, str], results: list[Any] = results, errors: list[str] = errors) -> None:
             try:
                 results[i] = _fingerprint(trace(target))
             except Exception as exc:
