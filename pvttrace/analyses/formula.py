@@ -37,7 +37,8 @@ import sympy  # type: ignore[import-untyped]
 
 from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.config import PvtConfig
-from pvttrace.records import OpKind, OpRecord, macs_category
+from pvttrace.costs.registry import macs_category
+from pvttrace.records import OpKind, OpRecord
 
 if TYPE_CHECKING:
     from torch import nn
@@ -955,7 +956,7 @@ def _assemble(
 
 def _attention_map(in_stage: Sequence[tuple[OpFormula, OpRecord, OpRecord]]) -> tuple[sympy.Expr | None, sympy.Expr]:
     """One block's score map: elements and materialised bytes (0 for fused SDPA)."""
-    for formula, hinted, sym in in_stage:
+    for _formula, hinted, sym in in_stage:
         if hinted.label == "scores q@k^T":
             return _sum_product(sym.output), sym.out_bytes
         if hinted.kind == OpKind.SDPA and len(sym.inputs) >= 2:
@@ -974,7 +975,7 @@ def _definitions(
     """Readable names for the stage's grid (h, w from the patch embedding) and keys (h', w' from the SR conv)."""
     grid: sympy.Expr | None = None
     keys: sympy.Expr | None = None
-    for formula, hinted, sym in in_stage:
+    for _formula, hinted, sym in in_stage:
         if grid is None and hinted.kind == OpKind.PATCH_EMBED and len(sym.output) == 4:
             grid = sym.output
         if keys is None and hinted.kind == OpKind.SR_CONV and len(sym.output) == 4:
@@ -1186,9 +1187,8 @@ def latex_document(formula: ModelFormula) -> str:
                 if stage.per_block is None
                 else rf" \quad ({latex_expr(readable(stage, stage.per_block[c]))} \text{{ per block}})"
             )
-            rows.append(
-                rf"\mathrm{{MACs}}^{{({stage.index})}}_{{\text{{{c}}}}} &= {latex_expr(readable(stage, stage.macs[c]))}{per_block}"
-            )
+            total = latex_expr(readable(stage, stage.macs[c]))
+            rows.append(rf"\mathrm{{MACs}}^{{({stage.index})}}_{{\text{{{c}}}}} &= {total}{per_block}")
         lines.append(" \\\\\n".join(rows))
         lines.append(r"\end{align*}")
     lines.append(r"\begin{align*}")
