@@ -65,7 +65,12 @@ def paper_attention_term(stage: AttentionStage, height: int, width: int) -> int:
     """One block's attention MACs as ``get_flops.py`` writes them (``sra_flops`` / ``li_sra_flops``).
 
     ``h, w = H // 4, W // 4`` in stage 1, ``H // 8`` in stage 2 ... regardless of the real grid.
+
+    Raises:
+        UserInputError: the stage index is not 1-based.
     """
+    if stage.index < 1:
+        raise UserInputError(f"attention stage index={stage.index} must be 1 or more (stages are 1-based)")
     scale = 4 << (stage.index - 1)
     h, w = height // scale, width // scale
     if stage.linear:
@@ -117,10 +122,17 @@ def apply_convention(
             a model that is not PVT-like).
 
     Raises:
-        UserInputError: an unknown convention.
+        UserInputError: an unknown convention, one facts mapping per op missing, or an input shape
+            without H and W while ``paper`` has attention stages to cost.
     """
     if convention not in CONVENTIONS:
         raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTION_NAMES)}")
+    if len(facts) != len(ops):
+        raise UserInputError(f"facts has {len(facts)} entries but ops has {len(ops)}; it needs one per op")
+    if convention == "paper" and attention_stages and len(input_shape) < 3:
+        raise UserInputError(
+            f"input_shape={list(input_shape)} must be [B, C, H, W] (at least 3 dims) for paper's attention term"
+        )
     if convention == "macs":
         return tuple(ops)
     out = []

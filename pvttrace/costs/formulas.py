@@ -8,7 +8,8 @@ Pure arithmetic: no torch, rich or typer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.records import Shape
@@ -20,6 +21,7 @@ __all__ = [
     "linear_macs",
     "matmul_macs",
     "mha_macs",
+    "required_fact",
     "sdpa_macs",
 ]
 
@@ -131,3 +133,17 @@ def mha_macs(
     attention = 2 * batch * length * (keys + extra_keys) * embed_dim
     out_proj = length * batch * embed_dim * embed_dim
     return in_proj + attention + out_proj
+
+
+def required_fact(facts: Mapping[str, Any], name: str, op_name: str) -> Any:
+    """``facts[name]``, which counting a call to ``op_name`` needs.
+
+    Raises:
+        UserInputError: the facts lack it (they come from ``pvttrace.costs.callfacts.call_facts``).
+    """
+    if name not in facts:
+        raise UserInputError(
+            f"facts={dict(facts)!r} of the {op_name} call lack {name!r}; counting it needs the call's facts "
+            "(pvttrace.costs.callfacts.call_facts)"
+        )
+    return facts[name]

@@ -26,6 +26,7 @@ from pvttrace.costs.formulas import (
     linear_macs,
     matmul_macs,
     mha_macs,
+    required_fact,
     sdpa_macs,
 )
 from pvttrace.costs.tool_formulas import (
@@ -150,13 +151,21 @@ def _counts(fvcore: ConventionCount | None) -> dict[str, ConventionCount]:
     return counts
 
 
-def _add(entry: CostEntry) -> None:
-    if entry.op in _BUILTIN:
-        raise RuntimeError(
-            f"duplicate cost registration for op {entry.op!r}: already {_BUILTIN[entry.op].kind.value}, "
-            f"now {entry.kind.value}"
-        )
-    _BUILTIN[entry.op] = entry
+def _add(entries: Sequence[CostEntry]) -> None:
+    """Register ``entries``, all or none.
+
+    Raises:
+        RuntimeError: an op name is already registered, or given twice.
+    """
+    seen: dict[str, CostEntry] = {}
+    for entry in entries:
+        earlier = _BUILTIN.get(entry.op) or seen.get(entry.op)
+        if earlier is not None:
+            raise RuntimeError(
+                f"duplicate cost registration for op {entry.op!r}: already {earlier.kind.value}, now {entry.kind.value}"
+            )
+        seen[entry.op] = entry
+    _BUILTIN.update(seen)
 
 
 def cost_rule_for(
@@ -175,8 +184,7 @@ def cost_rule_for(
     """
 
     def register(formula: MacsFormula) -> MacsFormula:
-        for name in names:
-            _add(CostEntry(name, kind, formula, _counts(fvcore), facts))
+        _add([CostEntry(name, kind, formula, _counts(fvcore), facts) for name in names])
         return formula
 
     return register
@@ -190,8 +198,7 @@ def zero_by_rule(
     Raises:
         RuntimeError: an op name is already registered (a programming error in the table).
     """
-    for name in names:
-        _add(CostEntry(name, kind, None, _counts(fvcore), facts))
+    _add([CostEntry(name, kind, None, _counts(fvcore), facts) for name in names])
 
 
 # ---------------------------------------------------------------------------------------- MAC rules
@@ -235,7 +242,7 @@ def _addmm(inputs: Sequence[Shape], output: Shape, facts: Mapping[str, Any]) -> 
 
 @cost_rule_for(OpKind.MATMUL, "einsum", "functional.einsum", fvcore=fvcore_einsum, facts=FactsNeeded.EINSUM)
 def _einsum(inputs: Sequence[Shape], output: Shape, facts: Mapping[str, Any]) -> int:
-    return einsum_macs(str(facts["equation"]), inputs)
+    return einsum_macs(str(required_fact(facts, "equation", "einsum")), inputs)
 
 
 @cost_rule_for(OpKind.SDPA, "nn.functional.scaled_dot_product_attention", "_C._nn.scaled_dot_product_attention")
@@ -247,9 +254,9 @@ def _sdpa(inputs: Sequence[Shape], output: Shape, facts: Mapping[str, Any]) -> i
 @cost_rule_for(OpKind.MHA, "nn.functional.multi_head_attention_forward", fvcore=fvcore_mha, facts=FactsNeeded.MHA)
 def _mha(inputs: Sequence[Shape], output: Shape, facts: Mapping[str, Any]) -> int:
     """Costed by formula: the tracer does not see ``multi_head_attention_forward``'s nested calls."""
-    return mha_macs(
-        inputs[0], inputs[1], inputs[2], embed_dim=int(facts["embed_dim"]), extra_keys=int(facts["extra_keys"])
-    )
+    embed_dim = int(required_fact(facts, "embed_dim", "multi_head_attention_forward"))
+    extra_keys = int(required_fact(facts, "extra_keys", "multi_head_attention_forward"))
+    return mha_macs(inputs[0], inputs[1], inputs[2], embed_dim=embed_dim, extra_keys=extra_keys)
 
 
 # ---------------------------------------------------------------------------------------- zero by rule
@@ -386,9 +393,11 @@ def register_cost_rule(
         ...     return math.prod(out_shape)
 
     Raises:
-        UserInputError: ``kind`` is not an op kind, or ``op_name`` already has a rule (built-in or
-            registered) and ``replace`` is False.
+        UserInputError: ``op_name`` is empty, ``kind`` is not an op kind, or ``op_name`` already has a
+            rule (built-in or registered) and ``replace`` is False.
     """
+    if not isinstance(op_name, str) or not op_name:
+        raise UserInputError(f"op_name={op_name!r} must be a non-empty op name, as run --coverage lists it")
     try:
         op_kind_ = OpKind(kind)
     except ValueError:
@@ -472,7 +481,8 @@ def record_macs(op_name: str, inputs: Sequence[Shape], output: Shape, facts: Map
     """Our MACs of one recorded call (0 for ops zero by rule or without a rule).
 
     Raises:
-        UserInputError: a user rule returned something other than a non-negative int.
+        UserInputError: a user rule returned something other than a non-negative int, or the call's
+            ``facts`` lack one the formula needs.
     """
     entry = cost_entry(op_name)
     if entry is None or entry.macs is None:

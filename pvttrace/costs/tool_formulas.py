@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pvttrace.costs.formulas import conv_macs, einsum_macs
+from pvttrace.costs.formulas import conv_macs, einsum_macs, required_fact
 from pvttrace.records import OpKind, OpRecord, Shape
 
 __all__ = [
@@ -117,7 +117,7 @@ def fvcore_mha(op: OpRecord, facts: Mapping[str, Any], module_type: str | None) 
     if len(op.inputs) < 3:
         return 0
     query, key, value = op.inputs[0], op.inputs[1], op.inputs[2]
-    embed = int(facts["embed_dim"])
+    embed = int(required_fact(facts, "embed_dim", "multi_head_attention_forward"))
     length, keys = query[0], key[0]
     batch = query[1] if len(query) == 3 else 1
     projections = 2 * length * batch * embed * embed + keys * batch * (key[-1] + value[-1]) * embed
