@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pvttrace.base.errors import UserInputError
@@ -80,10 +81,10 @@ class CostFormula(Protocol):
     def __call__(self, *input_shapes: Shape, out_shape: Shape) -> int: ...
 
 
-class FactsNeeded:
+class FactsNeeded(StrEnum):
     """Which non-tensor facts of a call the entry's counts read (``pvttrace.costs.callfacts`` gathers them)."""
 
-    NONE = ""
+    NONE = "none"
     EINSUM = "einsum"
     """The equation."""
     MHA = "mha"
@@ -118,7 +119,7 @@ class CostEntry:
     """Our MACs (convention ``macs``); None: 0 MACs by rule."""
     counts: Mapping[str, ConventionCount] = field(default_factory=dict)
     """Convention name (every key of ``records.CONVENTIONS``) -> how that convention counts the op."""
-    facts: str = FactsNeeded.NONE
+    facts: FactsNeeded = FactsNeeded.NONE
     """Which non-tensor facts of the call the counts need (:class:`FactsNeeded`)."""
     user: bool = False
     """Registered with :func:`register_cost_rule`: its count holds in every convention."""
@@ -172,7 +173,7 @@ def cost_rule_for(
     kind: OpKind,
     *names: str,
     fvcore: ConventionCount | None = None,
-    facts: str = FactsNeeded.NONE,
+    facts: FactsNeeded = FactsNeeded.NONE,
 ) -> Callable[[MacsFormula], MacsFormula]:
     """Decorator: register ``names`` as ops of ``kind`` whose MACs the decorated formula computes.
 
@@ -191,7 +192,7 @@ def cost_rule_for(
 
 
 def zero_by_rule(
-    kind: OpKind, *names: str, fvcore: ConventionCount | None = None, facts: str = FactsNeeded.NONE
+    kind: OpKind, *names: str, fvcore: ConventionCount | None = None, facts: FactsNeeded = FactsNeeded.NONE
 ) -> None:
     """Register ``names`` as ops of ``kind`` that cost 0 MACs in our convention.
 
@@ -442,7 +443,7 @@ def cost_entries() -> tuple[CostEntry, ...]:
     return tuple(_BUILTIN.values())
 
 
-def facts_needed(op_name: str) -> str:
+def facts_needed(op_name: str) -> FactsNeeded:
     """Which facts of a call to ``op_name`` the built-in counts read (:class:`FactsNeeded`)."""
     entry = _BUILTIN.get(op_name)
     return entry.facts if entry is not None else FactsNeeded.NONE
