@@ -28,7 +28,7 @@ _EXPORTS = {
     "build_model": "pvttrace.tracing.model",
     "trace_config": "pvttrace.tracing.recorder",
     "trace_model": "pvttrace.tracing.recorder",
-    "register_cost_rule": "pvttrace.costs.rules",
+    "register_cost_rule": "pvttrace.costs.registry",
     "PvtTraceError": "pvttrace.base.errors",
     "ConfigError": "pvttrace.base.errors",
     "TraceError": "pvttrace.base.errors",

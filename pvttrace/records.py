@@ -12,7 +12,6 @@ activations, element-wise and layout ops cost 0 MACs by rule.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -42,7 +41,6 @@ __all__ = [
     "json_error_reason",
     "load_trace",
     "loads_trace",
-    "macs_category",
 ]
 
 TRACE_SCHEMA = "pvttrace.trace/1"
@@ -127,7 +125,7 @@ class CostRule(StrEnum):
 
 
 class MacsCategory(StrEnum):
-    """Where MACs go inside a stage."""
+    """Where MACs go inside a stage (which op goes where: ``pvttrace.costs.registry.macs_category``)."""
 
     ATTENTION = "attention"
     SR = "sr"
@@ -235,23 +233,6 @@ class OpRecord:
             peak_bytes=_int(data.get("peak_bytes", 0)),
             saved_bytes=_int(data.get("saved_bytes", 0)),
         )
-
-
-_ATTENTION_MODULE = re.compile(r"(^|\.)(attn|attention|self_attn)($|\.)")
-_MLP_MODULE = re.compile(r"(^|\.)mlp($|\.)")
-
-
-def macs_category(op: OpRecord) -> MacsCategory:
-    """Attention (q@k^T, attn@v, SDPA) / SR (reduction conv) / projections (q, kv, proj) / MLP / other."""
-    if op.kind == OpKind.MHA or (op.kind in (OpKind.MATMUL, OpKind.SDPA) and _ATTENTION_MODULE.search(op.module)):
-        return MacsCategory.ATTENTION
-    if op.kind == OpKind.SR_CONV:
-        return MacsCategory.SR
-    if op.kind == OpKind.LINEAR and _ATTENTION_MODULE.search(op.module):
-        return MacsCategory.PROJECTION
-    if _MLP_MODULE.search(op.module):
-        return MacsCategory.MLP
-    return MacsCategory.OTHER
 
 
 _OPTIONAL_STAGE_FIELDS = ("peak_activation_bytes", "saved_activation_bytes")

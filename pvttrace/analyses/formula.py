@@ -37,7 +37,8 @@ import sympy  # type: ignore[import-untyped]
 
 from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.config import PvtConfig
-from pvttrace.records import OpKind, OpRecord, macs_category
+from pvttrace.costs.registry import macs_category
+from pvttrace.records import OpKind, OpRecord
 
 if TYPE_CHECKING:
     from torch import nn

@@ -2,9 +2,10 @@
 
 Shapes alone cost most ops. A few need an argument that is not a tensor: the einsum
 equation, ``nn.MultiheadAttention``'s embed dim and whether it returns its weights, an
-upsampling mode, whether a norm is affine or a conv has a bias. The tracer calls
-:func:`call_facts` for every recorded op; the result is handed to the cost rules
-(``pvttrace.costs.rules.call_macs`` and ``pvttrace.costs.conventions``) and is not stored in the trace.
+upsampling mode, whether a norm is affine or a conv has a bias. Which op needs which facts is the
+registry's decision (``CostEntry.facts``); this module only reads them off the call, which needs
+torch. The tracer calls :func:`call_facts` for every recorded op; the result is handed to the
+registry's counts and is not stored in the trace.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from pvttrace.costs.registry import FactsNeeded, facts_needed
 
 __all__ = ["call_facts"]
 
@@ -44,10 +47,11 @@ def _positional(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name:
 
 def call_facts(name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """What the cost rules need to know about one call beyond its tensor shapes (often nothing)."""
-    if name in ("einsum", "functional.einsum"):
+    needed = facts_needed(name)
+    if needed == FactsNeeded.EINSUM:
         equation = args[0] if args and isinstance(args[0], str) else kwargs.get("equation", "")
         return {"equation": equation}
-    if name == "nn.functional.multi_head_attention_forward":
+    if needed == FactsNeeded.MHA:
         bound = _bound(func, args, kwargs)
         extra_keys = int(bound.get("bias_k") is not None) + int(bool(bound.get("add_zero_attn")))
         masked = bound.get("attn_mask") is not None or bound.get("key_padding_mask") is not None
@@ -58,16 +62,16 @@ def call_facts(name: str, func: Callable[..., Any], args: tuple[Any, ...], kwarg
             "need_weights": bool(bound.get("need_weights", True)),
             "masked": masked,
         }
-    if name == "nn.functional.interpolate":
+    if needed == FactsNeeded.INTERPOLATE:
         bound = _bound(func, args, kwargs)
         return {"mode": str(bound.get("mode", "nearest"))}
-    if name in ("nn.functional.layer_norm", "nn.functional.group_norm"):
+    if needed == FactsNeeded.NORM:
         weight = _bound(func, args, kwargs).get("weight")
         return {"affine": weight is not None}
-    if name in ("nn.functional.batch_norm", "nn.functional.instance_norm"):
+    if needed == FactsNeeded.NORM_TRAINING:
         bound = _bound(func, args, kwargs)
         training = bool(bound.get("training", bound.get("use_input_stats", False)))
         return {"affine": bound.get("weight") is not None, "training": training}
-    if "conv" in name or name in ("nn.functional.linear", "_C._nn.linear"):
+    if needed == FactsNeeded.BIAS:
         return {"bias": isinstance(_positional(args, kwargs, 2, "bias"), torch.Tensor)}
     return {}

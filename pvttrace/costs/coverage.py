@@ -1,6 +1,6 @@
 """Which ops a trace saw and how each was costed: by a MAC rule, zero by rule, or no rule at all.
 
-Nothing is dropped silently: an op the rule table (``pvttrace.costs.rules.OP_KINDS``) does not
+Nothing is dropped silently: an op the cost registry (``pvttrace.costs.registry``) does not
 know is still recorded, with 0 MACs and ``cost_rule == "none"``; this module counts them
 so that ``pvttrace run --coverage`` can list every op name and ``run`` can warn in one line.
 Pure data: no torch, rich or typer.

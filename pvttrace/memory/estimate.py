@@ -48,7 +48,7 @@ from enum import StrEnum
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.base.units import format_bytes, parse_bytes
 from pvttrace.config import PvtConfig
-from pvttrace.records import OpRecord, StageSummary, Totals, Trace, TrainingMemory
+from pvttrace.records import OpRecord, Totals, Trace, TrainingMemory
 
 __all__ = [
     "IMG_STEP",
@@ -274,31 +274,20 @@ def attention_extra_bytes(ops: Sequence[OpRecord], stage: int) -> int:
     return max(op.peak_bytes for op in attention) - before
 
 
-def _stage_sums(
-    stages: Sequence[StageSummary], ops: Sequence[OpRecord], value: Callable[[OpRecord], int], *, peak: bool
-) -> list[int]:
-    out = []
-    for stage in stages:
-        values = [value(op) for op in ops if op.stage == stage.index]
-        out.append((max(values) if peak else sum(values)) if values else 0)
-    return out
-
-
 def with_activation_memory(
     ops: Sequence[OpRecord],
-    stages: Sequence[StageSummary],
     totals: Totals,
     timeline: ActivationTimeline,
     input_bytes: int,
-) -> tuple[tuple[OpRecord, ...], tuple[StageSummary, ...], Totals]:
-    """Copies of ops, stages and totals carrying the inference memory of ``timeline``."""
+) -> tuple[tuple[OpRecord, ...], Totals]:
+    """Copies of ops and totals carrying the inference memory of ``timeline``.
+
+    Stage summaries read their activation peak off the ops (``pvttrace.stages.summary``), so they are
+    built after this.
+    """
     new_ops = tuple(
         dataclasses.replace(op, live_bytes=timeline.live_bytes[i], peak_bytes=timeline.peak_bytes[i])
         for i, op in enumerate(ops)
-    )
-    stage_peaks = _stage_sums(stages, new_ops, lambda op: op.peak_bytes, peak=True)
-    new_stages = tuple(
-        dataclasses.replace(stage, peak_activation_bytes=peak) for stage, peak in zip(stages, stage_peaks, strict=True)
     )
     peak_op = timeline.peak_op
     new_totals = dataclasses.replace(
@@ -309,27 +298,24 @@ def with_activation_memory(
         peak_stage=None if peak_op is None else new_ops[peak_op].stage,
         peak_memory_bytes=totals.param_bytes + totals.buffer_bytes + timeline.peak,
     )
-    return new_ops, new_stages, new_totals
+    return new_ops, new_totals
 
 
 def with_training_memory(
     ops: Sequence[OpRecord],
-    stages: Sequence[StageSummary],
     totals: Totals,
     log: LifetimeLog,
     *,
     optimizer: str,
     trainable_params: int,
     trainable_param_bytes: int,
-) -> tuple[tuple[OpRecord, ...], tuple[StageSummary, ...], Totals, TrainingMemory]:
-    """Attach a training step's memory (from the forward-with-grad + backward ``log``) to a trace's parts."""
+) -> tuple[tuple[OpRecord, ...], Totals, TrainingMemory]:
+    """Attach a training step's memory (from the forward-with-grad + backward ``log``) to a trace's ops and totals.
+
+    Stage summaries read their saved bytes off the ops (``pvttrace.stages.summary``), so they are built after this.
+    """
     per_op, saved_activations, saved_params = saved_bytes_by_op(log, len(ops))
     new_ops = tuple(dataclasses.replace(op, saved_bytes=per_op[i]) for i, op in enumerate(ops))
-    stage_saved = _stage_sums(stages, new_ops, lambda op: op.saved_bytes, peak=False)
-    new_stages = tuple(
-        dataclasses.replace(stage, saved_activation_bytes=saved)
-        for stage, saved in zip(stages, stage_saved, strict=True)
-    )
     forward_peak = activation_timeline(log, len(ops)).peak
     backward = backward_peak(log)
     state = optimizer_state_bytes(optimizer, trainable_param_bytes)
@@ -346,7 +332,7 @@ def with_training_memory(
         backward_peak_bytes=backward,
         peak_bytes=peak,
     )
-    return new_ops, new_stages, dataclasses.replace(totals, peak_memory_bytes=peak), training
+    return new_ops, dataclasses.replace(totals, peak_memory_bytes=peak), training
 
 
 # ---------------------------------------------------------------------------------- what fits

@@ -16,6 +16,7 @@ from pvttrace.base.units import format_bytes
 from pvttrace.memory.estimate import FitAnswer, FitSearch, attention_extra_bytes
 from pvttrace.records import Trace, TrainingMemory
 from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.stages.summary import ops_of_stage
 
 __all__ = [
     "fit_breakdown",
@@ -87,7 +88,7 @@ def memory_stage_table(trace: Trace) -> FittedTable:
         table.add_column(name, justify="right")
     saved_total = trace.training.saved_activation_bytes if trace.training is not None else 0
     for stage in trace.stages:
-        ops = [op for op in trace.ops if op.stage == stage.index]
+        ops = ops_of_stage(trace.ops, stage.index)
         if not ops:
             continue
         row = [

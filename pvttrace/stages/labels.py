@@ -1,4 +1,4 @@
-"""Recognise PVT structure in any model: stages from module names, walkthrough labels, stage summaries.
+"""Recognise PVT structure in any model: stages from module names, walkthrough labels.
 
 The built-in model labels its own ops (``step("split heads")``). Other models (timm's
 ``pvt_v2``, the official code, a user's modified copy) give only module names, so this
@@ -12,28 +12,24 @@ module labels their ops by rule:
   before the SR conv, "transpose k" before the scores).
 
 Stages come from module names (timm ``stages.N`` and ``patch_embed``, official ``block1`` /
-``patch_embed1`` / ``norm1``, ``layers.N``, ``layerN``); stage summaries (grid, tokens, keys,
-heads, attention map) are read back from the records. Pure data: no torch, rich or typer.
+``patch_embed1`` / ``norm1``, ``layers.N``, ``layerN``); stage summaries are built from the labelled
+records in :mod:`pvttrace.stages.summary`. Pure data: no torch, rich or typer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from pvttrace.records import LAYOUT_KINDS, MacsCategory, OpKind, OpRecord, Shape, StageSummary, macs_category
-from pvttrace.stages.structure import StageGeometry
+from pvttrace.records import LAYOUT_KINDS, OpKind, OpRecord
 
 __all__ = [
     "LABEL_RULES",
-    "attention_map",
     "attention_modules",
     "block_of",
-    "derive_stages",
     "is_pvt_like",
     "label_ops",
-    "stage_macs_fields",
     "stage_of_module",
 ]
 
@@ -298,96 +294,3 @@ def label_ops(ops: Sequence[OpRecord]) -> tuple[OpRecord, ...]:
         if labels[i] is None and op.kind in LAYOUT_KINDS:
             labels[i] = _layout_label(ops, labels, i, attention)
     return tuple(op if op.label == labels[i] else replace(op, label=labels[i]) for i, op in enumerate(ops))
-
-
-def attention_map(stage_ops: Sequence[OpRecord]) -> tuple[Shape | None, int]:
-    """One block's score map [B, heads, N, N'] and its bytes (0 when fused: SDPA never materialises it)."""
-    for op in stage_ops:
-        if op.label == "scores q@k^T":
-            return op.output, op.out_bytes
-        if op.kind == OpKind.SDPA and len(op.inputs) >= 2:
-            q, k = op.inputs[0], op.inputs[1]
-            return (*q[:-1], k[-2]), 0
-    return None, 0
-
-
-def stage_macs_fields(stage_ops: Sequence[OpRecord]) -> dict[str, int]:
-    """A stage's MACs and their split by category, as :class:`StageSummary` keyword arguments."""
-    by_category = dict.fromkeys(MacsCategory, 0)
-    for op in stage_ops:
-        by_category[macs_category(op)] += op.macs
-    return {
-        "macs": sum(op.macs for op in stage_ops),
-        "attention_macs": by_category[MacsCategory.ATTENTION],
-        "sr_macs": by_category[MacsCategory.SR],
-        "projection_macs": by_category[MacsCategory.PROJECTION],
-        "mlp_macs": by_category[MacsCategory.MLP],
-        "other_macs": by_category[MacsCategory.OTHER],
-    }
-
-
-def _sr_ratio(stage_ops: Sequence[OpRecord], grid_h: int, map_shape: Shape | None) -> int:
-    """The stage's spatial-reduction ratio: the SR conv's kernel (linear SRA: grid over pooled size);
-    1 when attention sees every token; 0 (unknown) without attention or when keys are reduced otherwise."""
-    conv = next((op for op in stage_ops if op.label == "SR conv" and len(op.inputs) >= 2), None)
-    if conv is None:
-        return 1 if map_shape is not None and map_shape[-1] == map_shape[-2] else 0
-    kernel = conv.inputs[1][-1]
-    if kernel > 1:
-        return kernel
-    # Linear SRA: pooled to a fixed grid, so the ratio is the grid over the pooled size.
-    pooled = conv.output[-2] if len(conv.output) >= 2 else 0
-    return max(1, grid_h // pooled) if pooled and grid_h else 0
-
-
-def derive_stages(
-    ops: Sequence[OpRecord],
-    stage_params: Mapping[int | None, int],
-    geometry: Sequence[StageGeometry] = (),
-) -> tuple[StageSummary, ...]:
-    """Stage summaries of any model, read back from its op records (no config needed).
-
-    With ``geometry`` (from :func:`pvttrace.stages.structure.derive_structure`) the grid, channels and
-    depth are the data's; without it, the stage's patch-embedding output gives the grid.
-    Tokens N and keys N': the attention map (or the stage's tokens); heads: the map's second
-    dim; dim: the q projection's width. Facts that cannot be known are 0 (rendered ``-``).
-    """
-    known = {g.index: g for g in geometry}
-    summaries = []
-    for index in sorted({op.stage for op in ops if op.stage is not None}):
-        stage_ops = [op for op in ops if op.stage == index]
-        map_shape, map_bytes = attention_map(stage_ops)
-        geo = known.get(index)
-        embed = next((op for op in stage_ops if op.kind == OpKind.PATCH_EMBED and len(op.output) == 4), None)
-        q_proj = next((op for op in stage_ops if op.label in ("q projection", "qkv projection")), None)
-        if geo is not None:
-            hw, depth = geo.hw, geo.depth
-            tokens = map_shape[-2] if map_shape else geo.tokens
-            dim = q_proj.inputs[0][-1] if q_proj else geo.channels
-        else:
-            grid_op = embed or next((op for op in stage_ops if len(op.output) == 4), None)
-            hw = (grid_op.output[-2], grid_op.output[-1]) if grid_op is not None else (0, 0)
-            linear = next((op for op in stage_ops if op.kind == OpKind.LINEAR and len(op.inputs[0]) == 3), None)
-            tokens = map_shape[-2] if map_shape else (linear.inputs[0][1] if linear else 0)
-            dim = q_proj.inputs[0][-1] if q_proj else (embed.output[1] if embed else 0)
-            depth = len({op.block for op in stage_ops if op.block is not None})
-        # The stage's output is what its last op leaves for the next stage (or the head).
-        last_op = stage_ops[-1]
-        summaries.append(
-            StageSummary(
-                index=index,
-                hw=hw,
-                tokens=tokens,
-                kv_tokens=map_shape[-1] if map_shape else tokens,
-                dim=dim,
-                heads=map_shape[1] if map_shape and len(map_shape) == 4 else 0,
-                sr_ratio=_sr_ratio(stage_ops, hw[0], map_shape),
-                depth=depth,
-                params=stage_params.get(index, 0),
-                **stage_macs_fields(stage_ops),
-                attention_map_shape=map_shape,
-                attention_map_bytes=map_bytes,
-                output=last_op.output,
-            )
-        )
-    return tuple(summaries)

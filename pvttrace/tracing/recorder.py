@@ -8,7 +8,7 @@ Two mechanisms work together:
   ``@``, ``softmax``, ``F.linear``, ``F.conv2d`` ...): calls nested inside a handled call are not
   re-reported, so the trace has no aten noise and ``nn.Linear`` shows up as one ``linear``.
 
-Every call that returns a tensor is recorded; costs come from ``pvttrace.costs.rules``. On the
+Every call that returns a tensor is recorded; costs come from ``pvttrace.costs.registry``. On the
 ``meta`` device no tensor memory is allocated, so a trace at 2048x2048 costs what one at 224
 does. Hooks and the mode are removed in ``finally`` blocks even when the forward raises.
 
@@ -41,20 +41,13 @@ from pvttrace.base.steps import current_label, current_stage
 from pvttrace.config import PvtConfig
 from pvttrace.costs.callfacts import call_facts
 from pvttrace.costs.conventions import AttentionStage, apply_convention
-from pvttrace.costs.rules import OP_KINDS, call_macs, cost_rule, op_kind
+from pvttrace.costs.registry import conv_role, cost_entries, cost_rule, op_kind, record_macs
 from pvttrace.memory import estimate as memory
 from pvttrace.memory.estimate import LifetimeLog, StorageKind
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
-from pvttrace.stages.labels import (
-    attention_map,
-    block_of,
-    derive_stages,
-    is_pvt_like,
-    label_ops,
-    stage_macs_fields,
-    stage_of_module,
-)
+from pvttrace.stages.labels import block_of, is_pvt_like, label_ops, stage_of_module
 from pvttrace.stages.structure import StageGeometry, derive_structure
+from pvttrace.stages.summary import config_stage_summaries, derived_stage_summaries
 from pvttrace.tracing.atenshapes import suggest_memory_format
 from pvttrace.tracing.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
 from pvttrace.tracing.metashapes import meta_stand_in
@@ -71,13 +64,13 @@ _SKIPPED_FILES = (_TORCH_DIR, os.path.dirname(__file__) + os.sep + "trace.py", o
 
 
 def _known_names() -> dict[Any, str]:
-    """Map the torch functions named in the cost table to their names.
+    """Map the torch functions named in the cost registry to their names.
 
     ``torch.overrides.resolve_name`` builds a table of every torch function on first use
     (about 0.2 s); resolving our own few hundred names directly costs almost nothing.
     """
     names: dict[Any, str] = {}
-    for name in OP_KINDS:
+    for name in (entry.op for entry in cost_entries()):
         target: Any = torch
         for part in name.split("."):
             target = getattr(target, part, None)
@@ -106,20 +99,6 @@ def _stage_of(module: str) -> int | None:
 
 def _block_of(module: str) -> int | None:
     return block_of(module)
-
-
-def _refine_kind(kind: OpKind, module: str, label: str | None, groups_like_dw: bool) -> OpKind:
-    """Name convs by their role: patch embedding, SR reduction or depthwise MLP conv."""
-    if kind != OpKind.CONV:
-        return kind
-    leaf = module.rsplit(".", 1)[-1]
-    if leaf in ("sr", "spatial_reduction", "sequence_reduction") or (label or "").startswith("SR"):
-        return OpKind.SR_CONV
-    if "dwconv" in module or groups_like_dw:
-        return OpKind.DW_CONV
-    if "patch_embed" in module or "downsample" in module:
-        return OpKind.PATCH_EMBED
-    return kind
 
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
@@ -283,9 +262,8 @@ class _Recorder(TorchFunctionMode):
         rule = cost_rule(name)
         kind = op_kind(name)
         if kind == OpKind.CONV and len(inputs) >= 2:
-            weight = inputs[1]
-            groups_like_dw = weight.shape[1] == 1 and inputs[0].shape[1] > 1
-            kind = _refine_kind(kind, module, label, groups_like_dw)
+            depthwise = inputs[1].shape[1] == 1 and inputs[0].shape[1] > 1
+            kind = conv_role(kind, module, label, depthwise=depthwise)
         in_shapes = tuple(tuple(t.shape) for t in inputs)
         out_shape = tuple(outputs[0].shape)
         input_storages = {t.untyped_storage()._cdata for t in inputs}
@@ -312,7 +290,7 @@ class _Recorder(TorchFunctionMode):
                 inputs=in_shapes,
                 output=out_shape,
                 dtype=str(outputs[0].dtype).removeprefix("torch."),
-                macs=call_macs(name, kind, in_shapes, out_shape, facts) if rule == CostRule.MACS else 0,
+                macs=record_macs(name, in_shapes, out_shape, facts) if rule == CostRule.MACS else 0,
                 out_bytes=out_bytes,
                 alloc_bytes=alloc_bytes,
                 view=aliased,
@@ -502,37 +480,6 @@ def _derived_stage_params(model: nn.Module, module_stages: dict[str, int | None]
     return counts
 
 
-def summarise_stages(
-    cfg: PvtConfig, ops: tuple[OpRecord, ...], stage_params: dict[int | None, int]
-) -> tuple[StageSummary, ...]:
-    """Per-stage summaries of a built-in model's trace (geometry from the config, costs from the ops)."""
-    summaries = []
-    for geo in cfg.geometry():
-        i = geo.index - 1
-        stage_ops = [op for op in ops if op.stage == geo.index]
-        map_shape, map_bytes = attention_map(stage_ops)
-        outputs = [op for op in stage_ops if op.label in ("stage output map", "stage norm")]
-        last_op = outputs[-1] if outputs else (stage_ops[-1] if stage_ops else None)
-        summaries.append(
-            StageSummary(
-                index=geo.index,
-                hw=geo.hw,
-                tokens=geo.tokens,
-                kv_tokens=geo.kv_tokens,
-                dim=cfg.dims[i],
-                heads=cfg.heads[i],
-                sr_ratio=cfg.sr_ratios[i],
-                depth=cfg.depths[i],
-                params=stage_params.get(geo.index, 0),
-                **stage_macs_fields(stage_ops),
-                attention_map_shape=map_shape,
-                attention_map_bytes=map_bytes,
-                output=None if last_op is None else last_op.output,
-            )
-        )
-    return tuple(summaries)
-
-
 def _attention_stages(
     config: PvtConfig | None, stages: tuple[StageSummary, ...], ops: tuple[OpRecord, ...]
 ) -> list[AttentionStage]:
@@ -626,10 +573,14 @@ def trace_model(
             ops, geometry = derived.ops, derived.stages
             stage_params = _derived_stage_params(model, derived.module_stages)
     params = list(model.parameters())
+
+    def stage_summaries(ops: tuple[OpRecord, ...]) -> tuple[StageSummary, ...]:
+        if config is not None:
+            return config_stage_summaries(config, ops, stage_params)
+        return derived_stage_summaries(ops, stage_params, geometry)
+
     if convention != "macs":
-        structure = (
-            summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
-        )
+        structure = stage_summaries(ops)
         pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
         if convention == "paper" and not pvt_like and notes is not None:
             notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
@@ -650,20 +601,18 @@ def trace_model(
         ops=len(ops),
         uncosted_ops=sum(1 for op in ops if op.cost_rule == CostRule.NONE),
     )
-    stages = summarise_stages(config, ops, stage_params) if config else derive_stages(ops, stage_params, geometry)
     input_bytes = sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs.tensors()}.values())
     if log is not None:
         timeline = memory.activation_timeline(log, len(ops))
-        ops, stages, totals = memory.with_activation_memory(ops, stages, totals, timeline, input_bytes)
+        ops, totals = memory.with_activation_memory(ops, totals, timeline, input_bytes)
     training = None
     if train:
         train_ops, _, train_log = memory_log(model, inputs, train=True)
         if [op.op for op in train_ops] != [op.op for op in ops]:
             raise TraceError("the forward with grad enabled issued different ops than the inference forward")
         trainable = [p for p in params if p.requires_grad]
-        ops, stages, totals, training = memory.with_training_memory(
+        ops, totals, training = memory.with_training_memory(
             ops,
-            stages,
             totals,
             train_log,
             optimizer=optimizer,
@@ -675,7 +624,7 @@ def trace_model(
         input_shape=tuple(first.shape),
         outputs=outputs,
         ops=ops,
-        stages=stages,
+        stages=stage_summaries(ops),
         totals=totals,
         device=str(first.device.type),
         tool_version=__version__,
