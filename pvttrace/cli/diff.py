@@ -77,7 +77,7 @@ def _spec_labels(specs: list[ModelSpec]) -> list[str]:
     return labels if len(set(labels)) == len(labels) else [f"#{i}" for i in range(1, len(specs) + 1)]
 
 
-def _trace_specs(specs: list[ModelSpec], device: str, *, train: bool = False) -> list[Trace]:
+def _trace_specs(specs: list[ModelSpec], device: str) -> list[Trace]:
     """Trace each distinct spec once, through the one entry point (torch is imported here)."""
     from pvttrace.cli.guard import tracing
     from pvttrace.tracing.target import trace_target
@@ -86,7 +86,7 @@ def _trace_specs(specs: list[ModelSpec], device: str, *, train: bool = False) ->
     for spec in specs:
         if spec not in cache:
             with tracing(f"tracing {spec.name}"):
-                cache[spec] = trace_target(spec, device=device, train=train, on_note=lambda note: warn([note]))
+                cache[spec] = trace_target(spec, device=device, on_note=lambda note: warn([note]))
     return [cache[spec] for spec in specs]
 
 
