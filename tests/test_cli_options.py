@@ -7,6 +7,7 @@ import json
 
 import pytest
 import typer.main
+from optional import needs
 from typer.testing import CliRunner
 
 from pvttrace.base.errors import CheckFailed, ConfigError, TraceError, UserInputError
@@ -166,3 +167,14 @@ def test_the_public_facade_offers_the_one_entry_point() -> None:
     assert pvttrace.trace.trace_target(builtin_spec(get_variant("tiny"))) == pvttrace.trace.trace_config(
         get_variant("tiny")
     )
+
+
+@needs("timm")
+def test_fit_takes_a_timm_model(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["fit", "--memory", "24GiB", "--model", "timm:pvt_v2_b0", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    # timm's default input (3x224x224); the answer fits and the next batch does not.
+    at_answer = trace_target(parse_model_spec("timm:pvt_v2_b0", batch=doc["value"]))
+    assert at_answer.input_shape == (doc["value"], 3, 224, 224) and doc["value"] == 2984
+    assert at_answer.totals.peak_memory_bytes == doc["peak_bytes"] <= 24 * 2**30 < doc["next_peak_bytes"]

@@ -268,9 +268,9 @@ def _typer_annotation(option: ModelOption, *, repeated: bool, help_text: str | N
     """``Annotated[T | None, typer.Option(...)]`` for one option (``list[T] | None`` when repeated)."""
     flag = f"{option.flag}/--no-{option.flag[2:]}" if option.type is bool else option.flag
     decls = [flag] + ([option.short] if option.short and short else [])
-    text = help_text if help_text is not None else option.help
-    if repeated and option.name not in _ALWAYS_LISTS:
-        text += " Repeatable: one value per configuration."
+    text = option.help + (" Repeatable: one value per configuration." if repeated else "")
+    if help_text is not None or option.name in _ALWAYS_LISTS:
+        text = help_text or option.help  # a command's own text says how it repeats
     value_type: Any = list[option.type] if repeated or option.name in _ALWAYS_LISTS else option.type  # type: ignore[name-defined]
     return Annotated[value_type | None, typer.Option(*decls, help=text)]
 
