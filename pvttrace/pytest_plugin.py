@@ -131,9 +131,9 @@ class PvtSnapshot:
     def _trace(self, config: PvtConfig) -> Trace:
         cache = self._config.stash[_TRACES]
         if config not in cache:
-            from pvttrace.tracing.recorder import trace_config
+            from pvttrace.tracing.target import builtin_spec, trace_target
 
-            cache[config] = trace_config(config)
+            cache[config] = trace_target(builtin_spec(config))
         return cache[config]
 
     def _trace_spec(self, text: str, input_shape: Sequence[int] | str | None) -> Trace:

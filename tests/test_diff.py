@@ -199,7 +199,7 @@ def test_cli_linear_sra_keeps_49_keys() -> None:
     assert [s["tokens"] for s in b2_li["stages"]] == [16384, 4096, 1024, 256]
     assert b2_li["config"]["linear_sra"] is True and doc["labels"] == ["variant=b2", "variant=b2-li"]
     assert doc["summary"][0].startswith("stage 1: variant b2 -> b2-li, linear SRA off -> on, N' 256 -> 49 divides")
-    code, table, _ = invoke("diff", "--variant", "b2", "--linear-sra", "off", "--linear-sra", "on", "--img", "512")
+    code, table, _ = invoke("diff", "--variant", "b2", "--no-linear-sra", "--linear-sra", "--img", "512")
     assert code == 0 and "linear-sra=on" in table and "[1, 1, 16384, 49]" in table
 
 
@@ -286,7 +286,7 @@ def test_json_schema_and_stable_bytes() -> None:
         ),
         (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--label", "a"], "label was given 1 time(s) for 2 configurations"),
         (["--sr", "8,4,2,1", "--sr", "8,4,2"], "sr_ratios=8,4,2 has 3 value(s)"),
-        (["--variant", "b2", "--linear-sra", "on", "--linear-sra", "maybe"], "linear-sra='maybe' must be on or off"),
+        (["--variant", "b2", "--linear-sra", "off", "--linear-sra", "on"], "--linear-sra and --qkv-bias are flags"),
         (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--ops", "--stage", "5"], "stage=5 must be between 1 and 4"),
         (["--sr", "8,4,2,1", "--sr", "1,1,1,1", "--format", "xml"], "Invalid value for '--format'"),
         (["--batch", "1", "--batch", "x"], "Invalid value for '--batch'"),

@@ -197,7 +197,7 @@ def test_sweep_timm_model_equals_the_builtin_variant(runner: CliRunner) -> None:
     [
         (
             ["--model", "anymodel_zoo:mix", "--sr", "1,1,1,1", "--dims", "8,8,8,8"],
-            "cannot be combined with --sr, --dims",
+            "cannot be combined with --dims, --sr",
         ),
         (["--input-shape", "1,3,8,8"], "input_shape needs --model"),
         (["--model", "anymodel_zoo:mix", "--input-shape", "8,8"], "input_shape=8,8 needs at least 3 dims to sweep"),

@@ -3,18 +3,26 @@
 torchinfo's module tree (``pvttrace.tracing.torchinfo_view``) has parameters and output shapes but no MACs of
 parameter-free ops (``q @ k^T``) and no memory; this view is read off a pvttrace trace instead, so
 its MACs are the trace's (any convention) and they add up: each op counts in the module that issued
-it and in every ancestor. Pure data: no torch, rich or typer.
+it and in every ancestor. :func:`module_rows` is pure data; :func:`trace_modules` traces through the one
+entry point (:func:`pvttrace.tracing.target.trace_target`, torch imported there) and reads the rows off.
+No rich or typer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.records import Shape, Trace
 
-__all__ = ["MAX_DEPTH", "ModuleRow", "module_rows"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pvttrace.tracing.target import ModelSpec
+
+__all__ = ["MAX_DEPTH", "ModuleRow", "module_rows", "trace_modules"]
 
 MAX_DEPTH = 64
 
@@ -94,3 +102,27 @@ def module_rows(
         )
         for path in sorted(first, key=lambda p: (first[p], _depth(p)))
     )
+
+
+def trace_modules(
+    spec: ModelSpec,
+    *,
+    depth: int,
+    convention: str = "macs",
+    device: str = "meta",
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[Trace, tuple[ModuleRow, ...]]:
+    """Trace ``spec`` and return the trace with its per-module rows to ``depth`` (see :func:`module_rows`).
+
+    Raises:
+        UserInputError: a bad depth, spec or convention.
+        TraceError: the model failed to build or run.
+    """
+    from pvttrace.tracing.target import module_facts, trace_target
+
+    if not 0 <= depth <= MAX_DEPTH:
+        raise UserInputError(f"depth={depth} must be from 0 to {MAX_DEPTH}")
+    traced: list[nn.Module] = []
+    trace = trace_target(spec, convention=convention, device=device, on_note=on_note, on_model=traced.append)
+    params, types = module_facts(traced[-1])
+    return trace, module_rows(trace, params, types, depth=depth)

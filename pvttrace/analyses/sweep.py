@@ -279,12 +279,13 @@ def size_tracer(metrics: Sequence[Metric]) -> Callable[[PvtConfig], Trace]:
 
     def trace(cfg: PvtConfig) -> Trace:
         from pvttrace.tracing.model import build_model
-        from pvttrace.tracing.recorder import architecture_key, trace_config
+        from pvttrace.tracing.recorder import architecture_key
+        from pvttrace.tracing.target import builtin_spec, trace_target
 
         key = architecture_key(cfg)
         if key not in models:
             models[key] = build_model(cfg)
-        return trace_config(cfg, memory_figures=memory_figures, model=models[key])
+        return trace_target(builtin_spec(cfg), memory_figures=memory_figures, model=models[key])
 
     return trace
 

@@ -12,17 +12,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from pvttrace import __version__
-from pvttrace.base.errors import CheckFailed, PvtTraceError, TraceError, UserInputError
-
-if TYPE_CHECKING:
-    from pvttrace.tracing.target import ModelSpec
+from pvttrace.base.errors import CheckFailed, PvtTraceError, UserInputError
 
 __all__ = ["app"]
 
@@ -85,8 +82,7 @@ def usage_hint(argv: Sequence[str]) -> str:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    one_line = " ".join(str(message).split())
-    sys.stderr.write(f"error: {one_line}\n")
+    print_error(message)
     sys.exit(code)
 
 
@@ -120,17 +116,28 @@ def _root(
         raise typer.Exit(0)
 
 
+#: Exit codes: a check that failed (a snapshot differs, a budget is exceeded), and bad input.
+EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def exit_code(exc: PvtTraceError) -> int:
+    """The exit code of a library error: 1 for a failed check, 2 for bad input or a trace that failed."""
+    return EXIT_CHECK_FAILED if isinstance(exc, CheckFailed) else EXIT_BAD_INPUT
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr (whitespace folded), for an error that does not end the command."""
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"error: {one_line}\n")
+
+
 @contextmanager
 def errors_to_exit_codes() -> Iterator[None]:
-    """Map library errors to one-line messages and exit codes (input 2, failed check 1)."""
+    """Map library errors to one-line messages and exit codes (:func:`exit_code`); the only such mapping."""
     try:
         yield
-    except (UserInputError, TraceError) as exc:
-        _fail(str(exc), 2)
-    except CheckFailed as exc:
-        _fail(str(exc), 1)
     except PvtTraceError as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), exit_code(exc))
 
 
 def terminal_width() -> int | None:
@@ -189,43 +196,8 @@ class Convention(StrEnum):
 
 
 # ---------------------------------------------------------------------------------- shared options
-# One Annotated alias per model option, so that every command spells and documents them alike.
-VariantOpt = Annotated[
-    str,
-    typer.Option("--variant", "-v", help="Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...)."),
-]
-ImgOpt = Annotated[str | None, typer.Option("--img", help="Image size: 224, or HxW such as 800x1333.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Batch size.")]
-InChansOpt = Annotated[int | None, typer.Option("--in-chans", help="Input channels.")]
-DimsOpt = Annotated[str | None, typer.Option("--dims", help="Embedding dim per stage, e.g. 64,128,320,512.")]
-HeadsOpt = Annotated[str | None, typer.Option("--heads", help="Attention heads per stage, e.g. 1,2,5,8.")]
-DepthsOpt = Annotated[str | None, typer.Option("--depths", help="Blocks per stage, e.g. 2,2,2,2.")]
-MlpOpt = Annotated[str | None, typer.Option("--mlp-ratios", help="MLP ratio per stage, e.g. 8,8,4,4.")]
-SrOpt = Annotated[str | None, typer.Option("--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1.")]
-PatchOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--patch",
-        help="Patch stride: one value for stage 1 or one per stage. v1's stage-1 value is the official patch_size; "
-        "v2 strides other than 4,2,2,2 and v1 later strides other than 2 are pvttrace extensions (no official "
-        "counterpart; run headers and JSON say so).",
-    ),
-]
-QkvBiasOpt = Annotated[bool | None, typer.Option("--qkv-bias/--no-qkv-bias", help="Bias in the q and kv projections.")]
-LinearOpt = Annotated[
-    bool | None, typer.Option("--linear-sra/--no-linear-sra", help="Linear SRA (v2): 7x7 pooled keys.")
-]
-ClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Classifier outputs (task cls).")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")]
-TaskOpt = Annotated[
-    str | None, typer.Option("--task", help="cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.")
-]
-PosSizeOpt = Annotated[
-    str | None, typer.Option("--pos-size", help="v1: image size the positional tables are sized for.")
-]
-AttentionOpt = Annotated[
-    str | None, typer.Option("--attention", help="explicit (official: materialises the map) or sdpa (fused).")
-]
+# One Annotated alias per shared option, so that every command spells and documents them alike. The model
+# options (--variant, --img, --model ...) are declared in :mod:`pvttrace.cli.options`.
 DeviceOpt = Annotated[Device, typer.Option("--device", help="meta (no tensor memory, default), cpu or cuda.")]
 MIN_WIDTH, MAX_WIDTH = 20, 1000
 
@@ -241,27 +213,6 @@ WidthOpt = Annotated[
     int | None,
     typer.Option("--width", callback=_check_width, help="Console width for tables (default: terminal, or 120)."),
 ]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Trace any model instead of a built-in variant: PACKAGE.MODULE:FACTORY (a callable returning an "
-        "nn.Module), timm:NAME (needs timm) or hf:CLASS (a transformers class, e.g. hf:PvtV2Model, built from "
-        "its config's defaults). Input from --input-shape, or --img/--batch/--in-chans.",
-    ),
-]
-ModelOptionOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--model-option",
-        help="With --model hf:CLASS: a config override KEY=VALUE (a Python literal), e.g. depths=[3,4,6,3]; "
-        "repeatable.",
-    ),
-]
-InputShapeOpt = Annotated[
-    str | None, typer.Option("--input-shape", help="With --model: the input tensor shape, e.g. 1,3,224,224.")
-]
 ConventionOpt = Annotated[
     Convention,
     typer.Option(
@@ -274,74 +225,6 @@ ConventionOpt = Annotated[
 CoverageOpt = Annotated[
     bool, typer.Option("--coverage", help="List every op name seen with its count and cost rule (or none).")
 ]
-
-#: Options that describe a built-in variant; they cannot be combined with --model.
-BUILTIN_ONLY_OPTIONS = (
-    "variant",
-    "dims",
-    "heads",
-    "depths",
-    "mlp_ratios",
-    "sr",
-    "patch",
-    "qkv_bias",
-    "linear_sra",
-    "num_classes",
-    "dtype",
-    "task",
-    "pos_size",
-)
-
-
-def resolve_spec(
-    ctx: typer.Context,
-    model: str | None,
-    input_shape: str | None,
-    config_kwargs: dict[str, Any],
-    options: Sequence[str] = (),
-    inputs: str | None = None,
-) -> ModelSpec:
-    """The model a command traces: ``--model`` (with its input options) or the built-in variant options.
-
-    ``config_kwargs`` is :func:`config_options`' result. With ``--model``, a built-in-only option
-    given on the command line is an error, as is ``--input-shape`` without ``--model``.
-
-    Raises:
-        UserInputError: conflicting or invalid options (exit 2).
-    """
-    from pvttrace.tracing.target import builtin_spec, parse_model_spec
-
-    if model is None:
-        if input_shape is not None:
-            raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
-        if options:
-            raise UserInputError("model_option needs --model hf:CLASS; built-in variants take --dims, --depths ...")
-        if inputs is not None:
-            raise UserInputError("inputs needs --model; built-in variants take --img/--batch/--in-chans")
-        from pvttrace.config import resolve_config
-
-        return builtin_spec(resolve_config(**config_kwargs))
-    given = [
-        name
-        for name in BUILTIN_ONLY_OPTIONS
-        if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
-    ]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UserInputError(
-            f"model={model!r} cannot be combined with {flags}: those options describe built-in variants"
-        )
-    return parse_model_spec(
-        model,
-        input_shape=input_shape,
-        img=config_kwargs.get("img"),
-        batch=config_kwargs.get("batch"),
-        in_chans=config_kwargs.get("in_chans"),
-        attention=config_kwargs.get("attention"),
-        options=options,
-        inputs=inputs,
-    )
-
 
 HeadOpt = Annotated[
     str | None,
@@ -401,47 +284,6 @@ def training_options(train: bool, optimizer: str | None) -> str:
         raise UserInputError(f"optimizer={optimizer!r} needs --train (optimizer state exists only in training)")
     optimizer_state_bytes(optimizer, 0)
     return optimizer
-
-
-def config_options(
-    variant: str,
-    img: str | None,
-    batch: int | None,
-    in_chans: int | None,
-    dims: str | None,
-    heads: str | None,
-    depths: str | None,
-    mlp_ratios: str | None,
-    sr: str | None,
-    patch: str | None,
-    qkv_bias: bool | None,
-    linear_sra: bool | None,
-    num_classes: int | None,
-    dtype: str | None,
-    task: str | None,
-    pos_size: str | None,
-    attention: str | None,
-) -> dict[str, Any]:
-    """The model options of a command as keyword arguments of :func:`pvttrace.config.resolve_config`."""
-    return {
-        "variant": variant,
-        "img": img,
-        "batch": batch,
-        "in_chans": in_chans,
-        "dims": dims,
-        "heads": heads,
-        "depths": depths,
-        "mlp_ratios": mlp_ratios,
-        "sr": sr,
-        "patch": patch,
-        "qkv_bias": qkv_bias,
-        "linear_sra": linear_sra,
-        "num_classes": num_classes,
-        "dtype": dtype,
-        "task": task,
-        "pos_size": pos_size,
-        "attention": attention,
-    }
 
 
 def warn(messages: Sequence[str]) -> None:

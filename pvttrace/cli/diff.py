@@ -4,32 +4,26 @@ Each repeated option defines one configuration column; an option given once appl
 every column. Repeated options must come in equal counts. Parsing and printing only: the
 comparison is :mod:`pvttrace.analyses.diff`, the views are :mod:`pvttrace.render.diff`.
 
-``--linear-sra`` takes a value here (``on`` or ``off``) instead of being the
-``--linear-sra/--no-linear-sra`` flag pair of ``run``: a flag cannot be repeated, so a
-per-column on/off needs a value (``--linear-sra off --linear-sra on``).
+The options are :mod:`pvttrace.cli.options`' declarations, repeatable here; a boolean option is
+the same ``--x/--no-x`` flag pair as in ``run``, one occurrence per column
+(``--variant b2 --variant b2 --no-linear-sra --linear-sra``).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
-    ClassesOpt,
     Device,
     DeviceOpt,
     HeadOpt,
     HeadWidthOpt,
-    InChansOpt,
     OutputFormat,
-    PatchOpt,
-    PosSizeOpt,
-    QkvBiasOpt,
     QuietOpt,
-    TaskOpt,
     TrainOpt,
     WidthOpt,
     app,
@@ -40,6 +34,7 @@ from pvttrace.cli.common import (
     parse_int_list,
     warn,
 )
+from pvttrace.cli.options import ModelColumns, model_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,92 +44,22 @@ if TYPE_CHECKING:
     from pvttrace.records import Trace
     from pvttrace.tracing.target import ModelSpec
 
-_ON = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
-
 ColumnsOpt = list[str] | None
 
 
-def _pick(values: list[Any] | None, column: int) -> Any:
-    if not values:
-        return None
-    return values[column] if len(values) > 1 else values[0]
+def _configs(columns: ModelColumns) -> list[PvtConfig]:
+    """One built-in configuration per column (at least two).
 
-
-def _on_off(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    flag = _ON.get(value.strip().lower())
-    if flag is None:
-        raise UserInputError(f"linear-sra={value!r} must be on or off (also true/false, yes/no, 1/0)")
-    return flag
-
-
-def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str, Any]) -> list[PvtConfig]:
-    from pvttrace.config import column_count, resolve_config
-
-    columns = column_count(repeated)
-    if columns < 2:
+    Raises:
+        UserInputError: fewer than two columns, or repeat counts that differ.
+        ConfigError: a configuration that breaks a rule.
+    """
+    if columns.count() < 2:
         raise UserInputError(
             "diff needs at least two configurations: repeat an option such as --sr "
             "(--sr 8,4,2,1 --sr 1,1,1,1) or give two trace files"
         )
-    configs = []
-    for column in range(columns):
-        picked = {name.removeprefix("--").replace("-", "_"): _pick(values, column) for name, values in repeated.items()}
-        picked["linear_sra"] = _on_off(picked["linear_sra"])
-        picked["variant"] = picked["variant"] or "tiny"
-        configs.append(resolve_config(**picked, **once))
-    return configs
-
-
-#: Options that go with --model columns (they set the input or the attention switch); the rest describe built-ins.
-_MODEL_INPUT_OPTIONS = ("--img", "--batch", "--attention", "in_chans")
-
-
-def _specs_from_options(
-    models: list[str] | None,
-    input_shapes: list[str] | None,
-    repeated: dict[str, list[Any] | None],
-    once: dict[str, Any],
-) -> list[ModelSpec]:
-    """One :class:`ModelSpec` per ``--model`` column; built-in-only options are an error.
-
-    Raises:
-        UserInputError: no --model, built-in options given, or a bad spec or input option.
-    """
-    from pvttrace.config import column_count
-    from pvttrace.tracing.target import parse_model_spec
-
-    if not models:
-        raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
-    given = [flag for flag, values in repeated.items() if values and flag not in _MODEL_INPUT_OPTIONS]
-    given += [
-        f"--{name.replace('_', '-')}"
-        for name, value in once.items()
-        if value is not None and name not in _MODEL_INPUT_OPTIONS
-    ]
-    if given:
-        raise UserInputError(
-            f"model={models[0]!r} cannot be combined with {', '.join(given)}: those options describe built-in variants"
-        )
-    per_column = {
-        "--model": models,
-        "--input-shape": input_shapes,
-        "--img": repeated["--img"],
-        "--batch": repeated["--batch"],
-        "--attention": repeated["--attention"],
-    }
-    return [
-        parse_model_spec(
-            _pick(models, column),
-            input_shape=_pick(input_shapes, column),
-            img=_pick(repeated["--img"], column),
-            batch=_pick(repeated["--batch"], column),
-            in_chans=once["in_chans"],
-            attention=_pick(repeated["--attention"], column),
-        )
-        for column in range(column_count(per_column))
-    ]
+    return [column.config() for column in columns.columns()]
 
 
 def _spec_labels(specs: list[ModelSpec]) -> list[str]:
@@ -153,7 +78,7 @@ def _spec_labels(specs: list[ModelSpec]) -> list[str]:
 
 
 def _trace_specs(specs: list[ModelSpec], device: str) -> list[Trace]:
-    """Trace each distinct spec once (torch is imported here)."""
+    """Trace each distinct spec once, through the one entry point (torch is imported here)."""
     from pvttrace.cli.guard import tracing
     from pvttrace.tracing.target import trace_target
 
@@ -178,22 +103,20 @@ def config_tracer(
     num_classes: int | None = None,
     train: bool = False,
 ) -> Callable[[PvtConfig], Trace]:
-    """A tracer on ``device`` (of the whole model with ``head``; with a training step when ``train``);
-    torch is imported on its first call only."""
+    """A tracer of built-in configs on ``device`` (the whole model with ``head``; with a training step when
+    ``train``) through the one entry point; torch is imported on its first call only."""
 
     def trace(cfg: PvtConfig) -> Trace:
-        if head is not None or head_width is not None:
-            from pvttrace.tracing.heads import trace_dense
+        from pvttrace.tracing.target import builtin_spec, trace_target
 
-            return trace_dense(cfg, head_options(head, head_width, num_classes, cfg), device=device, train=train)
-        from pvttrace.tracing.recorder import trace_config
-
-        return trace_config(cfg, device=device, train=train)
+        whole = head_options(head, head_width, num_classes, cfg) if head is not None or head_width is not None else None
+        return trace_target(builtin_spec(cfg, whole), device=device, train=train)
 
     return trace
 
 
 @app.command()
+@model_options(repeated=True)
 def diff(
     paths: Annotated[
         list[str] | None,
@@ -202,48 +125,8 @@ def diff(
             show_default=False,
         ),
     ] = None,
-    variant: Annotated[
-        ColumnsOpt, typer.Option("--variant", "-v", help="Preset per configuration (repeatable).")
-    ] = None,
-    img: Annotated[
-        ColumnsOpt, typer.Option("--img", help="Image size per configuration: 224 or HxW (repeatable).")
-    ] = None,
-    batch: Annotated[list[int] | None, typer.Option("--batch", help="Batch size (repeatable).")] = None,
-    dims: Annotated[
-        ColumnsOpt, typer.Option("--dims", help="Embedding dims per stage, e.g. 64,128,320,512 (repeatable).")
-    ] = None,
-    heads: Annotated[ColumnsOpt, typer.Option("--heads", help="Heads per stage (repeatable).")] = None,
-    depths: Annotated[ColumnsOpt, typer.Option("--depths", help="Blocks per stage (repeatable).")] = None,
-    mlp_ratios: Annotated[ColumnsOpt, typer.Option("--mlp-ratios", help="MLP ratio per stage (repeatable).")] = None,
-    sr: Annotated[ColumnsOpt, typer.Option("--sr", help="Spatial-reduction ratios, e.g. 8,4,2,1 (repeatable).")] = None,
-    linear_sra: Annotated[
-        ColumnsOpt,
-        typer.Option(
-            "--linear-sra", help="Linear SRA on or off (repeatable; takes a value because flags cannot repeat)."
-        ),
-    ] = None,
-    dtype: Annotated[ColumnsOpt, typer.Option("--dtype", help="float32, float16 or bfloat16 (repeatable).")] = None,
-    in_chans: InChansOpt = None,
-    patch: PatchOpt = None,
-    qkv_bias: QkvBiasOpt = None,
-    num_classes: ClassesOpt = None,
-    task: TaskOpt = None,
-    pos_size: PosSizeOpt = None,
-    attention: Annotated[
-        ColumnsOpt, typer.Option("--attention", help="explicit (materialised map) or sdpa (fused), repeatable.")
-    ] = None,
-    model: Annotated[
-        ColumnsOpt,
-        typer.Option(
-            "--model",
-            help="Any model per column instead of built-in variants: PACKAGE.MODULE:FACTORY or "
-            "timm:NAME (repeatable; not with --variant, --sr, ... options).",
-        ),
-    ] = None,
-    input_shape: Annotated[
-        ColumnsOpt,
-        typer.Option("--input-shape", help="With --model: input tensor shape, e.g. 1,3,224,224 (repeatable)."),
-    ] = None,
+    *,
+    columns: ModelColumns,
     device: DeviceOpt = Device.META,
     label: Annotated[
         ColumnsOpt, typer.Option("--label", help="Column name per configuration (default: what differs).")
@@ -294,27 +177,6 @@ def diff(
         trace_distinct,
     )
 
-    repeated: dict[str, list[Any] | None] = {
-        "--variant": variant,
-        "--img": img,
-        "--batch": batch,
-        "--dims": dims,
-        "--heads": heads,
-        "--depths": depths,
-        "--mlp-ratios": mlp_ratios,
-        "--sr": sr,
-        "--linear-sra": linear_sra,
-        "--dtype": dtype,
-        "--attention": attention,
-    }
-    once: dict[str, Any] = {
-        "in_chans": in_chans,
-        "patch": patch,
-        "qkv_bias": qkv_bias,
-        "num_classes": num_classes,
-        "task": task,
-        "pos_size": pos_size,
-    }
     with errors_to_exit_codes():
         stage_list = parse_int_list(stage, "stage")
         if plot is not None:
@@ -333,10 +195,13 @@ def diff(
         if paths and (head or train):
             raise UserInputError("--head and --train trace configurations; saved trace files are compared as they are")
         if paths:
-            given = [
-                name for name, values in {**repeated, "--model": model, "--input-shape": input_shape}.items() if values
-            ]
-            given += [f"--{name.replace('_', '-')}" for name, value in once.items() if value is not None]
+            if columns["linear_sra"] or columns["qkv_bias"]:
+                # `--linear-sra off` reads as the flag and a file named off.
+                raise UserInputError(
+                    f"linear_sra={paths[0]!r}: --linear-sra and --qkv-bias are flags, one per configuration "
+                    "(--linear-sra for on, --no-linear-sra for off), and trace files take no configuration options"
+                )
+            given = columns.given()
             if given:
                 raise UserInputError(
                     f"give either trace files or configuration options, not both (got files and {', '.join(given)})"
@@ -349,16 +214,16 @@ def diff(
             traces = [trace for trace, _ in loaded]
             _check_stages(stage_list, max(len(t.stages) for t in traces))
             warn([note for _, notes in loaded for note in notes])
-        elif (model or input_shape) and (head or train):
+        elif (columns["model"] or columns["input_shape"]) and (head or train):
             raise UserInputError("--head and --train compare built-in configurations (not with --model)")
-        elif model or input_shape:
-            specs = _specs_from_options(model, input_shape, repeated, once)
+        elif columns["model"] or columns["input_shape"]:
+            specs = [column.spec() for column in columns.columns()]
             names = label or _spec_labels(specs)
             check_labels(names, len(specs))
             traces = _trace_specs(specs, device.value)
             _check_stages(stage_list, max(len(t.stages) for t in traces))
         else:
-            configs = _configs_from_options(repeated, once)
+            configs = _configs(columns)
             names = label or default_labels(configs)
             check_labels(names, len(configs))
             _check_stages(stage_list, max(cfg.num_stages for cfg in configs))
@@ -372,7 +237,9 @@ def diff(
                         for line in grouped_warnings(cfg.warnings)
                     ]
                 )
-            traces = trace_distinct(configs, config_tracer(device.value, head, head_width, num_classes, train))
+            traces = trace_distinct(
+                configs, config_tracer(device.value, head, head_width, columns.column(0).num_classes, train)
+            )
         result = diff_traces(traces, names, with_ops=ops)
         if plot is not None:
             _write_plot(result, plot, plot_metric, dpi)

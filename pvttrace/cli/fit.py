@@ -1,6 +1,7 @@
 """``pvttrace fit``: the largest batch (or square image) whose estimated peak memory fits a budget.
 
-Parses, calls :func:`pvttrace.memory.estimate.fit_config` with the tracer, prints. Torch is imported only
+Parses, calls :func:`pvttrace.memory.estimate.fit_config` with the one tracing entry point
+(:func:`pvttrace.tracing.target.trace_target`, built-in variants and ``--model`` alike), prints. Torch is imported only
 inside the command, so ``pvttrace fit --help`` stays fast.
 """
 
@@ -13,65 +14,36 @@ import typer
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
-    AttentionOpt,
-    BatchOpt,
-    ClassesOpt,
-    DepthsOpt,
-    DimsOpt,
-    DtypeOpt,
     HeadOpt,
-    HeadsOpt,
     HeadWidthOpt,
-    InChansOpt,
-    LinearOpt,
-    MlpOpt,
     OptimizerOpt,
     OutputFormat,
-    PatchOpt,
-    PosSizeOpt,
-    QkvBiasOpt,
     QuietOpt,
-    SrOpt,
-    TaskOpt,
     TrainOpt,
-    VariantOpt,
     WidthOpt,
     app,
-    config_options,
     errors_to_exit_codes,
     head_options,
     make_console,
     training_options,
+    warn,
     warn_config,
 )
+from pvttrace.cli.options import ModelOptions, model_options
 
 __all__ = ["fit"]
 
 
 @app.command()
+@model_options(
+    sources=("model", "input_shape", "model_option"),
+    help={"img": "Image size (224, 800x1333), or auto: search the largest square side."},
+)
 def fit(
     memory: Annotated[
         str, typer.Option("--memory", help="Memory budget: 24GiB or 512MiB (powers of 1024), 80GB (powers of 1000).")
     ],
-    variant: VariantOpt = "tiny",
-    img: Annotated[
-        str | None, typer.Option("--img", help="Image size (224, 800x1333), or auto: search the largest square side.")
-    ] = None,
-    batch: BatchOpt = None,
-    in_chans: InChansOpt = None,
-    dims: DimsOpt = None,
-    heads: HeadsOpt = None,
-    depths: DepthsOpt = None,
-    mlp_ratios: MlpOpt = None,
-    sr: SrOpt = None,
-    patch: PatchOpt = None,
-    qkv_bias: QkvBiasOpt = None,
-    linear_sra: LinearOpt = None,
-    num_classes: ClassesOpt = None,
-    dtype: DtypeOpt = None,
-    task: TaskOpt = None,
-    pos_size: PosSizeOpt = None,
-    attention: AttentionOpt = None,
+    options: ModelOptions,
     train: TrainOpt = False,
     optimizer: OptimizerOpt = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.TABLE,
@@ -90,52 +62,38 @@ def fit(
 
     Example: pvttrace fit --memory 24GiB --variant b2 --img 512 --train --optimizer adamw
     Example: pvttrace fit --memory 16GiB --head segformer --variant mit-b2 --img 1024 --train
+    Example: pvttrace fit --memory 24GiB --model timm:pvt_v2_b0 --img 512 --train
     """
-    import functools
+    from dataclasses import replace
 
-    from pvttrace.config import resolve_config
     from pvttrace.memory.estimate import FitSearch, fit_config
+    from pvttrace.tracing.target import trace_target
 
     with errors_to_exit_codes():
+        img = options.img
         search = FitSearch.IMG if img is not None and img.strip().lower() == "auto" else FitSearch.BATCH
-        if search == FitSearch.BATCH and batch is not None:
+        if search == FitSearch.BATCH and options.batch is not None:
             raise UserInputError(
-                f"batch={batch} cannot be given: fit searches the batch size (use --img auto to search the "
+                f"batch={options.batch} cannot be given: fit searches the batch size (use --img auto to search the "
                 "image size at a fixed batch)"
             )
         if output_format == OutputFormat.MARKDOWN:
             raise UserInputError("format='markdown' is not available for fit; use table or json")
-        cfg = resolve_config(
-            **config_options(
-                variant,
-                None if search == FitSearch.IMG else img,
-                batch,
-                in_chans,
-                dims,
-                heads,
-                depths,
-                mlp_ratios,
-                sr,
-                patch,
-                qkv_bias,
-                linear_sra,
-                num_classes,
-                dtype,
-                task,
-                pos_size,
-                attention,
-            )
-        )
+        spec = (options if search == FitSearch.BATCH else options.replaced(img=None)).spec()
         optimizer_name = training_options(train, optimizer)
-        from pvttrace.tracing.recorder import trace_config
-
-        tracer = functools.partial(trace_config, train=train, optimizer=optimizer_name)
-        whole = head_options(head, head_width, num_classes, cfg)
-        if whole is not None:
-            from pvttrace.tracing.heads import trace_dense
-
-            tracer = functools.partial(trace_dense, head=whole, train=train, optimizer=optimizer_name)
-        answer = fit_config(cfg, memory, trace=tracer, search=search, reserve_text=reserve)
+        if head is not None or head_width is not None:
+            if spec.config is None:
+                raise UserInputError(f"head={head!r} works on built-in variants only (not with --model)")
+            spec = replace(spec, head=head_options(head, head_width, options.num_classes, spec.config))
+        answer = fit_config(
+            spec,
+            memory,
+            trace=lambda candidate: trace_target(
+                candidate, train=train, optimizer=optimizer_name, on_note=lambda note: warn([note])
+            ),
+            search=search,
+            reserve_text=reserve,
+        )
         warn_config(answer.trace.config.warnings if answer.trace.config is not None else (), quiet)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json

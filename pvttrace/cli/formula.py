@@ -14,32 +14,13 @@ import typer
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
-    AttentionOpt,
-    BatchOpt,
-    ClassesOpt,
-    DepthsOpt,
-    DimsOpt,
-    DtypeOpt,
-    HeadsOpt,
-    ImgOpt,
-    InChansOpt,
-    InputShapeOpt,
-    LinearOpt,
-    MlpOpt,
-    ModelOpt,
-    PatchOpt,
-    PosSizeOpt,
-    QkvBiasOpt,
-    TaskOpt,
-    VariantOpt,
     WidthOpt,
     app,
-    config_options,
     errors_to_exit_codes,
     make_console,
-    resolve_spec,
     warn,
 )
+from pvttrace.cli.options import ModelOptions, model_options
 
 __all__ = ["formula"]
 
@@ -54,32 +35,12 @@ class FormulaFormat(StrEnum):
 
 
 @app.command()
+@model_options(
+    repeated=("sr",),
+    help={"sr": "Spatial-reduction ratio per stage, e.g. 8,4,2,1. Give it twice to diff two formulas."},
+)
 def formula(
-    ctx: typer.Context,
-    variant: VariantOpt = "tiny",
-    img: ImgOpt = None,
-    batch: BatchOpt = None,
-    in_chans: InChansOpt = None,
-    dims: DimsOpt = None,
-    heads: HeadsOpt = None,
-    depths: DepthsOpt = None,
-    mlp_ratios: MlpOpt = None,
-    sr: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--sr", help="Spatial-reduction ratio per stage, e.g. 8,4,2,1. Give it twice to diff two formulas."
-        ),
-    ] = None,
-    patch: PatchOpt = None,
-    qkv_bias: QkvBiasOpt = None,
-    linear_sra: LinearOpt = None,
-    num_classes: ClassesOpt = None,
-    dtype: DtypeOpt = None,
-    task: TaskOpt = None,
-    pos_size: PosSizeOpt = None,
-    attention: AttentionOpt = None,
-    model: ModelOpt = None,
-    input_shape: InputShapeOpt = None,
+    options: ModelOptions,
     symbolic: Annotated[
         str, typer.Option("--symbolic", "-s", help="Size variables kept symbolic: any of B, H, W, e.g. H,W or B,H,W.")
     ] = "H,W",
@@ -108,50 +69,26 @@ def formula(
     with errors_to_exit_codes():
         variables = parse_symbolic(symbolic)
         sizes = [parse_img(text, "at") for text in at or []]
-        srs = list(sr or [])
+        srs = list(options["sr"] or [])
         if len(srs) > 2:
             raise UserInputError(f"sr is given {len(srs)} times; give it once, or twice to diff two formulas")
-        if model is not None and srs:
-            raise UserInputError(
-                f"model={model!r} cannot be combined with --sr: that option describes built-in variants"
-            )
-        kwargs = config_options(
-            variant,
-            img,
-            batch,
-            in_chans,
-            dims,
-            heads,
-            depths,
-            mlp_ratios,
-            srs[0] if srs else None,
-            patch,
-            qkv_bias,
-            linear_sra,
-            num_classes,
-            dtype,
-            task,
-            pos_size,
-            attention,
-        )
-        spec = resolve_spec(ctx, model, input_shape, kwargs)
+        first_options = options.replaced(sr=srs[0] if srs else None)
+        spec = first_options.spec()
         targets: list[Any] = []
         if spec.config is not None:
-            from pvttrace.config import resolve_config
-
             targets.append(spec.config)
             if len(srs) == 2:
-                targets.append(resolve_config(**{**kwargs, "sr": srs[1]}))
+                targets.append(options.config(sr=srs[1]))
             for cfg in targets:
                 warn(cfg.warnings)
         else:
             targets.append(spec)
-        hint = parse_img(img) if img is not None else None
+        hint = parse_img(options.img) if options.img is not None else None
         results = [derive_formula(t, symbolic=variables, hint=hint) for t in targets]
         for note in results[0].notes:
             warn([note])
         first = results[0]
-        batch_value = batch if batch is not None else None
+        batch_value = options.batch
         evaluated = []
         for size in sizes:
             values = first.sizes_at(size, batch_value)

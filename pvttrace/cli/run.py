@@ -10,53 +10,32 @@ import typer
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
     AmpOpt,
-    AttentionOpt,
-    BatchOpt,
-    ClassesOpt,
     Convention,
     ConventionOpt,
     CoverageOpt,
-    DepthsOpt,
     Device,
     DeviceOpt,
-    DimsOpt,
-    DtypeOpt,
     GpuSettingOpt,
     HeadOpt,
-    HeadsOpt,
     HeadWidthOpt,
-    ImgOpt,
-    InChansOpt,
-    InputShapeOpt,
-    LinearOpt,
-    MlpOpt,
-    ModelOpt,
-    ModelOptionOpt,
     OptimizerOpt,
     OutputFormat,
-    PatchOpt,
-    PosSizeOpt,
-    QkvBiasOpt,
     QuietOpt,
-    SrOpt,
     StageOpt,
-    TaskOpt,
     TrainOpt,
-    VariantOpt,
     WidthOpt,
     _parse_kinds,
     app,
-    config_options,
     errors_to_exit_codes,
     head_options,
     make_console,
     parse_int_list,
-    resolve_spec,
     training_options,
     warn,
     warn_config,
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
+from pvttrace.cli.options import ModelOptions, model_options
 
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
@@ -64,25 +43,9 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------------------------- commands
 @app.command()
+@model_options(sources=("model", "input_shape", "model_option", "inputs"))
 def run(
-    ctx: typer.Context,
-    variant: VariantOpt = "tiny",
-    img: ImgOpt = None,
-    batch: BatchOpt = None,
-    in_chans: InChansOpt = None,
-    dims: DimsOpt = None,
-    heads: HeadsOpt = None,
-    depths: DepthsOpt = None,
-    mlp_ratios: MlpOpt = None,
-    sr: SrOpt = None,
-    patch: PatchOpt = None,
-    qkv_bias: QkvBiasOpt = None,
-    linear_sra: LinearOpt = None,
-    num_classes: ClassesOpt = None,
-    dtype: DtypeOpt = None,
-    task: TaskOpt = None,
-    pos_size: PosSizeOpt = None,
-    attention: AttentionOpt = None,
+    options: ModelOptions,
     device: DeviceOpt = Device.META,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="table, json, markdown or csv (one row per op).")
@@ -104,8 +67,6 @@ def run(
     train: TrainOpt = False,
     optimizer: OptimizerOpt = None,
     width: WidthOpt = None,
-    model: ModelOpt = None,
-    input_shape: InputShapeOpt = None,
     convention: ConventionOpt = Convention.MACS,
     coverage: CoverageOpt = False,
     head: HeadOpt = None,
@@ -113,15 +74,6 @@ def run(
     gpu_setting: GpuSettingOpt = None,
     amp: AmpOpt = False,
     quiet: QuietOpt = False,
-    model_option: ModelOptionOpt = None,
-    inputs: Annotated[
-        str | None,
-        typer.Option(
-            "--inputs",
-            help="With --model: PACKAGE.MODULE:FUNCTION returning the forward's inputs (a tensor, a tuple for "
-            "several positional inputs, or a dict of keyword inputs), made on the trace device.",
-        ),
-    ] = None,
     depth: Annotated[
         int, typer.Option("--depth", help="With --modules --model: how deep the module tree goes (0 = the model).")
     ] = 3,
@@ -136,32 +88,7 @@ def run(
     Example: pvttrace run --head segformer --variant mit-b2 --img 512 --batch 2 --train
     """
     with errors_to_exit_codes():
-        spec = resolve_spec(
-            ctx,
-            model,
-            input_shape,
-            config_options(
-                variant,
-                img,
-                batch,
-                in_chans,
-                dims,
-                heads,
-                depths,
-                mlp_ratios,
-                sr,
-                patch,
-                qkv_bias,
-                linear_sra,
-                num_classes,
-                dtype,
-                task,
-                pos_size,
-                attention,
-            ),
-            options=model_option or (),
-            inputs=inputs,
-        )
+        spec = options.spec()
         kinds = _parse_kinds(kind)
         stages = parse_int_list(stage, "stage")
         cfg = spec.config
@@ -170,7 +97,7 @@ def run(
                 raise UserInputError(f"head={head!r} works on built-in variants only (not with --model)")
             from dataclasses import replace
 
-            spec = replace(spec, head=head_options(head, head_width, num_classes, cfg))
+            spec = replace(spec, head=head_options(head, head_width, options.num_classes, cfg))
         if stages and cfg is not None:
             _check_stages(stages, cfg.num_stages)
         if cfg is not None:
@@ -280,9 +207,9 @@ def _check_stages(stages: list[int], count: int) -> None:
 
 
 def _print_module_view(spec: Any, depth: int, convention: str, device: str, width: int | None) -> None:
+    from pvttrace.analyses.module_view import trace_modules
     from pvttrace.render.modules import module_table
     from pvttrace.render.trace import header_panel
-    from pvttrace.tracing.target import trace_modules
 
     trace, rows = trace_modules(spec, depth=depth, convention=convention, device=device, on_note=lambda n: warn([n]))
     console = make_console(width)

@@ -22,34 +22,17 @@ from pvttrace.base.errors import TraceError, TraceFileError, UserInputError
 from pvttrace.base.jsonio import printable
 from pvttrace.base.units import format_count, parse_bytes, parse_count
 from pvttrace.cli.common import (
-    AttentionOpt,
-    BatchOpt,
-    ClassesOpt,
-    DepthsOpt,
-    DimsOpt,
-    DtypeOpt,
-    HeadsOpt,
-    ImgOpt,
-    InChansOpt,
-    InputShapeOpt,
-    LinearOpt,
-    MlpOpt,
-    ModelOpt,
-    PatchOpt,
-    PosSizeOpt,
-    QkvBiasOpt,
+    EXIT_CHECK_FAILED,
     QuietOpt,
-    SrOpt,
-    TaskOpt,
-    VariantOpt,
     app,
-    config_options,
     errors_to_exit_codes,
-    resolve_spec,
+    exit_code,
+    print_error,
     warn,
     warn_config,
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
+from pvttrace.cli.options import ModelOptions, model_options
 from pvttrace.snapshot.core import (
     Budgets,
     Snapshot,
@@ -102,33 +85,13 @@ def _parse_budgets(max_macs: str | None, max_params: str | None, max_attention_m
     )
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
 @snapshot_app.command("write")
+@model_options()
 def write(
-    ctx: typer.Context,
     path: Annotated[
         str, typer.Argument(metavar="PATH", help="Snapshot file to write, e.g. snapshots/b2-800x1333.json.")
     ],
-    variant: VariantOpt = "tiny",
-    img: ImgOpt = None,
-    batch: BatchOpt = None,
-    in_chans: InChansOpt = None,
-    dims: DimsOpt = None,
-    heads: HeadsOpt = None,
-    depths: DepthsOpt = None,
-    mlp_ratios: MlpOpt = None,
-    sr: SrOpt = None,
-    patch: PatchOpt = None,
-    qkv_bias: QkvBiasOpt = None,
-    linear_sra: LinearOpt = None,
-    num_classes: ClassesOpt = None,
-    dtype: DtypeOpt = None,
-    task: TaskOpt = None,
-    pos_size: PosSizeOpt = None,
-    attention: AttentionOpt = None,
+    options: ModelOptions,
     max_macs: MaxMacsOpt = None,
     max_params: MaxParamsOpt = None,
     max_attention_map: MaxMapOpt = None,
@@ -138,8 +101,6 @@ def write(
             "--force", help="Overwrite PATH even when it is not a readable snapshot or holds another configuration."
         ),
     ] = False,
-    model: ModelOpt = None,
-    input_shape: InputShapeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Trace one configuration (the run options) and store its snapshot at PATH, atomically.
@@ -151,30 +112,7 @@ def write(
     Example: pvttrace snapshot write snapshots/timm-b0.json --model timm:pvt_v2_b0 --input-shape 1,3,224,224
     """
     with errors_to_exit_codes():
-        spec = resolve_spec(
-            ctx,
-            model,
-            input_shape,
-            config_options(
-                variant,
-                img,
-                batch,
-                in_chans,
-                dims,
-                heads,
-                depths,
-                mlp_ratios,
-                sr,
-                patch,
-                qkv_bias,
-                linear_sra,
-                num_classes,
-                dtype,
-                task,
-                pos_size,
-                attention,
-            ),
-        )
+        spec = options.spec()
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
         kept = Budgets()
         existing = None
@@ -306,7 +244,7 @@ def check(
 
         allowed = frozenset(parse_model_spec(spec).target for spec in allow_model or [])
         files = _snapshot_files(paths)
-    from pvttrace.tracing.recorder import trace_config
+    from pvttrace.tracing.target import builtin_spec, trace_target
 
     worst = 0
     failed = invalid = 0
@@ -315,7 +253,7 @@ def check(
             with tracing(f"checking {path}", timeout):
                 result = check_snapshot_file(
                     path,
-                    trace=trace_config,
+                    trace=lambda config: trace_target(builtin_spec(config)),
                     rtol=rtol,
                     budgets=budgets,
                     update=update,
@@ -324,12 +262,12 @@ def check(
         except (UserInputError, TraceError) as exc:
             message = str(exc)
             # Name the file, also when the error comes from re-tracing its model (an import that fails).
-            sys.stderr.write(f"error: {_one_line(message if path in message else f'{path}: {message}')}\n")
-            worst, invalid = 2, invalid + 1
+            print_error(message if path in message else f"{path}: {message}")
+            worst, invalid = max(worst, exit_code(exc)), invalid + 1
             continue
         sys.stdout.write("\n".join(result_lines(result, limit=limit)) + "\n")
         if not result.passed:
-            worst, failed = max(worst, 1), failed + 1
+            worst, failed = max(worst, EXIT_CHECK_FAILED), failed + 1
     if len(files) > 1:
         ok = len(files) - failed - invalid
         sys.stdout.write(f"{len(files)} snapshot(s): {ok} ok, {failed} failed, {invalid} invalid\n")

@@ -15,13 +15,9 @@ import typer
 from pvttrace.analyses.sweep import DEFAULT_SIZES
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli.common import (
-    ClassesOpt,
     HeadOpt,
     HeadWidthOpt,
-    LinearOpt,
     OutputFormat,
-    PosSizeOpt,
-    QkvBiasOpt,
     QuietOpt,
     TrainOpt,
     WidthOpt,
@@ -30,91 +26,27 @@ from pvttrace.cli.common import (
     make_console,
     warn,
 )
+from pvttrace.cli.options import ModelColumns, model_options
 
 if TYPE_CHECKING:
     from pvttrace.analyses.sweep import SweepResult
-    from pvttrace.tracing.target import ModelSpec
 
 __all__ = ["sweep"]
 
 _REPEAT = "Repeatable."
-
-VariantsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--variant", "-v", help=f"Preset: tiny ... b5, b2-li (default tiny). {_REPEAT}"),
-]
-SrsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--sr", help=f"SR ratio per stage, e.g. 8,4,2,1. {_REPEAT}"),
-]
 
 # From this many sizes on, sweep evaluates a formula by default (one symbolic trace per configuration costs about
 # as much as 20-40 ordinary traces, measured on b0/b2/b2-li).
 FORMULA_MIN_SIZES = 32
 
 
-def _list_option(flag: str, what: str) -> Any:
-    return typer.Option(flag, help=f"{what} {_REPEAT}")
-
-
-def _model_specs(models: list[str] | None, input_shape: str | None, options: dict[str, list[Any]]) -> list[ModelSpec]:
-    """One spec per --model; the built-in options are an error, --batch/--in-chans/--attention apply.
-
-    Raises:
-        UserInputError: no --model, built-in options given, or a bad spec or input option.
-    """
-    from pvttrace.config import column_count
-    from pvttrace.tracing.target import parse_model_spec
-
-    if not models:
-        raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
-    given = [name for name, values in options.items() if values and name not in ("batch", "in_chans", "attention")]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UserInputError(
-            f"model={models[0]!r} cannot be combined with {flags}: those options describe built-in variants"
-        )
-    per_column = {
-        "--model": models,
-        **{f"--{name.replace('_', '-')}": options[name] for name in ("batch", "in_chans", "attention")},
-    }
-
-    def pick(values: list[Any], i: int) -> Any:
-        return (values[i] if len(values) > 1 else values[0]) if values else None
-
-    return [
-        parse_model_spec(
-            models[i] if len(models) > 1 else models[0],
-            input_shape=input_shape,
-            batch=pick(options["batch"], i),
-            in_chans=pick(options["in_chans"], i),
-            attention=pick(options["attention"], i),
-        )
-        for i in range(column_count(per_column))
-    ]
-
-
 @app.command()
+@model_options(repeated=True, exclude=("img",), no_short=("model",))
 def sweep(
-    variant: VariantsOpt = None,
+    columns: ModelColumns,
     img: Annotated[
         str, typer.Option("--img", help="Image sizes to sweep, comma-separated: 224,512 or 800x1333,1024.")
     ] = DEFAULT_SIZES,
-    sr: SrsOpt = None,
-    dims: Annotated[list[str] | None, _list_option("--dims", "Embedding dim per stage, e.g. 64,128,320,512.")] = None,
-    heads: Annotated[list[str] | None, _list_option("--heads", "Attention heads per stage, e.g. 1,2,5,8.")] = None,
-    depths: Annotated[list[str] | None, _list_option("--depths", "Blocks per stage, e.g. 2,2,2,2.")] = None,
-    mlp_ratios: Annotated[list[str] | None, _list_option("--mlp-ratios", "MLP ratio per stage, e.g. 8,8,4,4.")] = None,
-    patch: Annotated[list[str] | None, _list_option("--patch", "Patch stride (stage 1, or one per stage).")] = None,
-    attention: Annotated[list[str] | None, _list_option("--attention", "explicit (materialised map) or sdpa.")] = None,
-    dtype: Annotated[list[str] | None, _list_option("--dtype", "float32, float16 or bfloat16.")] = None,
-    task: Annotated[list[str] | None, _list_option("--task", "cls or backbone.")] = None,
-    batch: Annotated[list[int] | None, _list_option("--batch", "Batch size.")] = None,
-    in_chans: Annotated[list[int] | None, _list_option("--in-chans", "Input channels.")] = None,
-    qkv_bias: QkvBiasOpt = None,
-    linear_sra: LinearOpt = None,
-    num_classes: ClassesOpt = None,
-    pos_size: PosSizeOpt = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="Name of each configuration (one per configuration).")
     ] = None,
@@ -136,16 +68,6 @@ def sweep(
         str | None, typer.Option("--plot", help="Also write a log-log plot: FILE.png or FILE.svg (needs matplotlib).")
     ] = None,
     dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model", help=f"Any model instead of built-in variants: PACKAGE.MODULE:FACTORY or timm:NAME. {_REPEAT}"
-        ),
-    ] = None,
-    input_shape: Annotated[
-        str | None,
-        typer.Option("--input-shape", help="With --model: input shape, e.g. 1,3,224,224; the sizes replace its H, W."),
-    ] = None,
     step: Annotated[
         int | None, typer.Option("--step", help="With a range --img 224..2048: the step between sizes, e.g. 8.")
     ] = None,
@@ -187,24 +109,6 @@ def sweep(
     from pvttrace.analyses.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
 
     with errors_to_exit_codes():
-        options: dict[str, list[Any]] = {
-            "variant": variant or [],
-            "sr": sr or [],
-            "dims": dims or [],
-            "heads": heads or [],
-            "depths": depths or [],
-            "mlp_ratios": mlp_ratios or [],
-            "patch": patch or [],
-            "attention": attention or [],
-            "dtype": dtype or [],
-            "task": task or [],
-            "batch": batch or [],
-            "in_chans": in_chans or [],
-            "qkv_bias": [] if qkv_bias is None else [qkv_bias],
-            "linear_sra": [] if linear_sra is None else [linear_sra],
-            "num_classes": [] if num_classes is None else [num_classes],
-            "pos_size": [] if pos_size is None else [pos_size],
-        }
         sizes = parse_sizes(img, step)
         if step is not None and ".." not in img:
             raise UserInputError(f"step={step} needs a range such as --img 224..2048")
@@ -231,8 +135,9 @@ def sweep(
             names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
             notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
             exact_trace = True
-        specs = _model_specs(model, input_shape, options) if model or input_shape else None
-        columns = build_columns(options, labels=label) if specs is None else ()
+        given_model = bool(columns["model"] or columns["input_shape"])
+        specs = [column.spec() for column in columns.columns()] if given_model else None
+        configs = build_columns(columns.lists(), labels=label) if specs is None else ()
         if plot is not None:
             from pvttrace.render.plot import plot_format, require_matplotlib
 
@@ -243,7 +148,7 @@ def sweep(
         if specs is not None and (head or head_width or train):
             raise UserInputError("--head and --train sweep built-in configurations (not with --model)")
         if specs is None:
-            plan_sweep(columns, sizes)  # every config validated before the first trace
+            plan_sweep(configs, sizes)  # every config validated before the first trace
         warn(notes)
         from pvttrace.cli.guard import tracing
 
@@ -262,18 +167,18 @@ def sweep(
                         trace=lambda spec: trace_target(spec, on_note=lambda n: warn([n])),
                     )
             elif exact_trace:
-                plan_sweep(columns, sizes)  # every config validated before the first trace
+                plan_sweep(configs, sizes)  # every config validated before the first trace
                 if head is not None or train:
                     from pvttrace.cli.diff import config_tracer
 
-                    tracer = config_tracer("meta", head, head_width, num_classes, train)
+                    tracer = config_tracer("meta", head, head_width, columns.column(0).num_classes, train)
                 else:
                     from pvttrace.analyses.sweep import size_tracer
 
                     tracer = size_tracer(metrics)
-                result = run_sweep(columns, sizes, metrics, trace=tracer)
+                result = run_sweep(configs, sizes, metrics, trace=tracer)
             else:
-                result = _formula_sweep(columns, sizes, metrics)
+                result = _formula_sweep(configs, sizes, metrics)
         if not quiet:
             from pvttrace.base.notes import grouped_by_prefix
 

@@ -44,10 +44,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, Self, TypeVar
 
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.base.units import format_bytes, parse_bytes
-from pvttrace.config import PvtConfig
 from pvttrace.records import OpRecord, Totals, Trace, TrainingMemory
 
 __all__ = [
@@ -458,11 +458,22 @@ def _impossible(budget: int, budget_text: str, trace: Trace) -> UserInputError:
     )
 
 
+_Sized = TypeVar("_Sized", bound="Resizable")
+
+
+class Resizable(Protocol):
+    """What :func:`fit_config` searches over: a ``PvtConfig``, or a model spec (``pvttrace.tracing.target``)."""
+
+    def with_overrides(self, *, batch: int = ..., img: tuple[int, int] = ...) -> Self:
+        """A copy at another batch size or image size (ConfigError when it does not accept it)."""
+        ...
+
+
 def fit_config(
-    cfg: PvtConfig,
+    cfg: _Sized,
     budget_text: str,
     *,
-    trace: Callable[[PvtConfig], Trace],
+    trace: Callable[[_Sized], Trace],
     search: FitSearch = FitSearch.BATCH,
     limit: int = 1 << 20,
     reserve_text: str | None = None,
@@ -495,7 +506,7 @@ def fit_config(
         """Search index (1, 2, ...) -> batch size or image side."""
         return n if search == FitSearch.BATCH else first_side + (n - 1) * IMG_STEP
 
-    def config_at(n: int) -> PvtConfig:
+    def config_at(n: int) -> _Sized:
         value = to_value(n)
         return cfg.with_overrides(batch=value) if search == FitSearch.BATCH else cfg.with_overrides(img=(value, value))
 
@@ -520,7 +531,7 @@ def fit_config(
     )
 
 
-def _smallest_valid_side(cfg: PvtConfig) -> int:
+def _smallest_valid_side(cfg: Resizable) -> int:
     """The smallest multiple of 32 pixels the config accepts as a square image side."""
     for side in range(IMG_STEP, 64 * IMG_STEP + 1, IMG_STEP):
         try:

@@ -206,6 +206,8 @@ def render_fit(answer: FitAnswer) -> RenderableType:
     head = Text()
     if trace.config is not None:
         head.append(trace.config.describe() + "\n")
+    elif trace.model:
+        head.append(f"{trace.model}, input {'x'.join(map(str, trace.input_shape))}\n")
     budget = format_bytes(answer.budget)
     if answer.reserve:
         budget = f"{format_bytes(answer.budget + answer.reserve)} - reserve {format_bytes(answer.reserve)} = {budget}"

@@ -33,8 +33,6 @@ from pvttrace.tracing.dense import HeadConfig
 if TYPE_CHECKING:
     from torch import nn
 
-    from pvttrace.analyses.module_view import ModuleRow
-
 __all__ = [
     "ModelSpec",
     "builtin_spec",
@@ -44,7 +42,6 @@ __all__ = [
     "module_facts",
     "parse_input_shape",
     "parse_model_spec",
-    "trace_modules",
     "trace_target",
 ]
 
@@ -80,6 +77,34 @@ class ModelSpec:
     inputs: str | None = None
     """``package.module:function`` returning the forward's inputs: a tensor, a tuple (positional) or a dict
     (keyword); called inside ``with torch.device(...)``, so ``torch.empty``/``randn`` land on the trace device."""
+
+    def with_overrides(self, *, batch: int | None = None, img: tuple[int, int] | None = None) -> ModelSpec:
+        """This spec at another batch size or image size (``fit`` searches them).
+
+        A built-in config is re-validated (:meth:`pvttrace.config.PvtConfig.with_overrides`); an external
+        model's input shape, when given, gets the new batch (first dim) and image (last two dims).
+
+        Raises:
+            ConfigError: the built-in config does not accept the size.
+            UserInputError: an input shape without the dims to change.
+        """
+        changes: dict[str, object] = {}
+        if batch is not None:
+            changes["batch"] = batch
+        if img is not None:
+            changes["img"] = img
+        if self.config is not None:
+            return replace(self, config=self.config.with_overrides(**changes))
+        if self.input_shape is None:
+            return replace(self, batch=self.batch if batch is None else batch, img=self.img if img is None else img)
+        shape = list(self.input_shape)
+        if img is not None:
+            if len(shape) < 3:
+                raise UserInputError(f"input_shape={','.join(map(str, shape))} has no H and W to change")
+            shape[-2:] = img
+        if batch is not None:
+            shape[0] = batch
+        return replace(self, input_shape=tuple(shape))
 
     @property
     def name(self) -> str:
@@ -507,17 +532,27 @@ def trace_target(
     train: bool = False,
     optimizer: str = "adamw",
     device: str = "meta",
+    memory_figures: bool = True,
+    model: nn.Module | None = None,
     on_note: Callable[[str], None] | None = None,
     on_model: Callable[[nn.Module], None] | None = None,
 ) -> Trace:
-    """Build and trace what ``spec`` names, counting in ``convention``.
+    """Build and trace what ``spec`` names, counting in ``convention``: the one tracing entry point.
 
-    The built-in path is :func:`pvttrace.tracing.recorder.trace_config`, unchanged. An external model
-    is built on ``device`` (meta by default, CPU fallback with a note) and traced with a
-    ``(B, C, H, W)`` input; a forward that fails because of the meta device (it reads tensor
+    Every command traces through here, for built-in configs (with or without a dense-prediction
+    head) and ``--model`` alike. A built-in config is traced by :func:`pvttrace.tracing.recorder.trace_config`
+    (``model``, when given, is a PVT already built for its architecture, reused across image sizes;
+    ``memory_figures=False`` skips storage tracking); a head by :func:`pvttrace.tracing.heads.trace_dense`.
+    An external model is built on ``device`` (meta by default, CPU fallback with a note) and traced
+    with a ``(B, C, H, W)`` input; a forward that fails because of the meta device (it reads tensor
     values, or mixes devices) is retried once on the CPU.
     ``on_note`` receives non-fatal notes (one line each); ``on_model``, the model that was traced
     (for views that need its modules, e.g. :mod:`pvttrace.analyses.module_view`).
+
+    Example:
+        >>> from pvttrace.config import get_variant
+        >>> trace_target(builtin_spec(get_variant("tiny"))).totals.macs
+        1932911616
 
     Raises:
         UserInputError: bad spec or convention, missing timm, unknown timm model.
@@ -526,24 +561,37 @@ def trace_target(
     """
     if convention not in CONVENTIONS:
         raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTIONS)}")
-    from pvttrace.tracing.recorder import trace_config
+    # Looked up at call time, so that a test (or a caller) that replaces recorder.trace_config is honoured.
+    from pvttrace.tracing import recorder
 
     if spec.source == "builtin":
         if spec.config is None:
             raise UserInputError("a builtin model spec needs a config")
-        if on_model is not None:
-            from pvttrace.tracing.model import build_model
-
-            on_model(build_model(spec.config))
         if spec.head is not None:
             if convention != "macs":
                 raise UserInputError(
                     f"convention={convention!r} works on the PVT alone; whole models (--head) count macs"
                 )
-            from pvttrace.tracing.heads import trace_dense
+            from pvttrace.tracing.heads import build_dense_model, trace_dense
 
+            if on_model is not None:
+                on_model(build_dense_model(spec.config, spec.head))
             return trace_dense(spec.config, spec.head, device=device, train=train, optimizer=optimizer)
-        return trace_config(spec.config, device=device, convention=convention, train=train, optimizer=optimizer)
+        if on_model is not None:
+            from pvttrace.tracing.model import build_model
+
+            on_model(model if model is not None else build_model(spec.config))
+        return recorder.trace_config(
+            spec.config,
+            device=device,
+            convention=convention,
+            train=train,
+            optimizer=optimizer,
+            memory_figures=memory_figures,
+            model=model,
+        )
+    if model is not None:
+        raise UserInputError(f"model {spec.name}: a prebuilt model goes with built-in configs only")
     try:
         return _trace_external(
             spec,
@@ -624,28 +672,3 @@ def _trace_external(
     if on_model is not None:
         on_model(model)
     return trace
-
-
-def trace_modules(
-    spec: ModelSpec,
-    *,
-    depth: int,
-    convention: str = "macs",
-    device: str = "meta",
-    on_note: Callable[[str], None] | None = None,
-) -> tuple[Trace, tuple[ModuleRow, ...]]:
-    """Trace ``spec`` and return the trace with its per-module rows to ``depth``
-    (see :mod:`pvttrace.analyses.module_view`).
-
-    Raises:
-        UserInputError: a bad depth, spec or convention.
-        TraceError: the model failed to build or run.
-    """
-    from pvttrace.analyses.module_view import MAX_DEPTH, module_rows
-
-    if not 0 <= depth <= MAX_DEPTH:
-        raise UserInputError(f"depth={depth} must be from 0 to {MAX_DEPTH}")
-    traced: list[nn.Module] = []
-    trace = trace_target(spec, convention=convention, device=device, on_note=on_note, on_model=traced.append)
-    params, types = module_facts(traced[-1])
-    return trace, module_rows(trace, params, types, depth=depth)
