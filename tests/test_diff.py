@@ -38,7 +38,7 @@ from pvttrace.analyses.diff import (
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.records import Trace, dumps_json
+from pvttrace.records import CONVENTIONS, Trace, dumps_json
 from pvttrace.render.diff import diff_markdown, render_diff
 
 EXPECTED = pathlib.Path(__file__).parent / "expected"
@@ -257,14 +257,27 @@ def test_json_schema_and_stable_bytes(runner: CliRunner) -> None:
         "configurations",
         "convention",
         "labels",
+        "mixed_conventions",
         "schema",
         "stages",
         "summary",
         "tool_version",
         "totals",
     }
+    assert doc["convention"] == CONVENTIONS["macs"] and doc["mixed_conventions"] is False
     config = doc["configurations"][0]
-    assert set(config) == {"config", "device", "input_shape", "label", "outputs", "stages", "totals"}
+    assert set(config) == {
+        "config",
+        "convention",
+        "device",
+        "dtype",
+        "input_shape",
+        "label",
+        "outputs",
+        "stages",
+        "totals",
+    }
+    assert (config["convention"], config["dtype"], config["device"]) == (CONVENTIONS["macs"], "float32", "meta")
     assert config["totals"]["macs"] == 1_932_911_616 and config["totals"]["flops"] == 2 * 1_932_911_616
     change = doc["stages"][0]["changes"][0]
     assert change["label"] == "sr=1,1,1,1"
@@ -332,7 +345,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory, trace_of: TraceOf) -> dict[s
     files["config_only"].write_text(dumps_json(config_only), encoding="utf-8")
     bad = {
         "wrong_schema": '{"schema": "pvttrace.diff/1"}',
-        "not_json": "{ truncated",
+        "not_json": "not json at all",
         "not_object": "[1, 2]",
         "malformed": '{"schema": "pvttrace.trace/1", "ops": []}',
     }
