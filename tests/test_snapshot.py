@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 
 from pvttrace.cli import app
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
-from pvttrace.records import Trace
+from pvttrace.records import CONVENTIONS, Provenance, Trace
 from pvttrace.snapshot import (
     SNAPSHOT_SCHEMA,
     Budgets,
+    Snapshot,
     ChangeStatus,
     check_snapshot_file,
     compare_snapshots,
@@ -313,7 +314,10 @@ def test_update_never_overwrites_a_file_it_cannot_rebuild(case: str, tmp_path: p
 def test_update_repairs_a_file_whose_config_is_readable(tmp_path: pathlib.Path) -> None:
     path, _ = _invalid_file("malformed op", tmp_path)
     code, out, _ = _invoke("snapshot", "check", "--update", str(path))
-    assert code == 0 and out == f"updated {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
+    assert (
+        code == 0
+        and out == f"updated {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
+    )
     assert path.read_bytes() == (SNAPSHOTS / "b0-224-cls.json").read_bytes()
 
 
@@ -335,7 +339,10 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     (tmp_path / ".hidden.json.tmp").write_text("ignored")
     code, out, err = _invoke("snapshot", "check", str(tmp_path))
     assert code == 2
-    assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
+    assert (
+        out.splitlines()[0]
+        == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
+    )
     assert f"FAIL {stale}" in out and "  stage 4: 6 figure(s), 32 op(s) differ" in out
     assert "  0 op(s) changed, 0 added, 32 removed; 11 figure(s) differ (stored -> current)" in out
     assert '    stage 4, block 1, attn: matmul "scores q@k^T" removed (output [1,8,49,49], MACs 1.2 M)' in out
@@ -578,4 +585,38 @@ def test_the_github_actions_example_runs_snapshot_check() -> None:
     steps = workflow["jobs"]["snapshots"]["steps"]
     assert [s["run"] for s in steps if "snapshot check" in s.get("run", "")] == [
         "pvttrace snapshot check tests/snapshots/ --max-attention-map 512MiB"
+    ]
+
+
+# ---------------------------------------------------------------------------------- convention, dtype, device
+def test_snapshots_record_and_compare_convention_dtype_and_device(tiny_trace: Trace) -> None:
+    snapshot = snapshot_from_trace(tiny_trace)
+    document = snapshot.to_dict()
+    assert (document["convention"], document["dtype"], document["device"]) == (CONVENTIONS["macs"], "float32", "meta")
+    # A file written before dtype and device were stored reads as what it was: the config's dtype, on meta.
+    del document["dtype"], document["device"]
+    older = Snapshot.from_dict(document)
+    assert older.provenance == Provenance("macs", "float32", "meta") and older == snapshot
+    other = dataclasses.replace(snapshot, convention="fvcore", device="cpu")
+    assert loads_snapshot(dumps_snapshot(other)).provenance == Provenance("fvcore", "float32", "cpu")
+    report = compare_snapshots(other, snapshot)
+    assert [(c.scope, c.name, c.stored, c.current) for c in report.figure_changes] == [
+        ("config", "convention", "fvcore", "macs"),
+        ("config", "device", "cpu", "meta"),
+    ]
+    assert (report.stored_provenance, report.current_provenance) == (other.provenance, snapshot.provenance)
+    assert report_lines(report)[:3] == [
+        "  config:",
+        "    config convention fvcore -> macs",
+        "    config device cpu -> meta",
+    ]
+
+
+def test_a_model_snapshot_states_its_dtype_in_the_check_line(tmp_path: pathlib.Path, tiny_trace: Trace) -> None:
+    traced = dataclasses.replace(tiny_trace, config=None, model="pkg.mod:net", dtype="bfloat16")
+    path = tmp_path / "net.json"
+    write_snapshot(str(path), snapshot_from_trace(traced))
+    result = check_snapshot_file(str(path), trace=lambda cfg: tiny_trace, trace_model=lambda model, shape: traced)
+    assert result_lines(result) == [
+        f"ok {path}: pkg.mod:net, input [1, 3, 224, 224] (convention macs, bfloat16 on meta)"
     ]
