@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from pvttrace.base.errors import ConfigError, TraceFileError
-from pvttrace.base.jsonio import json_int, json_shape, parse_json, read_text_file
+from pvttrace.base.jsonio import json_int, json_shape, parse_json, read_json
 from pvttrace.config import PvtConfig
 from pvttrace.fidelity import fidelity
 
@@ -37,11 +37,13 @@ __all__ = [
     "Totals",
     "Trace",
     "TrainingMemory",
+    "convention_name",
     "dumps_json",
     "filtered_document",
     "load_trace",
     "loads_trace",
     "macs_category",
+    "traced_dtype",
 ]
 
 TRACE_SCHEMA = "pvttrace.trace/1"
@@ -616,4 +618,8 @@ def load_trace(path: str) -> Trace:
     Raises:
         TraceFileError: missing, unreadable, not JSON or not a trace.
     """
-    return loads_trace(read_text_file(path, what="trace"), origin=path)
+    data = read_json(path, what="trace")
+    try:
+        return Trace.from_dict(data)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{path}: {exc}") from None

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Literal
 
 from pvttrace.base.errors import TraceFileError, UserInputError
+from pvttrace.base.jsonio import read_json
 from pvttrace.config import PvtConfig
 from pvttrace.records import Provenance, Shape, Trace
 from pvttrace.snapshot.compare import SnapshotReport, compare_snapshots
@@ -19,7 +20,6 @@ from pvttrace.snapshot.data import (
     Budgets,
     Snapshot,
     load_snapshot,
-    read_snapshot_json,
     recover_config,
     snapshot_from_trace,
 )
@@ -172,7 +172,7 @@ def check_snapshot_file(
         if not update:
             raise
         try:
-            config, stored_budgets = recover_config(read_snapshot_json(path))
+            config, stored_budgets = recover_config(read_json(path, what="snapshot"))
         except (TraceFileError, ValueError, KeyError, TypeError, RecursionError):
             raise TraceFileError(f"{exc}; --update leaves it alone (no config this version can rebuild)") from None
     if stored is not None and stored.config is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pvttrace.base.errors import ConfigError, TraceFileError, UserInputError
-from pvttrace.base.jsonio import Fields, json_shape, parse_json, read_json, read_text_file
+from pvttrace.base.jsonio import Fields, json_shape, parse_json, read_json
 from pvttrace.base.units import format_shape
 from pvttrace.config import DTYPE_BYTES, PvtConfig
 from pvttrace.records import (
@@ -410,7 +410,7 @@ def load_snapshot(path: str) -> Snapshot:
     Raises:
         TraceFileError: missing, unreadable, empty, truncated, not JSON, wrong or newer schema, malformed.
     """
-    return loads_snapshot(read_text_file(path, what="snapshot"), origin=path)
+    return parse_snapshot(read_json(path, what="snapshot"), origin=path)
 
 
 def recover_config(data: Any) -> tuple[PvtConfig, Budgets]:
@@ -426,8 +426,3 @@ def recover_config(data: Any) -> tuple[PvtConfig, Budgets]:
         raise ValueError("not a snapshot this version may rewrite")
     budgets = Budgets.from_dict(data.get("budgets", {}))
     return PvtConfig.from_dict(data["config"]), budgets
-
-
-def read_snapshot_json(path: str) -> Any:
-    """The parsed JSON of a snapshot file, unvalidated (for :func:`recover_config`)."""
-    return read_json(path, what="snapshot")
