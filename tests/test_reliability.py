@@ -17,12 +17,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from pvttrace import snapshot
 from pvttrace.base import jsonio as files
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.cli import app
 from pvttrace.cli import guard as cli_guard
 from pvttrace.config import get_variant
-from pvttrace import snapshot
 from pvttrace.snapshot import compare as snapshot_compare
 from pvttrace.snapshot import (
     compare_snapshots,

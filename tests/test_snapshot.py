@@ -29,8 +29,8 @@ from pvttrace.records import CONVENTIONS, Provenance, Trace
 from pvttrace.snapshot import (
     SNAPSHOT_SCHEMA,
     Budgets,
-    Snapshot,
     ChangeStatus,
+    Snapshot,
     check_snapshot_file,
     compare_snapshots,
     dumps_snapshot,
@@ -339,10 +339,8 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     (tmp_path / ".hidden.json.tmp").write_text("ignored")
     code, out, err = _invoke("snapshot", "check", str(tmp_path))
     assert code == 2
-    assert (
-        out.splitlines()[0]
-        == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
-    )
+    described = "b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
+    assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: {described}"
     assert f"FAIL {stale}" in out and "  stage 4: 6 figure(s), 32 op(s) differ" in out
     assert "  0 op(s) changed, 0 added, 32 removed; 11 figure(s) differ (stored -> current)" in out
     assert '    stage 4, block 1, attn: matmul "scores q@k^T" removed (output [1,8,49,49], MACs 1.2 M)' in out

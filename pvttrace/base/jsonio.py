@@ -14,7 +14,7 @@ line (a :class:`TraceFileError` that starts with the file's name).
 
 Validating. :class:`Fields` reads typed fields of one JSON object (``Fields(op, "ops[3]").integer("macs")``);
 each failure is a :class:`TraceFileError` naming the field, the value and the rule
-(``ops[3].macs='7' must be an integer``). The ``json_*`` functions check a value that has no field name.
+(``ops[3].macs='7' must be an integer``); ``json_int`` and ``json_shape`` check one value (a list item).
 
 Writing. :func:`write_text_atomic` / :func:`write_bytes_atomic` are the one way pvttrace writes a file
 (snapshots, plots): readers see the old file or the new one, never a mix, and nothing is lost on a failed write.
