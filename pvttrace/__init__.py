@@ -32,6 +32,7 @@ _EXPORTS = {
     "PvtTraceError": "pvttrace.base.errors",
     "ConfigError": "pvttrace.base.errors",
     "TraceError": "pvttrace.base.errors",
+    "view": "pvttrace.render.views",
 }
 
 __all__ = ["__version__", *_EXPORTS]

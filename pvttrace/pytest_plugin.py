@@ -37,7 +37,7 @@ from pvttrace.base.errors import PvtTraceError, TraceFileError
 from pvttrace.base.units import parse_bytes, parse_count
 from pvttrace.config import PvtConfig
 from pvttrace.records import Trace
-from pvttrace.snapshot.core import (
+from pvttrace.snapshot import (
     Budgets,
     Snapshot,
     damaged_own_snapshot,

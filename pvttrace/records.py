@@ -12,14 +12,13 @@ activations, element-wise and layout ops cost 0 MACs by rule.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from pvttrace.base.errors import ConfigError, TraceFileError
-from pvttrace.base.jsonio import loads_strict, read_text_file
+from pvttrace.base.jsonio import json_int, json_shape, parse_json, read_json
 from pvttrace.config import PvtConfig
 from pvttrace.fidelity import fidelity
 
@@ -31,16 +30,18 @@ __all__ = [
     "MacsCategory",
     "OpKind",
     "OpRecord",
+    "Provenance",
     "Shape",
     "StageSummary",
     "Totals",
     "Trace",
     "TrainingMemory",
+    "convention_name",
     "dumps_json",
     "filtered_document",
-    "json_error_reason",
     "load_trace",
     "loads_trace",
+    "traced_dtype",
 ]
 
 TRACE_SCHEMA = "pvttrace.trace/1"
@@ -210,28 +211,28 @@ class OpRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OpRecord:
-        """Inverse of :meth:`to_dict` (``flops`` is derived, ``source`` optional)."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "op") -> OpRecord:
+        """Inverse of :meth:`to_dict` (``flops`` is derived, ``source`` optional); ``where`` names it in errors."""
         return cls(
-            index=_int(data["index"]),
+            index=json_int(data["index"], f"{where}.index"),
             module=str(data["module"]),
             op=str(data["op"]),
             kind=OpKind(data["kind"]),
             label=None if data.get("label") is None else str(data["label"]),
-            inputs=tuple(_shape(s) for s in data["inputs"]),
-            output=_shape(data["output"]),
+            inputs=tuple(json_shape(s, f"{where}.inputs") for s in data["inputs"]),
+            output=json_shape(data["output"], f"{where}.output"),
             dtype=str(data["dtype"]),
-            macs=_int(data["macs"]),
-            out_bytes=_int(data["out_bytes"]),
-            alloc_bytes=_int(data["alloc_bytes"]),
+            macs=json_int(data["macs"], f"{where}.macs"),
+            out_bytes=json_int(data["out_bytes"], f"{where}.out_bytes"),
+            alloc_bytes=json_int(data["alloc_bytes"], f"{where}.alloc_bytes"),
             view=bool(data["view"]),
             source=data.get("source"),
-            stage=None if data.get("stage") is None else _int(data["stage"]),
-            block=None if data.get("block") is None else _int(data["block"]),
+            stage=None if data.get("stage") is None else json_int(data["stage"], f"{where}.stage"),
+            block=None if data.get("block") is None else json_int(data["block"], f"{where}.block"),
             cost_rule=CostRule(data.get("cost_rule", "macs")),
-            live_bytes=_int(data.get("live_bytes", 0)),
-            peak_bytes=_int(data.get("peak_bytes", 0)),
-            saved_bytes=_int(data.get("saved_bytes", 0)),
+            live_bytes=json_int(data.get("live_bytes", 0), f"{where}.live_bytes"),
+            peak_bytes=json_int(data.get("peak_bytes", 0), f"{where}.peak_bytes"),
+            saved_bytes=json_int(data.get("saved_bytes", 0), f"{where}.saved_bytes"),
         )
 
 
@@ -285,9 +286,9 @@ class StageSummary:
                 continue
             value = data[f.name]
             if f.name in ("hw", "attention_map_shape", "output"):
-                value = None if value is None and f.name != "hw" else _shape(value)
+                value = None if value is None and f.name != "hw" else json_shape(value, f"stage {f.name}")
             else:
-                value = _int(value)
+                value = json_int(value, f"stage {f.name}")
             kwargs[f.name] = value
         # Reports index these (grid "HxW", the score map's N x N'): a wrong length must fail here, not there.
         for name, length in (("hw", 2), ("attention_map_shape", 4)):
@@ -340,7 +341,8 @@ class Totals:
             if f.name not in data and f.name in OPTIONAL_TOTALS:
                 continue
             value = data[f.name]
-            kwargs[f.name] = None if value is None and f.name in ("peak_op", "peak_stage") else _int(value)
+            optional = value is None and f.name in ("peak_op", "peak_stage")
+            kwargs[f.name] = None if optional else json_int(value, f"totals.{f.name}")
         return cls(**kwargs)
 
 
@@ -395,8 +397,32 @@ class TrainingMemory:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingMemory:
         """Inverse of :meth:`to_dict`."""
-        counts = {f.name: _int(data[f.name]) for f in fields(cls) if f.name != "optimizer"}
+        counts = {f.name: json_int(data[f.name], f"training.{f.name}") for f in fields(cls) if f.name != "optimizer"}
         return cls(optimizer=str(data["optimizer"]), **counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """How a trace's numbers were made: the counting convention, the element dtype and the device.
+
+    Every report states these, read from its traces: MACs of two conventions, or bytes of two dtypes,
+    are different quantities, so a comparison must say when they differ.
+    """
+
+    convention: str
+    """A key of :data:`CONVENTIONS` (``macs``, ``fvcore``, ``timm``, ``paper``)."""
+    dtype: str
+    """Element type of the model and its input (``float32``, ...); ``unknown`` when a file does not say."""
+    device: str
+    """Where the forward ran (``meta``, ``cpu``, ``cuda``)."""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready dict; ``convention`` is the full line of :data:`CONVENTIONS` (it starts with the name)."""
+        return {"convention": CONVENTIONS[self.convention], "dtype": self.dtype, "device": self.device}
+
+    def describe(self) -> str:
+        """``convention macs, float32 on meta``."""
+        return f"convention {self.convention}, {self.dtype} on {self.device}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +443,17 @@ class Trace:
     """The traced model when it is not a built-in config, e.g. ``timm:pvt_v2_b0``."""
     training: TrainingMemory | None = None
     """Training-step memory, when traced with ``train=True`` (None for inference traces)."""
+    dtype: str = ""
+    """Element type of the model and its input; "" when constructed: taken from the config, else the ops."""
+
+    def __post_init__(self) -> None:
+        if not self.dtype:
+            object.__setattr__(self, "dtype", traced_dtype(self.config, (op.dtype for op in self.ops)))
+
+    @property
+    def provenance(self) -> Provenance:
+        """The convention, dtype and device this trace was made with."""
+        return Provenance(self.convention, self.dtype, self.device)
 
     def __repr__(self) -> str:
         """One line (the dataclass repr of every op ran to ~100 KB): what was traced and its totals."""
@@ -428,18 +465,6 @@ class Trace:
             f"<Trace {what}: {len(self.ops)} ops, {len(self.stages)} stages, MACs {format_count(self.totals.macs)}, "
             f"params {format_count(self.totals.params)}{peak}>"
         )
-
-    def __rich__(self) -> Any:
-        """``rich.print(trace)``: the short ``pvttrace run`` view (rich is imported only here)."""
-        from pvttrace.render.trace import render_trace
-
-        return render_trace(self, brief=True)
-
-    def _repr_markdown_(self) -> str:
-        """Notebooks: the ``run --format markdown`` view."""
-        from pvttrace.render.trace import trace_markdown
-
-        return trace_markdown(self)
 
     def select(
         self,
@@ -463,6 +488,7 @@ class Trace:
             "tool_version": self.tool_version,
             "convention": CONVENTIONS[self.convention],
             "device": self.device,
+            "dtype": self.dtype,
             "config": None if self.config is None else self.config.to_dict(),
             "fidelity": None if self.config is None else fidelity(self.config).to_dict(),
             "input_shape": list(self.input_shape),
@@ -490,47 +516,45 @@ class Trace:
             config = None if data.get("config") is None else PvtConfig.from_dict(data["config"])
             return cls(
                 config=config,
-                input_shape=_shape(data["input_shape"]),
-                outputs=tuple(_shape(s) for s in data["outputs"]),
-                ops=tuple(OpRecord.from_dict(o) for o in data["ops"]),
+                input_shape=json_shape(data["input_shape"], "input_shape"),
+                outputs=tuple(json_shape(s, "outputs") for s in data["outputs"]),
+                ops=tuple(OpRecord.from_dict(o, f"ops[{i}]") for i, o in enumerate(data["ops"])),
                 stages=tuple(StageSummary.from_dict(s) for s in data["stages"]),
                 totals=Totals.from_dict(data["totals"]),
                 device=str(data.get("device", "meta")),
                 tool_version=str(data.get("tool_version", "")),
-                convention=_convention_name(data.get("convention")),
+                convention=convention_name(data.get("convention")),
                 model=None if data.get("model") is None else str(data["model"]),
                 training=None if data.get("training") is None else TrainingMemory.from_dict(data["training"]),
+                dtype=str(data.get("dtype") or ""),  # traces written before the field: from config or ops
             )
         except ConfigError as exc:
             raise TraceFileError(f"bad config in trace: {exc}") from None
+        except TraceFileError as exc:
+            raise TraceFileError(f"malformed trace content ({exc})") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise TraceFileError(f"malformed trace content ({type(exc).__name__}: {exc})") from None
 
 
-def _convention_name(text: Any) -> str:
+def traced_dtype(config: PvtConfig | None, op_dtypes: Iterable[str]) -> str:
+    """The dtype a trace was made in: its config's, else the most common floating dtype of its ops' outputs.
+
+    Used for traces and snapshots written before they stated their dtype, and for traces built in Python
+    without one; ``unknown`` when no op has a floating output.
+    """
+    if config is not None:
+        return config.dtype
+    counts: dict[str, int] = {}
+    for dtype in op_dtypes:
+        if dtype.startswith(("float", "bfloat")):
+            counts[dtype] = counts.get(dtype, 0) + 1
+    return max(counts, key=lambda name: counts[name]) if counts else "unknown"
+
+
+def convention_name(text: Any) -> str:
     """The convention key a saved ``convention`` line starts with (``macs`` for older traces)."""
     first = str(text or "").split(" ", 1)[0].rstrip(":")
     return first if first in CONVENTIONS else "macs"
-
-
-def json_int(value: Any) -> int:
-    """``value`` when it is a JSON integer (not a bool, float, string or list).
-
-    Raises:
-        TypeError: anything else; file readers turn it into a one-line file error.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
-
-
-_int = json_int
-
-
-def _shape(value: Any) -> Shape:
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
-        raise TypeError(f"expected a shape list, got {value!r}")
-    return tuple(_int(v) for v in value)
 
 
 def filtered_document(
@@ -556,27 +580,13 @@ def dumps_json(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def json_error_reason(exc: ValueError | RecursionError) -> str:
-    """Why ``json.loads`` failed, in one line: its own message, except two that read as Python internals."""
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if not isinstance(exc, json.JSONDecodeError) and "integer string conversion" in str(exc):
-        return f"it holds a number of more than {sys.get_int_max_str_digits()} digits"
-    return " ".join(str(exc).split())
-
-
 def loads_trace(text: str, *, origin: str = "trace") -> Trace:
     """Parse a ``pvttrace.trace/1`` JSON text.
 
     Raises:
         TraceFileError: not JSON, or not a trace.
     """
-    try:
-        data = loads_strict(text)
-    except TraceFileError as exc:
-        raise TraceFileError(f"{origin} {exc}") from None
-    except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
-        raise TraceFileError(f"{origin} is not valid JSON ({json_error_reason(exc)})") from None
+    data = parse_json(text, origin=origin)
     try:
         return Trace.from_dict(data)
     except TraceFileError as exc:
@@ -589,4 +599,8 @@ def load_trace(path: str) -> Trace:
     Raises:
         TraceFileError: missing, unreadable, not JSON or not a trace.
     """
-    return loads_trace(read_text_file(path, what="trace"), origin=path)
+    data = read_json(path, what="trace")
+    try:
+        return Trace.from_dict(data)
+    except TraceFileError as exc:
+        raise TraceFileError(f"{path}: {exc}") from None

@@ -7,6 +7,7 @@ and review the file diff.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -18,6 +19,7 @@ from helpers import check_expected, invoke, rendered
 
 from pvttrace.analyses.diff import (
     DIFF_SCHEMA,
+    MixedConventions,
     OpStatus,
     StageMetric,
     TotalMetric,
@@ -33,7 +35,7 @@ from pvttrace.analyses.diff import (
 )
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.config import PvtConfig, resolve_config
-from pvttrace.records import Trace, dumps_json
+from pvttrace.records import CONVENTIONS, Provenance, Trace, dumps_json
 from pvttrace.render.diff import diff_markdown, render_diff
 
 TraceOf = Callable[[PvtConfig], Trace]
@@ -247,14 +249,27 @@ def test_json_schema_and_stable_bytes() -> None:
         "configurations",
         "convention",
         "labels",
+        "mixed_conventions",
         "schema",
         "stages",
         "summary",
         "tool_version",
         "totals",
     }
+    assert doc["convention"] == CONVENTIONS["macs"] and doc["mixed_conventions"] is False
     config = doc["configurations"][0]
-    assert set(config) == {"config", "device", "input_shape", "label", "outputs", "stages", "totals"}
+    assert set(config) == {
+        "config",
+        "convention",
+        "device",
+        "dtype",
+        "input_shape",
+        "label",
+        "outputs",
+        "stages",
+        "totals",
+    }
+    assert (config["convention"], config["dtype"], config["device"]) == (CONVENTIONS["macs"], "float32", "meta")
     assert config["totals"]["macs"] == 1_932_911_616 and config["totals"]["flops"] == 2 * 1_932_911_616
     change = doc["stages"][0]["changes"][0]
     assert change["label"] == "sr=1,1,1,1"
@@ -322,7 +337,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory, trace_of: TraceOf) -> dict[s
     files["config_only"].write_text(dumps_json(config_only), encoding="utf-8")
     bad = {
         "wrong_schema": '{"schema": "pvttrace.diff/1"}',
-        "not_json": "{ truncated",
+        "not_json": "not json at all",
         "not_object": "[1, 2]",
         "malformed": '{"schema": "pvttrace.trace/1", "ops": []}',
     }
@@ -425,3 +440,82 @@ def test_diff_module_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------- convention, dtype, device
+_REFUSED = (
+    "the traces were counted under different conventions (a: macs, b: fvcore); ratios between their MACs would "
+    "compare different counts, so diff refuses them"
+)
+
+
+def test_traces_of_two_conventions_are_refused_unless_asked(tiny_trace: Trace) -> None:
+    fvcore = dataclasses.replace(tiny_trace, convention="fvcore")
+    with pytest.raises(MixedConventions) as refused:
+        diff_traces([tiny_trace, fvcore], ["a", "b"])
+    assert str(refused.value) == _REFUSED
+    assert refused.value.labels == ("a", "b") and refused.value.conventions == ("macs", "fvcore")
+    assert isinstance(refused.value, UserInputError)  # exit code 2 in the CLI
+    diff = diff_traces([tiny_trace, fvcore], ["a", "b"], mixed_conventions=True)
+    assert diff.mixed_conventions
+    assert diff.provenances == (Provenance("macs", "float32", "meta"), Provenance("fvcore", "float32", "meta"))
+    doc = diff.to_dict()
+    assert doc["convention"] is None and doc["mixed_conventions"] is True
+    assert [c["convention"] for c in doc["configurations"]] == [CONVENTIONS["macs"], CONVENTIONS["fvcore"]]
+    markdown = diff_markdown(diff)
+    assert "- **conventions differ: a macs, b fvcore; ratios between them compare different counts**\n" in markdown
+    assert "- convention: " not in markdown
+    same = diff_traces([fvcore, fvcore], ["a", "b"])
+    assert not same.mixed_conventions and same.to_dict()["convention"] == CONVENTIONS["fvcore"]
+    assert f"- convention: {CONVENTIONS['fvcore']}\n- dtype: float32; device: meta\n" in diff_markdown(same)
+
+
+def test_dtype_and_device_are_read_from_each_trace(tiny_trace: Trace) -> None:
+    on_cpu = dataclasses.replace(tiny_trace, device="cpu", dtype="bfloat16")
+    diff = diff_traces([tiny_trace, on_cpu], ["x", "y"])
+    assert "- dtype: x float32, y bfloat16; device: x meta, y cpu\n" in diff_markdown(diff)
+    text = rendered(render_diff(diff), 140)
+    assert "dtype: x float32, y bfloat16; device: x meta, y cpu" in text
+    assert f"convention: {CONVENTIONS['macs']}" in text
+    configurations = diff.to_dict()["configurations"]
+    assert [(c["dtype"], c["device"]) for c in configurations] == [("float32", "meta"), ("bfloat16", "cpu")]
+
+
+def test_a_trace_file_written_before_dtype_was_recorded_still_loads(tiny_trace: Trace) -> None:
+    document = tiny_trace.to_dict()
+    assert (document["convention"], document["dtype"], document["device"]) == (CONVENTIONS["macs"], "float32", "meta")
+    del document["dtype"]
+    assert Trace.from_dict(document) == tiny_trace  # the dtype comes from the config
+    document.update(config=None, fidelity=None, model="pkg.mod:net")
+    assert Trace.from_dict(document).dtype == "float32"  # no config: the ops' floating dtype
+
+
+def test_cli_diff_of_files_traced_under_two_conventions(tmp_path: pathlib.Path) -> None:
+    # The reported defect: the header said "convention: macs" over 1,932,911,616 vs 1,943,022,336 MACs.
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    for path, extra in ((a, ()), (b, ("--convention", "fvcore")), (c, ("--convention", "fvcore"))):
+        code, out, err = invoke("run", "--format", "json", *extra)
+        assert code == 0, err
+        path.write_text(out, encoding="utf-8")
+    for output_format in ("table", "json", "markdown", "csv"):
+        code, out, err = invoke("diff", str(a), str(b), "--format", output_format)
+        assert (code, out) == (2, "")
+        assert err == f"error: {_REFUSED}; pass --mixed-conventions to compare them anyway\n"
+    code, out, err = invoke("diff", str(a), str(b), "--mixed-conventions", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [conf["totals"]["macs"] for conf in doc["configurations"]] == [1_932_911_616, 1_943_022_336]
+    assert [conf["convention"].split(" ")[0] for conf in doc["configurations"]] == ["macs", "fvcore:"]
+    assert doc["convention"] is None and doc["mixed_conventions"] is True
+    code, out, err = invoke("diff", str(a), str(b), "--mixed-conventions", "--width", "120")
+    assert code == 0, err
+    assert "conventions differ: a macs, b fvcore; ratios between them compare different counts" in out
+    assert "convention: macs =" not in out and "dtype: float32; device: meta" in out
+    code, out, err = invoke("diff", str(b), str(c), "--format", "markdown")
+    assert code == 0, err
+    assert f"- convention: {CONVENTIONS['fvcore']}\n- dtype: float32; device: meta\n" in out
+
+
+def test_mixed_conventions_is_declared_once_in_the_diff_command() -> None:
+    code, out, _ = invoke("diff", "--help")
+    assert code == 0 and out.count("--mixed-conventions") == 1

@@ -360,7 +360,7 @@ FILE_CORPUS: list[tuple[str, list[str], int, str]] = [
         "trace-op-index-infinity.json",
         ["diff", "trace-one-stage.json", "{path}", "--ops"],
         2,
-        "error: {path}: malformed trace content (TypeError: expected an integer, got inf)\n",
+        "error: {path}: malformed trace content (ops[0].index=inf must be an integer)\n",
     ),
     # UnicodeEncodeError traceback under --update: a "\\ud800" escape in the stored config, written back as text.
     (

@@ -14,6 +14,7 @@ from optional import require
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
+from pvttrace.records import CONVENTIONS
 
 MIX_MACS_BATCH_2 = 5724160  # tests/test_anymodel.py: anymodel_zoo:mix at 2,3,8,8
 
@@ -172,7 +173,15 @@ def test_sweep_zoo_model_varies_h_and_w_of_the_input_shape(runner: CliRunner) ->
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["columns"] == [
-        {"config": None, "input_shape": [2, 3, 4, 6], "label": "anymodel_zoo:mix", "model": "anymodel_zoo:mix"}
+        {
+            "config": None,
+            "convention": CONVENTIONS["macs"],
+            "device": "meta",
+            "dtype": "float32",
+            "input_shape": [2, 3, 4, 6],
+            "label": "anymodel_zoo:mix",
+            "model": "anymodel_zoo:mix",
+        }
     ]
     assert doc["sizes"] == [[4, 6], [8, 8]]  # smallest first, as for built-in sweeps
     assert _sweep_macs(doc)[0][1] == MIX_MACS_BATCH_2
@@ -235,7 +244,10 @@ def test_snapshot_of_a_zoo_model_stores_the_spec_and_checks_it(runner: CliRunner
     assert (doc["model"], doc["config"], doc["input_shape"]) == ("anymodel_zoo:mix", None, [2, 3, 8, 8])
     assert doc["totals"]["macs"] == MIX_MACS_BATCH_2 and doc["budgets"] == {"max_macs": 10_000_000}
     check = runner.invoke(app, ["snapshot", "check", str(path), "--allow-model", "anymodel_zoo:mix"])
-    assert check.exit_code == 0 and check.stdout == f"ok {path}: anymodel_zoo:mix, input [2, 3, 8, 8]\n", check.output
+    assert (
+        check.exit_code == 0
+        and check.stdout == f"ok {path}: anymodel_zoo:mix, input [2, 3, 8, 8] (convention macs, float32 on meta)\n"
+    ), check.output
     # A budget the model exceeds fails the check (exit 1), as for built-in snapshots.
     check = runner.invoke(app, ["snapshot", "check", str(path), "--max-macs", "5M", "--allow-model-import"])
     assert check.exit_code == 1 and check.stdout.startswith(f"FAIL {path}: anymodel_zoo:mix"), check.output
@@ -255,7 +267,10 @@ def test_snapshot_of_a_model_detects_a_changed_model(runner: CliRunner, tmp_path
     path.write_text(json.dumps(doc))
     check = runner.invoke(app, ["snapshot", "check", str(path), "--allow-model-import"])
     assert check.exit_code == 1, check.output
-    assert check.stdout.splitlines()[0] == f"FAIL {path}: anymodel_zoo:sdpa, input [1, 16, 8]"
+    assert (
+        check.stdout.splitlines()[0]
+        == f"FAIL {path}: anymodel_zoo:sdpa, input [1, 16, 8] (convention macs, float32 on meta)"
+    )
 
 
 def test_snapshot_write_model_with_builtin_options_is_exit_2(runner: CliRunner, tmp_path: pathlib.Path) -> None:

@@ -27,7 +27,7 @@ from pvttrace.analyses.diff import OpStatus, StageMetric, TotalMetric, diff_trac
 from pvttrace.base.errors import ConfigError
 from pvttrace.config import PvtConfig
 from pvttrace.records import OpKind, dumps_json, loads_trace
-from pvttrace.snapshot.core import load_snapshot
+from pvttrace.snapshot import load_snapshot
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import trace_config
 

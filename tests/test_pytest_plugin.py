@@ -64,7 +64,7 @@ def test_a_changed_configuration_fails_with_the_report(pytester: pytest.Pytester
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            f"FAIL {target}: tiny (PVT v1, cls) @ 224x224, batch 1, float32",
+            f"FAIL {target}: tiny (PVT v1, cls) @ 224x224, batch 1, float32 (convention macs, device meta)",
             "  30 op(s) changed, 0 added, 0 removed; 13 figure(s) differ (stored -> current)",
             "  config:",
             "    config sr_ratios [[]8,4,2,1] -> [[]4,4,2,1]",
@@ -92,7 +92,8 @@ def test_budgets_and_explicit_paths(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1)  # the snapshot is written, but a rewrite cannot fix a cost
     result.stdout.fnmatch_lines(
         [
-            f"FAIL {pytester.path / 'golden' / 'tiny.json'}: tiny (PVT v1, cls) @ 224x224, batch 1, float32",
+            f"FAIL {pytester.path / 'golden' / 'tiny.json'}: tiny (PVT v1, cls) @ 224x224, batch 1, float32 "
+            "(convention macs, device meta)",
             "  budget: MACs 1.93 G (1,932,911,616) over the limit 1 G (max_macs=)",
             "*pvttrace: 1 snapshot(s) written*",
         ]

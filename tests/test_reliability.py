@@ -19,12 +19,13 @@ import pytest
 import torch
 from helpers import invoke
 
+from pvttrace import snapshot
 from pvttrace.base import jsonio as files
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.cli import guard as cli_guard
 from pvttrace.config import get_variant
-from pvttrace.snapshot import core as snapshot
-from pvttrace.snapshot.core import (
+from pvttrace.snapshot import compare as snapshot_compare
+from pvttrace.snapshot import (
     compare_snapshots,
     load_snapshot,
     loads_snapshot,
@@ -68,7 +69,10 @@ def test_a_snapshot_check_never_imports_a_model_unless_allowed(
     # sys:exit allowed: an error naming the model, never a silent exit 0; the files after it are still checked.
     code, out, err = invoke("snapshot", "check", str(evil), str(model_snapshot), "--allow-model-import")
     assert code == 2 and f"error: {evil}: model sys:exit: the factory called sys.exit(None)\n" in err
-    assert out == f"ok {model_snapshot}: hostile_zoo:linear, input [2, 8]\n2 snapshot(s): 1 ok, 0 failed, 1 invalid\n"
+    assert out == (
+        f"ok {model_snapshot}: hostile_zoo:linear, input [2, 8] (convention macs, float32 on meta)\n"
+        "2 snapshot(s): 1 ok, 0 failed, 1 invalid\n"
+    )
     code, out, _ = invoke("snapshot", "check", str(model_snapshot), "--allow-model", "hostile_zoo:linear")
     assert code == 0 and out.startswith("ok ")
 
@@ -189,7 +193,7 @@ def test_equal_snapshots_compare_in_linear_time_and_alignment_is_bounded(monkeyp
     report = compare_snapshots(big, changed)
     assert [(c.status.value, c.op.module) for c in report.op_changes] == [("added", "inserted")]
     # A middle larger than the bound is reported as removed + added ops, without difflib.
-    monkeypatch.setattr(snapshot, "MAX_ALIGNMENT_CELLS", 3)
+    monkeypatch.setattr(snapshot_compare, "MAX_ALIGNMENT_CELLS", 3)
     monkeypatch.setattr(difflib, "SequenceMatcher", NoDifflib)
     shifted = snapshot.Snapshot(**{**{f: getattr(big, f) for f in big.__slots__}, "ops": (ops[1], ops[0], *ops[2:])})  # type: ignore[attr-defined]
     report = compare_snapshots(big, shifted)
@@ -270,13 +274,13 @@ def test_update_writes_through_symlinks_and_keeps_modes(tmp_path: pathlib.Path) 
 def test_sigterm_during_the_atomic_write_leaves_no_temporary_file(tmp_path: pathlib.Path) -> None:
     script = (
         "import os, signal, sys\n"
-        "from pvttrace.snapshot import core as snapshot\n"
+        "from pvttrace.base import jsonio\n"
         "real = os.fsync\n"
         "def fsync(fd):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    real(fd)\n"
-        "snapshot.os.fsync = fsync\n"
-        "snapshot.write_text_atomic(sys.argv[1], 'new')\n"
+        "jsonio.os.fsync = fsync\n"
+        "jsonio.write_text_atomic(sys.argv[1], 'new')\n"
         "print('not reached')\n"
     )
     path = tmp_path / "snap.json"

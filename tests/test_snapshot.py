@@ -24,11 +24,12 @@ import pytest
 from helpers import check_expected, invoke
 
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
-from pvttrace.records import Trace
-from pvttrace.snapshot.core import (
+from pvttrace.records import CONVENTIONS, Provenance, Trace
+from pvttrace.snapshot import (
     SNAPSHOT_SCHEMA,
     Budgets,
     ChangeStatus,
+    Snapshot,
     check_snapshot_file,
     compare_snapshots,
     dumps_snapshot,
@@ -134,7 +135,7 @@ def test_an_sr_change_in_a_copy_fails_with_a_report_naming_stage_and_ops(tmp_pat
     code, out, err = invoke("snapshot", "check", str(copy), "--limit", "0")
     assert code == 1 and err == ""
     lines = out.splitlines()
-    assert lines[0] == f"FAIL {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32"
+    assert lines[0] == f"FAIL {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
     assert lines[1] == "  30 op(s) changed, 0 added, 0 removed; 12 figure(s) differ (stored -> current)"
     assert "    stage 1 attention MACs 39.3 M -> 157.4 M (x4)" in lines
     assert "    stage 1 kv tokens 49 -> 196 (x4)" in lines
@@ -232,8 +233,8 @@ INVALID = {
     "missing": (None, "{p} does not exist"),
     "empty": (lambda p: p.write_text(""), "{p} is empty"),
     "blank": (lambda p: p.write_text("  \n"), "{p} is empty"),
-    "truncated": (_truncated, "{p} is truncated: the JSON ends early (line 233, column 19)"),
-    "truncated in a label": (_truncated_in_a_label, "{p} is truncated: the JSON ends early (line 87, column 134)"),
+    "truncated": (_truncated, "{p} is truncated: the JSON ends early (line 234, column 233)"),
+    "truncated in a label": (_truncated_in_a_label, "{p} is truncated: the JSON ends early (line 89, column 134)"),
     "not JSON": (
         lambda p: p.write_text("shapes: [1, 64]\n"),
         "{p} is not valid JSON (Expecting value at line 1, column 1)",
@@ -301,7 +302,10 @@ def test_update_never_overwrites_a_file_it_cannot_rebuild(case: str, tmp_path: p
 def test_update_repairs_a_file_whose_config_is_readable(tmp_path: pathlib.Path) -> None:
     path, _ = _invalid_file("malformed op", tmp_path)
     code, out, _ = invoke("snapshot", "check", "--update", str(path))
-    assert code == 0 and out == f"updated {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32\n"
+    assert (
+        code == 0
+        and out == f"updated {path}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
+    )
     assert path.read_bytes() == (SNAPSHOTS / "b0-224-cls.json").read_bytes()
 
 
@@ -311,7 +315,7 @@ def test_update_rewrites_a_mismatch_then_it_passes(tmp_path: pathlib.Path) -> No
     code, out, _ = invoke("snapshot", "check", "--update", str(copy))
     assert code == 0 and out.startswith(f"updated {copy}: tiny") and "stage 1 kv tokens 49 -> 196 (x4)" in out
     assert load_snapshot(str(copy)).stages[0].kv_tokens == 196
-    ok = f"ok {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32\n"
+    ok = f"ok {copy}: tiny (PVT v1, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
     assert invoke("snapshot", "check", str(copy)) == (0, ok, "")
 
 
@@ -323,7 +327,8 @@ def test_a_directory_is_checked_file_by_file_and_the_worst_code_wins(tmp_path: p
     (tmp_path / ".hidden.json.tmp").write_text("ignored")
     code, out, err = invoke("snapshot", "check", str(tmp_path))
     assert code == 2
-    assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: b0 (PVT v2, cls) @ 224x224, batch 1, float32"
+    described = "b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)"
+    assert out.splitlines()[0] == f"ok {tmp_path / 'b0-224-cls.json'}: {described}"
     assert f"FAIL {stale}" in out and "  stage 4: 6 figure(s), 32 op(s) differ" in out
     assert "  0 op(s) changed, 0 added, 32 removed; 11 figure(s) differ (stored -> current)" in out
     assert '    stage 4, block 1, attn: matmul "scores q@k^T" removed (output [1,8,49,49], MACs 1.2 M)' in out
@@ -375,7 +380,7 @@ def test_budgets_stored_by_write_are_enforced_and_kept(tmp_path: pathlib.Path) -
     code, out, _ = invoke("snapshot", "check", str(path))
     assert code == 1
     assert out == (
-        f"FAIL {path}: tiny (PVT v1, cls) @ 224x224, batch 1, float32\n"
+        f"FAIL {path}: tiny (PVT v1, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
         "  budget: params 13.23 M (13,229,288) over the limit 10 M (the snapshot)\n"
     )
     assert invoke("snapshot", "check", str(path), "--max-params", "14M")[0] == 0  # the command line overrides
@@ -505,7 +510,7 @@ def test_concurrent_checks_and_updates_of_the_same_files(tmp_path: pathlib.Path)
     results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
     for code, out, err in results:
         assert code == 0 and err == "", (out, err)
-    assert results[2][1] == f"ok {good}: b0 (PVT v2, cls) @ 224x224, batch 1, float32\n"
+    assert results[2][1] == f"ok {good}: b0 (PVT v2, cls) @ 224x224, batch 1, float32 (convention macs, device meta)\n"
     assert all(r[1].startswith((f"updated {stale}", f"ok {stale}")) for r in results[:2])
     assert stale.read_bytes() == good.read_bytes() == (SNAPSHOTS / "b0-224-cls.json").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b0-224-cls.json", "stale.json"]
@@ -540,7 +545,7 @@ def test_check_costs_one_trace_per_snapshot(tmp_path: pathlib.Path, monkeypatch:
 def test_snapshot_modules_import_nothing_heavy_and_help_skips_torch() -> None:
     probe = (
         "import sys\n"
-        "import pvttrace.snapshot.core, pvttrace.snapshot.report, pvttrace.pytest_plugin\n"
+        "import pvttrace.snapshot, pvttrace.snapshot.report, pvttrace.pytest_plugin\n"
         "print(sorted(m for m in ('torch', 'rich', 'typer') if m in sys.modules))\n"
         "from pvttrace.cli import app\n"
         "helps = (['snapshot'], ['snapshot', '--help'], ['snapshot', 'write', '--help'], ['snapshot', 'check', '-h'])\n"
@@ -566,4 +571,38 @@ def test_the_github_actions_example_runs_snapshot_check() -> None:
     steps = workflow["jobs"]["snapshots"]["steps"]
     assert [s["run"] for s in steps if "snapshot check" in s.get("run", "")] == [
         "pvttrace snapshot check tests/snapshots/ --max-attention-map 512MiB"
+    ]
+
+
+# ---------------------------------------------------------------------------------- convention, dtype, device
+def test_snapshots_record_and_compare_convention_dtype_and_device(tiny_trace: Trace) -> None:
+    snapshot = snapshot_from_trace(tiny_trace)
+    document = snapshot.to_dict()
+    assert (document["convention"], document["dtype"], document["device"]) == (CONVENTIONS["macs"], "float32", "meta")
+    # A file written before dtype and device were stored reads as what it was: the config's dtype, on meta.
+    del document["dtype"], document["device"]
+    older = Snapshot.from_dict(document)
+    assert older.provenance == Provenance("macs", "float32", "meta") and older == snapshot
+    other = dataclasses.replace(snapshot, convention="fvcore", device="cpu")
+    assert loads_snapshot(dumps_snapshot(other)).provenance == Provenance("fvcore", "float32", "cpu")
+    report = compare_snapshots(other, snapshot)
+    assert [(c.scope, c.name, c.stored, c.current) for c in report.figure_changes] == [
+        ("config", "convention", "fvcore", "macs"),
+        ("config", "device", "cpu", "meta"),
+    ]
+    assert (report.stored_provenance, report.current_provenance) == (other.provenance, snapshot.provenance)
+    assert report_lines(report)[:3] == [
+        "  config:",
+        "    config convention fvcore -> macs",
+        "    config device cpu -> meta",
+    ]
+
+
+def test_a_model_snapshot_states_its_dtype_in_the_check_line(tmp_path: pathlib.Path, tiny_trace: Trace) -> None:
+    traced = dataclasses.replace(tiny_trace, config=None, model="pkg.mod:net", dtype="bfloat16")
+    path = tmp_path / "net.json"
+    write_snapshot(str(path), snapshot_from_trace(traced))
+    result = check_snapshot_file(str(path), trace=lambda cfg: tiny_trace, trace_model=lambda model, shape: traced)
+    assert result_lines(result) == [
+        f"ok {path}: pkg.mod:net, input [1, 3, 224, 224] (convention macs, bfloat16 on meta)"
     ]

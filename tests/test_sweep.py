@@ -9,6 +9,7 @@ saying why, only when it is missing.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -40,7 +41,7 @@ from pvttrace.analyses.sweep import (
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.cli import app
 from pvttrace.config import PvtConfig
-from pvttrace.records import Totals, Trace
+from pvttrace.records import CONVENTIONS, Provenance, Totals, Trace
 from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
 from pvttrace.render.tabular import TRACE_CSV_FIELDS, csv_text
 
@@ -214,6 +215,26 @@ def test_json_document(b0_sweep: SweepResult) -> None:
     }
     params = doc["metrics"][-1]["series"][1]
     assert params["exponent"] == 0.0 and "-0.0" not in text
+    # How the numbers were made, read from the traces: the shared convention line and each column's values.
+    assert doc["convention"] == CONVENTIONS["macs"]
+    assert {(c["convention"], c["dtype"], c["device"]) for c in doc["columns"]} == {
+        (CONVENTIONS["macs"], "float32", "meta")
+    }
+
+
+def test_the_header_states_convention_dtype_and_device_of_the_traces(trace_of: Callable[[PvtConfig], Trace]) -> None:
+    def on_cpu(cfg: PvtConfig) -> Trace:
+        return dataclasses.replace(trace_of(cfg), device="cpu", convention="fvcore")
+
+    columns = B0_COLUMNS[:2]
+    result = run_sweep(columns, parse_sizes("224,448"), (METRICS["macs"],), trace=on_cpu)
+    assert result.provenances == (Provenance("fvcore", "float32", "cpu"),) * 2
+    text = _render(render_sweep(result, chart=False), 100)
+    assert "pvttrace sweep  (cpu device)" in text and "(meta device)" not in text
+    assert "convention: fvcore: fvcore 0.1.5's count" in text and "dtype: float32; device: cpu" in text
+    markdown = sweep_markdown(result)
+    assert f"- convention: {CONVENTIONS['fvcore']}\n- dtype: float32; device: cpu\n" in markdown
+    assert result.to_dict()["convention"] == CONVENTIONS["fvcore"]
 
 
 # ---------------------------------------------------------------------------------- views

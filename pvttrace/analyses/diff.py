@@ -28,27 +28,16 @@ from typing import Any
 
 from pvttrace import __version__
 from pvttrace.base.errors import ConfigError, TraceFileError, UserInputError
-from pvttrace.base.jsonio import loads_strict, read_text_file
+from pvttrace.base.jsonio import read_json
 from pvttrace.base.units import format_bytes, format_count
-from pvttrace.config import DTYPE_BYTES, VARIANTS, PvtConfig, resolve_variant_name
-from pvttrace.records import (
-    CONVENTION,
-    OPTIONAL_TOTALS,
-    TRACE_SCHEMA,
-    OpKind,
-    OpRecord,
-    Shape,
-    StageSummary,
-    Totals,
-    Trace,
-    json_error_reason,
-    json_int,
-)
+from pvttrace.config import VARIANTS, PvtConfig, resolve_variant_name
+from pvttrace.records import CONVENTIONS, TRACE_SCHEMA, OpKind, OpRecord, Provenance, StageSummary, Trace
+from pvttrace.snapshot.data import SNAPSHOT_SCHEMA, parse_snapshot, recover_config
 
 __all__ = [
     "DIFF_SCHEMA",
-    "SNAPSHOT_SCHEMA",
     "Change",
+    "MixedConventions",
     "OpRow",
     "OpStatus",
     "StageDiff",
@@ -67,7 +56,23 @@ __all__ = [
 ]
 
 DIFF_SCHEMA = "pvttrace.diff/1"
-SNAPSHOT_SCHEMA = "pvttrace.snapshot/1"
+
+
+class MixedConventions(UserInputError):
+    """Traces counted under different conventions compared without ``mixed_conventions=True``.
+
+    MACs of one convention are not MACs of another (fvcore counts norms, macs does not), so a ratio
+    between them would read as a model change that is not there.
+    """
+
+    def __init__(self, labels: Sequence[str], conventions: Sequence[str]) -> None:
+        self.labels = tuple(labels)
+        self.conventions = tuple(conventions)
+        columns = ", ".join(f"{label}: {name}" for label, name in zip(labels, conventions, strict=True))
+        super().__init__(
+            f"the traces were counted under different conventions ({columns}); ratios between their MACs "
+            "would compare different counts, so diff refuses them"
+        )
 
 
 class StageMetric(StrEnum):
@@ -245,17 +250,15 @@ class TraceDiff:
         ]
         return f"<TraceDiff {len(self.traces)} configurations: {'; '.join(parts)}>"
 
-    def __rich__(self) -> Any:
-        """``rich.print(diff)``: the ``pvttrace diff`` view (rich is imported only here)."""
-        from pvttrace.render.diff import render_diff
+    @property
+    def provenances(self) -> tuple[Provenance, ...]:
+        """Each configuration's convention, dtype and device, read from its trace (baseline first)."""
+        return tuple(t.provenance for t in self.traces)
 
-        return render_diff(self)
-
-    def _repr_markdown_(self) -> str:
-        """Notebooks: the ``diff --format markdown`` view."""
-        from pvttrace.render.diff import diff_markdown
-
-        return diff_markdown(self)
+    @property
+    def mixed_conventions(self) -> bool:
+        """True when the traces were counted under more than one convention (their MACs do not compare)."""
+        return len({t.convention for t in self.traces}) > 1
 
     def stage(self, index: int) -> StageDiff:
         """The 1-based stage ``index``.
@@ -285,14 +288,16 @@ class TraceDiff:
         document: dict[str, Any] = {
             "schema": DIFF_SCHEMA,
             "tool_version": __version__,
-            "convention": CONVENTION,
+            # The shared convention line; null when the columns differ (each configuration states its own).
+            "convention": None if self.mixed_conventions else CONVENTIONS[self.baseline.convention],
+            "mixed_conventions": self.mixed_conventions,
             "baseline": self.labels[0],
             "labels": list(self.labels),
             "configurations": [
                 {
                     "label": label,
                     "config": None if trace.config is None else trace.config.to_dict(),
-                    "device": trace.device,
+                    **trace.provenance.to_dict(),
                     "input_shape": list(trace.input_shape),
                     "outputs": [list(s) for s in trace.outputs],
                     "totals": trace.totals.to_dict(),
@@ -321,18 +326,25 @@ class TraceDiff:
 
 
 # ---------------------------------------------------------------------------------- building
-def diff_traces(traces: Sequence[Trace], labels: Sequence[str], *, with_ops: bool = False) -> TraceDiff:
+def diff_traces(
+    traces: Sequence[Trace], labels: Sequence[str], *, with_ops: bool = False, mixed_conventions: bool = False
+) -> TraceDiff:
     """Compare ``traces`` against ``traces[0]``.
 
     Args:
         traces: two or more traces, baseline first.
         labels: one unique, non-empty name per trace.
         with_ops: also align the ops (costs one sequence alignment per non-baseline trace).
+        mixed_conventions: compare traces counted under different conventions anyway (the views
+            then say so above every ratio); refused by default.
 
     Raises:
         UserInputError: fewer than two traces, or labels that do not fit.
+        MixedConventions: the traces use different counting conventions and ``mixed_conventions`` is False.
     """
     check_labels(labels, len(traces))
+    if not mixed_conventions and len({t.convention for t in traces}) > 1:
+        raise MixedConventions(labels, [t.convention for t in traces])
     count = max(len(t.stages) for t in traces)
     stages = tuple(StageDiff(index, tuple(_stage_at(t, index) for t in traces)) for index in range(1, count + 1))
     rows = align_ops([t.ops for t in traces]) if with_ops else None
@@ -599,10 +611,10 @@ def summary_lines(diff: TraceDiff) -> list[str]:
 def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None = None) -> tuple[Trace, list[str]]:
     """Read a saved trace (``pvttrace.trace/1``) or snapshot (``pvttrace.snapshot/1``) for comparison.
 
-    A snapshot's stored stages, totals and ops are used as they are (so two snapshots are
-    compared as written, not as today's code would trace them); fields a snapshot leaves out
-    (op indices, output bytes, labels) are filled in or derived. Only when its stages or totals
-    are missing or unreadable is its ``config`` traced again with ``retrace``, and a note says so.
+    A snapshot is read by the snapshot parser (:mod:`pvttrace.snapshot.data`) and its stored stages,
+    totals and ops are used as they are (so two snapshots are compared as written, not as today's code
+    would trace them); what a snapshot leaves out (op indices, output bytes) is filled in. Only when the
+    rest of a snapshot is unreadable is its ``config`` traced again with ``retrace``, and a note says so.
 
     Returns:
         The trace and notes for the user (empty when the file was read as it is).
@@ -610,13 +622,7 @@ def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None =
     Raises:
         TraceFileError: missing, unreadable, not JSON, wrong schema, or malformed content.
     """
-    text = read_text_file(path, what="trace or snapshot")
-    try:
-        data = loads_strict(text)
-    except TraceFileError as exc:
-        raise TraceFileError(f"{path} {exc}") from None
-    except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
-        raise TraceFileError(f"{path} is not valid JSON ({json_error_reason(exc)})") from None
+    data = read_json(path, what="trace or snapshot")
     schema = data.get("schema") if isinstance(data, Mapping) else None
     if schema == TRACE_SCHEMA:
         try:
@@ -624,100 +630,20 @@ def load_diff_input(path: str, *, retrace: Callable[[PvtConfig], Trace] | None =
         except TraceFileError as exc:
             raise TraceFileError(f"{path}: {exc}") from None
     if schema == SNAPSHOT_SCHEMA:
-        return _trace_from_snapshot(data, path, retrace)
+        try:
+            return parse_snapshot(data, origin=path).to_trace(), []
+        except TraceFileError as exc:
+            try:
+                config, _ = recover_config(data)
+            except (TraceFileError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
+                config = None
+            if config is None or retrace is None:
+                reason = str(exc).removeprefix(f"{path} ")
+                raise TraceFileError(f"{path}: malformed snapshot content ({reason})") from None
+            return retrace(config), [f"{path}: snapshot has no readable stages/totals; traced its config again"]
     found = repr(schema) if isinstance(data, Mapping) else repr(type(data).__name__)
     found = found if len(found) <= 80 else found[:76] + "...'"
     raise TraceFileError(f"{path}: schema={found} is not {TRACE_SCHEMA!r} or {SNAPSHOT_SCHEMA!r}")
-
-
-def _trace_from_snapshot(
-    data: Mapping[str, Any], path: str, retrace: Callable[[PvtConfig], Trace] | None
-) -> tuple[Trace, list[str]]:
-    try:
-        config = None if data.get("config") is None else PvtConfig.from_dict(data["config"])
-    except ConfigError as exc:
-        raise TraceFileError(f"{path}: bad config in snapshot: {exc}") from None
-    try:
-        ops = tuple(_snapshot_op(i, op) for i, op in enumerate(data.get("ops") or ()))
-        stages = tuple(StageSummary.from_dict(s) for s in data["stages"])
-        totals = _snapshot_totals(data["totals"], ops, config)
-        if config is not None:
-            input_shape: Shape = tuple(config.input_shape)
-        else:
-            input_shape = _shape_of(data["input_shape"])
-        outputs = tuple(_shape_of(s) for s in data.get("outputs") or ())
-        trace = Trace(
-            config=config,
-            input_shape=input_shape,
-            outputs=outputs,
-            ops=ops,
-            stages=stages,
-            totals=totals,
-            device=str(data.get("device", "meta")),
-            tool_version=str(data.get("tool_version", "")),
-        )
-        return trace, []
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: int(Infinity)
-        if config is None or retrace is None:
-            raise TraceFileError(f"{path}: malformed snapshot content ({type(exc).__name__}: {exc})") from None
-        return retrace(config), [f"{path}: snapshot has no readable stages/totals; traced its config again"]
-
-
-def _shape_of(value: Any) -> Shape:
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"expected a shape list, got {value!r}")
-    shape = tuple(value)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
-        raise TypeError(f"expected a shape list, got {value!r}")
-    return shape
-
-
-def _first(data: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in data:
-            return data[name]
-    raise KeyError(names[0])
-
-
-def _snapshot_op(index: int, data: Mapping[str, Any]) -> OpRecord:
-    """An op as a snapshot stores it (no source lines; maybe no index, label or output bytes)."""
-    output = _shape_of(_first(data, "output", "output_shape"))
-    dtype = str(data.get("dtype", "float32"))
-    numel = 1
-    for size in output:
-        numel *= size
-    full = {
-        "index": index,
-        "label": None,
-        "out_bytes": numel * DTYPE_BYTES.get(dtype, 4),
-        **data,
-        "inputs": _first(data, "inputs", "input_shapes"),
-        "output": list(output),
-        "dtype": dtype,
-    }
-    return OpRecord.from_dict(full)
-
-
-def _snapshot_totals(data: Mapping[str, Any], ops: Sequence[OpRecord], config: PvtConfig | None) -> Totals:
-    params, macs = int(data["params"]), int(data["macs"])
-    element = config.dtype_bytes if config is not None else 4
-    return Totals(
-        params=params,
-        param_bytes=int(data.get("param_bytes", params * element)),
-        buffer_bytes=int(data.get("buffer_bytes", 0)),
-        macs=macs,
-        largest_activation_bytes=int(
-            data.get("largest_activation_bytes", max((op.out_bytes for op in ops), default=0))
-        ),
-        ops=int(data.get("ops", len(ops))),
-        uncosted_ops=int(data.get("uncosted_ops", 0)),
-        # Validated as the trace reader does: a list or string here must be a file error, not a crash in a ratio.
-        **{  # type: ignore[arg-type]  # peak_op/peak_stage may be None, as Totals.from_dict allows
-            name: None if data[name] is None and name in ("peak_op", "peak_stage") else json_int(data[name])
-            for name in OPTIONAL_TOTALS
-            if name in data
-        },
-    )
 
 
 def file_labels(paths: Iterable[str]) -> list[str]:

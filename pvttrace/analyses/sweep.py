@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.base.units import format_bytes, format_count, format_shape
 from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
-from pvttrace.records import Totals, Trace
+from pvttrace.records import CONVENTIONS, Provenance, Totals, Trace
 
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
@@ -606,24 +606,14 @@ class SweepResult:
     warnings: tuple[str, ...] = ()
     inputs: tuple[tuple[int, ...], ...] = ()
     """--model columns only: each column's input shape at the first size."""
+    provenances: tuple[Provenance, ...] = ()
+    """Each column's convention, dtype and device, read from its traces (empty: not recorded)."""
 
     def __repr__(self) -> str:
         """One line: what was swept, over which sizes and metrics."""
         sizes = ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in self.sizes)
         metrics = ",".join(m.name for m in self.metrics)
         return f"<SweepResult {self.title}: sizes {sizes}; metrics {metrics}>"
-
-    def __rich__(self) -> Any:
-        """``rich.print(result)``: the ``pvttrace sweep`` tables and charts (rich is imported only here)."""
-        from pvttrace.render.sweep import render_sweep
-
-        return render_sweep(self)
-
-    def _repr_markdown_(self) -> str:
-        """Notebooks: the ``sweep --format markdown`` view."""
-        from pvttrace.render.sweep import sweep_markdown
-
-        return sweep_markdown(self)
 
     def series_of(self, metric: Metric | str) -> tuple[SweepSeries, ...]:
         """The series of one metric, one per column, in column order."""
@@ -658,8 +648,13 @@ class SweepResult:
             config = cfg.to_dict()
             config.pop("img")
             configs.append({"label": column.label, "config": config})
+        for entry, made in zip(configs, self.provenances, strict=False):
+            entry.update(made.to_dict())
+        conventions = {made.convention for made in self.provenances}
         return {
             "schema": SWEEP_SCHEMA,
+            # The shared convention line (null when the columns differ or did not record it).
+            "convention": CONVENTIONS[conventions.pop()] if len(conventions) == 1 else None,
             "sizes": [list(s) for s in self.sizes],
             "columns": configs,
             "growth_variable": "tokens of stage 1 (N)",
@@ -718,6 +713,7 @@ def run_sweep(
         metrics=tuple(metrics),
         series=_collect_series(columns, sizes, metrics, traces, tokens),
         warnings=tuple(warnings),
+        provenances=tuple(row[0].provenance for row in traces),
     )
 
 
@@ -806,4 +802,5 @@ def run_model_sweep(
         metrics=tuple(metrics),
         series=_collect_series(columns, sizes, metrics, traces, tokens),
         inputs=tuple(row[0].input_shape for row in traces),
+        provenances=tuple(row[0].provenance for row in traces),
     )

@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from pvttrace.analyses.formula import FormulaValues, ModelFormula, growth
 from pvttrace.analyses.sweep import Metric, SweepColumn, SweepPoint, SweepResult, SweepSeries, fit_power_law
+from pvttrace.config import PvtConfig
+from pvttrace.records import Provenance
 
 __all__ = ["FORMULA_METRICS", "formula_metric_exponent", "run_formula_sweep"]
 
@@ -34,6 +36,16 @@ FORMULA_METRICS = (
 _CATEGORY = {"attention_macs": "attention", "sr_macs": "sr", "projection_macs": "projection", "mlp_macs": "mlp"}
 
 T = TypeVar("T")
+
+#: A --model formula's dtype, from its element size (2 bytes: float16 and bfloat16 cost the same).
+_ELEMENT_DTYPES = {8: "float64", 4: "float32", 2: "16-bit float"}
+
+
+def _formula_dtype(config: object | None, formula: ModelFormula) -> str:
+    """The dtype of a column: its config's, else named from the formula's element size."""
+    if isinstance(config, PvtConfig):
+        return config.dtype
+    return _ELEMENT_DTYPES.get(formula.element_bytes, "unknown")
 
 
 def _values(metric: str, values: FormulaValues, element_bytes: int) -> tuple[int, tuple[int, ...]]:
@@ -161,5 +173,10 @@ def run_formula_sweep(
         series=tuple(series),
         warnings=tuple(warnings),
         inputs=tuple(inputs),
+        # A formula is derived from a symbolic trace on the meta device, in the default convention.
+        provenances=tuple(
+            Provenance("macs", _formula_dtype(cfg, row[0][1]), "meta")
+            for cfg, row in zip(configs, evaluated, strict=True)
+        ),
     )
     return result, derived

@@ -156,6 +156,13 @@ def diff(
     train: TrainOpt = False,
     quiet: QuietOpt = False,
     dpi: Annotated[int, typer.Option("--dpi", help="Resolution of a PNG --plot (50-1200).")] = 110,
+    mixed_conventions: Annotated[
+        bool,
+        typer.Option(
+            "--mixed-conventions",
+            help="Compare traces counted under different conventions anyway (refused by default: exit 2).",
+        ),
+    ] = False,
 ) -> None:
     """Compare configurations side by side: per-stage N, N', attention map and MACs, totals, and what changed.
 
@@ -169,6 +176,7 @@ def diff(
     Example: pvttrace diff --head segformer --variant mit-b2 --sr 8,4,2,1 --sr 4,2,1,1 --train
     """
     from pvttrace.analyses.diff import (
+        MixedConventions,
         check_labels,
         default_labels,
         diff_traces,
@@ -240,7 +248,10 @@ def diff(
             traces = trace_distinct(
                 configs, config_tracer(device.value, head, head_width, columns.column(0).num_classes, train)
             )
-        result = diff_traces(traces, names, with_ops=ops)
+        try:
+            result = diff_traces(traces, names, with_ops=ops, mixed_conventions=mixed_conventions)
+        except MixedConventions as exc:
+            raise UserInputError(f"{exc}; pass --mixed-conventions to compare them anyway") from None
         if plot is not None:
             _write_plot(result, plot, plot_metric, dpi)
             sys.stderr.write(f"plot written to {plot}\n")

@@ -1,6 +1,6 @@
 """``pvttrace snapshot write|check``: shape snapshots for CI.
 
-Parsing, printing and exit codes only; the work is done by :mod:`pvttrace.snapshot.core`. Torch is
+Parsing, printing and exit codes only; the work is done by :mod:`pvttrace.snapshot`. Torch is
 imported inside the commands, after every option has been validated.
 
 Exit codes of ``check``: 0 every file matches (or was updated); 1 a file differs or a budget is
@@ -33,7 +33,7 @@ from pvttrace.cli.common import (
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.cli.options import ModelOptions, model_options
-from pvttrace.snapshot.core import (
+from pvttrace.snapshot import (
     Budgets,
     Snapshot,
     check_budgets,
@@ -77,7 +77,7 @@ MaxMapOpt = Annotated[
 
 
 def _parse_budgets(max_macs: str | None, max_params: str | None, max_attention_map: str | None) -> Budgets:
-    """The budget options as :class:`pvttrace.snapshot.core.Budgets` (raises UserInputError on a bad value)."""
+    """The budget options as :class:`pvttrace.snapshot.Budgets` (raises UserInputError on a bad value)."""
     return Budgets(
         max_macs=None if max_macs is None else parse_count(max_macs, "max_macs"),
         max_params=None if max_params is None else parse_count(max_params, "max_params"),

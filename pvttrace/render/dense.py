@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pvttrace.base.units import format_bytes
 from pvttrace.records import Trace
+from pvttrace.render.markdown import markdown_row
 from pvttrace.tracing.dense import saved_by_part
 
 __all__ = ["training_parts_markdown", "training_parts_rows", "training_parts_table"]
@@ -45,6 +46,6 @@ def training_parts_table(traces: Sequence[Trace], names: Sequence[str]) -> Table
 
 def training_parts_markdown(traces: Sequence[Trace], names: Sequence[str]) -> str:
     """The same table as markdown."""
-    lines = ["| part | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += ["| " + " | ".join(row) + " |" for row in training_parts_rows(traces)]
+    lines = [markdown_row(["part", *names]), markdown_row(["---"] + ["---:"] * len(names))]
+    lines += [markdown_row(row) for row in training_parts_rows(traces)]
     return "\n### Training memory by part\n\n" + "\n".join(lines) + "\n"

@@ -29,8 +29,10 @@ from pvttrace.analyses.diff import (
 )
 from pvttrace.base.errors import UserInputError
 from pvttrace.base.units import format_bytes, format_count, format_ratio, format_shape
-from pvttrace.records import CONVENTION, StageSummary
+from pvttrace.records import StageSummary
 from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.render.markdown import markdown_row
+from pvttrace.render.provenance import provenance_lines
 from pvttrace.render.trace import short_op
 
 __all__ = ["diff_markdown", "op_diff_table", "render_diff", "stage_diff_table", "totals_diff_table"]
@@ -120,7 +122,9 @@ def _header(diff: TraceDiff) -> Panel:
         lines.append(label, style="bold")
         lines.append(f"  {described}\n")
     lines.append("ratios: configuration / baseline; x2 or more either way highlighted\n", style="dim")
-    lines.append(f"convention: {CONVENTION}", style="dim")
+    convention, made = provenance_lines(diff.labels, diff.provenances)
+    lines.append(convention + "\n", style="bold yellow" if diff.mixed_conventions else "dim")
+    lines.append(made, style="dim")
     return Panel(lines, title="pvttrace diff", title_align="left")
 
 
@@ -288,10 +292,6 @@ def render_diff(
 
 
 # ---------------------------------------------------------------------------------- markdown
-def _md_row(cells: Iterable[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def _md_ratio(change: Change) -> str:
     text = _ratio(change)
     return f"**{text}**" if text and _is_large(change) else text
@@ -308,30 +308,32 @@ def diff_markdown(
     lines: list[str] = ["## pvttrace diff", ""]
     for label, described in zip(diff.labels, _descriptions(diff), strict=True):
         lines.append(f"- `{label}`: {described}")
-    lines.append(f"- convention: {CONVENTION}")
+    convention, made = provenance_lines(diff.labels, diff.provenances)
+    lines.append(f"- **{convention}**" if diff.mixed_conventions else f"- {convention}")
+    lines.append(f"- {made}")
     lines.append("")
     header = ["stage", "config", "N", "N'", "attn map", *(title for title, _, _ in _STAGE_COSTS)]
-    lines.append(_md_row(header))
-    lines.append(_md_row(["---"] * len(header)))
+    lines.append(markdown_row(header))
+    lines.append(markdown_row(["---"] * len(header)))
     for stage in diff.stages:
         for i, label in enumerate(diff.labels):
             summary = stage.stages[i]
             first = str(stage.index) if i == 0 else ""
             if summary is None:
-                lines.append(_md_row([first, label, "absent", *[""] * (2 + len(_STAGE_COSTS))]))
+                lines.append(markdown_row([first, label, "absent", *[""] * (2 + len(_STAGE_COSTS))]))
                 continue
             cells = [first, label, *_stage_cells(summary)]
             for _, metric, fmt in _STAGE_COSTS:
                 change = stage.change(i, metric)
                 cell = fmt(change.value or 0)
                 cells.append(cell if i == 0 else f"{cell} {_md_ratio(change)}")
-            lines.append(_md_row(cells))
+            lines.append(markdown_row(cells))
     lines.append("")
     header = [""]
     for i, label in enumerate(diff.labels):
         header += [label] if i == 0 else [label, "ratio", "change"]
-    lines.append(_md_row(header))
-    lines.append(_md_row(["---"] * len(header)))
+    lines.append(markdown_row(header))
+    lines.append(markdown_row(["---"] * len(header)))
     for title, total_metric, as_bytes in _TOTALS:
         cells = [title]
         for i in range(len(diff.traces)):
@@ -339,7 +341,7 @@ def diff_markdown(
             cells.append(_total_value(change.value or 0, as_bytes))
             if i > 0:
                 cells += [_md_ratio(change), _signed(change.delta, as_bytes)]
-        lines.append(_md_row(cells))
+        lines.append(markdown_row(cells))
     lines.append("")
     lines.extend(f"- {line}" for line in summary_lines(diff))
     if ops:
@@ -350,8 +352,8 @@ def diff_markdown(
         for label in diff.labels:
             header += [f"{label} output", "MACs"]
         header.append("diff")
-        lines.append(_md_row(header))
-        lines.append(_md_row(["---"] * len(header)))
+        lines.append(markdown_row(header))
+        lines.append(markdown_row(["---"] * len(header)))
         for row in _select_rows(diff, stages, changed_only):
             first_op = next(op for op in row.ops if op is not None)
             cells = [row.module or "(model)", row.label or "", f"`{short_op(first_op)}`"]
@@ -362,7 +364,7 @@ def diff_markdown(
                     else [format_shape(side.output), format_count(side.macs) if side.macs else ""]
                 )
             cells.append(_op_mark(row, diff.labels))
-            lines.append(_md_row(cells))
+            lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,6 @@ The numbers and their definitions come from :mod:`pvttrace.memory.estimate`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +14,8 @@ from pvttrace.base.units import format_bytes
 from pvttrace.memory.estimate import FitAnswer, FitSearch, attention_extra_bytes
 from pvttrace.records import Trace, TrainingMemory
 from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.render.markdown import markdown_row
+from pvttrace.render.sections import op_sections
 from pvttrace.stages.summary import ops_of_stage
 
 __all__ = [
@@ -109,7 +109,6 @@ def memory_stage_table(trace: Trace) -> FittedTable:
 
 def _timeline_rows(trace: Trace) -> list[tuple[str, int, int, bool]]:
     """(section title, peak bytes, saved bytes, holds the peak) per stage entry / block / exit / head."""
-    from pvttrace.render.trace import op_sections
 
     rows = []
     for section in op_sections(trace, collapse=False):
@@ -162,23 +161,19 @@ def render_memory(trace: Trace) -> RenderableType:
     return Group(memory_stage_table(trace), memory_timeline(trace))
 
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def memory_markdown(trace: Trace) -> str:
     """The ``run --memory`` additions as GitHub markdown."""
     lines = ["", "### Memory (activation timeline, one row per block)", ""]
     training = trace.training is not None
     header = ["section", "peak activations", "bar"] + (["saved for backward"] if training else [])
-    lines.append(_md_row(header))
-    lines.append(_md_row(["---"] * len(header)))
+    lines.append(markdown_row(header))
+    lines.append(markdown_row(["---"] * len(header)))
     rows = _timeline_rows(trace)
     largest = max((peak for _, peak, _, _ in rows), default=0)
     for title, peak, saved, has_peak in rows:
         bar = "`" + _bar(peak, largest, 20) + "`" + (f" {_PEAK_MARK}" if has_peak else "")
         cells = [title, format_bytes(peak), bar] + ([format_bytes(saved)] if training else [])
-        lines.append(_md_row(cells))
+        lines.append(markdown_row(cells))
     return "\n".join(lines) + "\n"
 
 

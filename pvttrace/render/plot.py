@@ -8,7 +8,7 @@ Every function returns its Figure so callers and tests can inspect lines and lab
 
 Files are deterministic (same data, same bytes with the same matplotlib): SVG ids come from
 a fixed ``svg.hashsalt`` and the date is left out; PNG carries no software/version text.
-They are written atomically (temp file in the same folder, then ``os.replace``).
+They are written atomically, by :func:`pvttrace.base.jsonio.write_bytes_atomic` (the one atomic writer).
 
 Made for papers: series differ by colour (the Okabe-Ito palette, safe for colour-blind readers),
 marker and line style (bars by hatching), so they stay apart in greyscale; SVG text stays text
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvttrace.analyses.sweep import Metric, MetricUnit, SweepResult
 from pvttrace.base.errors import TraceFileError, UserInputError
+from pvttrace.base.jsonio import write_bytes_atomic
 from pvttrace.base.units import format_bytes, format_count
 
 if TYPE_CHECKING:
@@ -332,8 +333,6 @@ def save_figure(figure: Figure, path: str, *, dpi: int = _DPI) -> None:
             figure.draw_without_rendering()
             figure.set_layout_engine("none")
         figure.savefig(buffer, format=fmt, metadata=metadata, dpi=dpi)
-    from pvttrace.snapshot.core import write_bytes_atomic
-
     try:
         write_bytes_atomic(path, buffer.getvalue())
     except TraceFileError as exc:

@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pvttrace.analyses.sweep import Metric, PowerFit, SweepPoint, SweepResult, SweepSeries
-from pvttrace.records import CONVENTION
 from pvttrace.render.fitwidth import FittedTable, fitted
+from pvttrace.render.markdown import markdown_row
+from pvttrace.render.provenance import provenance_lines
 from pvttrace.render.tabular import csv_text
 
 __all__ = [
@@ -240,8 +241,19 @@ def _header(result: SweepResult) -> Panel:
         lines.append(f"{column.label}: ", style="bold")
         lines.append(column.describe() + "\n")
     lines.append(_TABLE_CAPTION + "\n", style="dim")
-    lines.append(f"convention: {CONVENTION}", style="dim")
-    return Panel(lines, title="pvttrace sweep  (meta device)", title_align="left")
+    convention, made = _provenance(result)
+    lines.append(convention + "\n", style="dim")
+    lines.append(made, style="dim")
+    devices = sorted({p.device for p in result.provenances})
+    where = f"  ({', '.join(devices)} device)" if devices else ""
+    return Panel(lines, title=f"pvttrace sweep{where}", title_align="left")
+
+
+def _provenance(result: SweepResult) -> list[str]:
+    """The convention line and the dtype/device line, read from the sweep's traces."""
+    if not result.provenances:
+        return ["convention: not recorded", "dtype, device: not recorded"]
+    return provenance_lines([c.label for c in result.columns], result.provenances)
 
 
 def render_sweep(result: SweepResult, *, chart: bool = True) -> RenderableType:
@@ -255,28 +267,24 @@ def render_sweep(result: SweepResult, *, chart: bool = True) -> RenderableType:
     return Group(*parts)
 
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def sweep_markdown(result: SweepResult) -> str:
     """The same tables as :func:`render_sweep` as GitHub markdown (no chart)."""
     lines = [f"## Sweep: {result.title}", ""]
     for column in result.columns:
         lines.append(f"- **{column.label}**: {column.describe()}")
-    lines.append(f"- convention: {CONVENTION}")
+    lines.extend(f"- {line}" for line in _provenance(result))
     lines.append(f"- {_TABLE_CAPTION}")
     for metric in result.metrics:
         series = result.series_of(metric)
         lines += ["", f"### {_metric_heading(metric)}", "", metric.description + ".", ""]
         header = ["img", "N", *(s.column.label for s in series)]
-        lines.append(_md_row(header))
-        lines.append(_md_row(["---:"] * len(header)))
+        lines.append(markdown_row(header))
+        lines.append(markdown_row(["---:"] * len(header)))
         for size_points in zip(*(s.points for s in series), strict=True):
             first = size_points[0]
-            lines.append(_md_row([_img(first), str(first.tokens), *(_cell(metric, p) for p in size_points)]))
+            lines.append(markdown_row([_img(first), str(first.tokens), *(_cell(metric, p) for p in size_points)]))
         for name, cells in _fit_rows(series):
-            lines.append(_md_row([f"**{name}**", "", *cells]))
+            lines.append(markdown_row([f"**{name}**", "", *cells]))
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,8 @@ from pvttrace.costs.coverage import RULE_TEXT, op_coverage
 from pvttrace.fidelity import fidelity
 from pvttrace.records import CONVENTIONS, OpRecord, StageSummary, Trace
 from pvttrace.render.fitwidth import FittedTable, dropped_note, fitted
+from pvttrace.render.markdown import markdown_row
+from pvttrace.render.sections import OpSection, op_sections
 
 __all__ = [
     "OpSection",
@@ -54,67 +56,6 @@ _SHORT_OPS = {
 def short_op(op: OpRecord) -> str:
     """Compact op name for tables: ``linear``, ``permute``, ``@``, ``[i]``."""
     return _SHORT_OPS.get(op.op) or op.op.rsplit(".", 1)[-1]
-
-
-@dataclass(frozen=True, slots=True)
-class OpSection:
-    """A run of ops shown together: stage entry, one (collapsed) block, or stage exit."""
-
-    title: str
-    ops: tuple[OpRecord, ...]
-
-
-def _block_signature(ops: Sequence[OpRecord]) -> tuple[object, ...]:
-    return tuple((op.op, op.label, op.inputs, op.output, op.macs, op.alloc_bytes) for op in ops)
-
-
-def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | None = None) -> list[OpSection]:
-    """Group ops by stage into entry / block / exit sections; identical consecutive blocks collapse into one.
-
-    A collapsed section's title says how many identical blocks it stands for.
-    """
-    wanted = None if stages is None else set(stages)
-    sections: list[OpSection] = []
-    ops = trace.ops
-    first_staged = next((k for k, o in enumerate(ops) if o.stage is not None), len(ops))
-    i = 0
-    while i < len(ops):
-        op = ops[i]
-        stage = op.stage
-        j = i
-        while j < len(ops) and ops[j].stage == stage and ops[j].block == op.block:
-            j += 1
-        run = ops[i:j]
-        where = (
-            ("stem" if trace.stages and i < first_staged else "head" if trace.stages else "model")
-            if stage is None
-            else f"stage {stage}"
-        )
-        if op.block is None:
-            blocks_follow = any(o.stage == stage and o.block is not None for o in ops[j:])
-            title = where if stage is None else f"{where} {'entry' if blocks_follow else 'exit'}"
-            item = OpSection(title, run)
-            i = j
-        else:
-            count = 1
-            k = j
-            if collapse:
-                signature = _block_signature(run)
-                while k < len(ops) and ops[k].stage == stage and ops[k].block is not None:
-                    m = k
-                    while m < len(ops) and ops[m].stage == stage and ops[m].block == ops[k].block:
-                        m += 1
-                    if _block_signature(ops[k:m]) != signature:
-                        break
-                    count += 1
-                    k = m
-            last = op.block + count - 1
-            span = f"block {op.block}" if count == 1 else f"blocks {op.block}-{last} (x{count} identical)"
-            item = OpSection(f"{where}, {span}", run)
-            i = k
-        if wanted is None or stage in wanted:
-            sections.append(item)
-    return sections
 
 
 def _header(trace: Trace) -> Panel:
@@ -406,10 +347,6 @@ def render_trace(
     return Group(*parts)
 
 
-def _md_row(cells: Iterable[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def trace_markdown(
     trace: Trace,
     *,
@@ -437,11 +374,11 @@ def trace_markdown(
     lines.append(f"- convention: {CONVENTIONS[trace.convention]}")
     lines.append("")
     header = [*_STAGE_HEADER, "MACs", "attention MACs", "attn map"]
-    lines.append(_md_row(header))
-    lines.append(_md_row(["---"] * len(header)))
+    lines.append(markdown_row(header))
+    lines.append(markdown_row(["---"] * len(header)))
     for s in trace.stages:
         lines.append(
-            _md_row(
+            markdown_row(
                 [
                     *_stage_cells(s),
                     format_count(s.macs),
@@ -457,13 +394,13 @@ def trace_markdown(
     else:
         sections = op_sections(trace, collapse=not show_all, stages=stage_list)
     header = ["#", "step", "op", "module", "output", "MACs", "alloc", "note"]
-    lines.append(_md_row(header))
-    lines.append(_md_row(["---"] * len(header)))
+    lines.append(markdown_row(header))
+    lines.append(markdown_row(["---"] * len(header)))
     for section in sections:
-        lines.append(_md_row(["", f"**{section.title}**", "", "", "", "", "", ""]))
+        lines.append(markdown_row(["", f"**{section.title}**", "", "", "", "", "", ""]))
         for op in section.ops:
             lines.append(
-                _md_row(
+                markdown_row(
                     [
                         str(op.index),
                         op.label or "",
@@ -505,9 +442,11 @@ def coverage_markdown(trace: Trace) -> str:
         f"- convention: {CONVENTIONS[trace.convention]}",
         f"- ops: {trace.totals.ops}, without a cost rule: {trace.totals.uncosted_ops}",
         "",
-        _md_row(["op", "kind", "count", "cost", "MACs"]),
-        _md_row(["---"] * 5),
+        markdown_row(["op", "kind", "count", "cost", "MACs"]),
+        markdown_row(["---"] * 5),
     ]
     for row in op_coverage(trace):
-        lines.append(_md_row([f"`{row.op}`", row.kind.value, str(row.count), RULE_TEXT[row.rule], f"{row.macs:,}"]))
+        lines.append(
+            markdown_row([f"`{row.op}`", row.kind.value, str(row.count), RULE_TEXT[row.rule], f"{row.macs:,}"])
+        )
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Snapshot check results as plain text lines: what ``pvttrace snapshot check`` and the pytest plugin print.
 
-Pure functions from :mod:`pvttrace.snapshot.core` data to lists of strings, so the same words appear in a
+Pure functions from :mod:`pvttrace.snapshot` data to lists of strings, so the same words appear in a
 terminal, a CI log and a pytest failure. Nothing here prints; no torch, rich or typer.
 
 Lines read as ``stored -> current``. Changes that repeat identically across the blocks of a stage
@@ -15,16 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pvttrace.base.units import format_bytes, format_count, format_ratio
-from pvttrace.snapshot.core import (
-    BudgetViolation,
-    ChangeStatus,
-    CheckResult,
-    FieldChange,
-    FigureChange,
-    OpChange,
-    SnapshotOp,
-    SnapshotReport,
-)
+from pvttrace.snapshot.check import BudgetViolation, CheckResult
+from pvttrace.snapshot.compare import ChangeStatus, FieldChange, FigureChange, OpChange, SnapshotReport
+from pvttrace.snapshot.data import SnapshotOp
 
 __all__ = ["budget_line", "report_lines", "result_lines"]
 
@@ -264,7 +257,13 @@ def budget_line(violation: BudgetViolation) -> str:
 def result_lines(result: CheckResult, *, limit: int = 10, show_all_hint: str = "--limit 0 shows all") -> list[str]:
     """A file's check as plain lines: a status line, then (when something differs) the report and budget lines."""
     described = result.config.describe() if result.config is not None else result.description
-    lines = [f"{result.status.value} {result.path}: {described}"]
+    made = ""
+    provenance = result.provenance
+    if provenance is not None:  # the dtype only where the config does not already say it
+        said = result.config is not None and result.config.dtype == provenance.dtype
+        where = f"device {provenance.device}" if said else f"{provenance.dtype} on {provenance.device}"
+        made = f" (convention {provenance.convention}, {where})"
+    lines = [f"{result.status.value} {result.path}: {described}{made}"]
     report = result.report
     if report is not None and not report.matches:
         changed, added, removed = (report.count(s) for s in ChangeStatus)

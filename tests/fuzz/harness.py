@@ -80,7 +80,7 @@ def _seed_texts() -> dict[str, bytes]:
 
     from pvttrace.config import resolve_config
     from pvttrace.records import dumps_json
-    from pvttrace.snapshot.core import Budgets, dumps_snapshot, snapshot_from_trace
+    from pvttrace.snapshot import Budgets, dumps_snapshot, snapshot_from_trace
     from pvttrace.tracing.recorder import trace_config
 
     small = trace_config(resolve_config(**SMALL_CONFIG))
@@ -280,7 +280,7 @@ def _under(path: str, named: set[str]) -> bool:
 
 
 def _loads_as_snapshot(data: bytes) -> bool:
-    from pvttrace.snapshot.core import loads_snapshot
+    from pvttrace.snapshot import loads_snapshot
 
     try:
         loads_snapshot(data.decode("utf-8"))
