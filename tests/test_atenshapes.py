@@ -83,7 +83,7 @@ def test_traces_equal_record_for_record_without_the_stand_ins(
 def test_a_training_trace_imports_neither_sympy_nor_dynamo() -> None:
     probe = (
         "import sys; from pvttrace.config import resolve_config; from pvttrace.tracing.recorder import trace_config; "
-        "t = trace_config(resolve_config('b2', img='128', batch=2), train=True, optimizer='adamw'); "
+        "t = trace_config(resolve_config('b2', img=128, batch=2), train=True, optimizer='adamw'); "
         "assert t.training.backward_peak_bytes > 0; "
         "print(sorted(m for m in ('sympy', 'torch._dynamo') if m in sys.modules))"
     )

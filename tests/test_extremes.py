@@ -205,7 +205,7 @@ def test_the_block_budget() -> None:
 
 @pytest.mark.parametrize("variant", ["tiny", "b0"])
 def test_patch_stride_one_is_a_1x1_conv_in_both_versions(variant: str, trace_of: Callable[[PvtConfig], Trace]) -> None:
-    cfg = resolve_config(variant, patch="4,1,1,1", sr="8,4,2,1")
+    cfg = resolve_config(variant, patch=(4, 1, 1, 1), sr=(8, 4, 2, 1))
     assert [g.hw for g in cfg.geometry()] == [(56, 56)] * 4
     assert cfg.patch_kernel(1) == (1, 1, 0)
     trace = trace_of(cfg)

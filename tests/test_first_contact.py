@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pvttrace.base.errors import UserInputError
-from pvttrace.base.units import parse_bytes
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ def test_library_example_runs() -> None:
     import runpy
 
     example = runpy.run_path(str(PACKAGE.parent / "examples" / "compare_sr_ratios.py"))
-    lines = example["main"]("224")
+    lines = example["main"](224)
     assert lines[0] == "stage 1: keys 49 -> 3136, attention MACs 39.34 M -> 2.52 G"
     assert lines[4].startswith("inference peak: ")
 
@@ -109,8 +109,9 @@ def test_wheel_packages_cover_every_subpackage() -> None:
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     folders = sorted(
-        ".".join(p.relative_to(PACKAGE.parent).parts) for p in [PACKAGE, *PACKAGE.rglob("*")] if p.is_dir()
-        and p.name != "__pycache__"
+        ".".join(p.relative_to(PACKAGE.parent).parts)
+        for p in [PACKAGE, *PACKAGE.rglob("*")]
+        if p.is_dir() and p.name != "__pycache__"
     )
     assert len(folders) >= 10
     for folder in folders:

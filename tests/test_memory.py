@@ -58,7 +58,7 @@ UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 
 def _cfg(variant: str, img: str, batch: int = 1, **extra: Any) -> PvtConfig:
-    return resolve_config(variant, img=img, batch=batch, depths="1,1,1,1", **extra)
+    return resolve_config(variant, img=img, batch=batch, depths=(1, 1, 1, 1), **extra)
 
 
 # ---------------------------------------------------------------------------------- real CPU references
@@ -292,8 +292,8 @@ def test_training_formula_and_optimizer_state() -> None:
 
 
 def test_explicit_attention_at_1280x800_sr1_does_not_fit_24gib_and_sdpa_does() -> None:
-    explicit = trace_config(resolve_config("tiny", img="1280x800", sr="1,1,1,1"))
-    fused = trace_config(resolve_config("tiny", img="1280x800", sr="1,1,1,1", attention="sdpa"))
+    explicit = trace_config(resolve_config("tiny", img=(1280, 800), sr=(1, 1, 1, 1)))
+    fused = trace_config(resolve_config("tiny", img=(1280, 800), sr=(1, 1, 1, 1), attention="sdpa"))
     score_map = 320 * 200 * 320 * 200 * 4  # one [1, 1, 64000, 64000] fp32 map: 15.26 GiB
     assert explicit.stages[0].attention_map_bytes == score_map
     assert explicit.totals.peak_activation_bytes >= 2 * score_map > 24 * 2**30  # scores and softmax alive together

@@ -8,7 +8,8 @@ from optional import needs
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
-from pvttrace.tracing.target import parse_model_spec, trace_modules
+from pvttrace.cli.parsing import parse_model_spec
+from pvttrace.tracing.target import trace_modules
 
 
 def test_rows_add_up_and_match_the_model() -> None:

@@ -21,6 +21,7 @@ from pvttrace.base import jsonio as files
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.cli import app
 from pvttrace.cli import guard as cli_guard
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import get_variant
 from pvttrace.snapshot import core as snapshot
 from pvttrace.snapshot.core import (
@@ -31,7 +32,7 @@ from pvttrace.snapshot.core import (
     write_text_atomic,
 )
 from pvttrace.tracing.recorder import trace_config, trace_model
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,10 @@ import pytest
 from optional import needs
 from rich.console import Console
 
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.records import Trace
 from pvttrace.render.trace import render_trace, stage_table
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 Row = tuple[tuple[int, int], int, int, int, int, int, int]
 

@@ -33,13 +33,12 @@ from pvttrace.analyses.sweep import (
     available_metrics,
     build_columns,
     fit_power_law,
-    parse_metrics,
-    parse_sizes,
     plan_sweep,
     run_sweep,
 )
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_metrics, parse_sizes
 from pvttrace.config import PvtConfig
 from pvttrace.records import Totals, Trace
 from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown

@@ -33,13 +33,12 @@ from pvttrace.cli.common import (
     TrainOpt,
     WidthOpt,
     app,
-    closest,
     errors_to_exit_codes,
     head_options,
     make_console,
-    parse_int_list,
     warn,
 )
+from pvttrace.cli.parsing import closest, parse_repeated_ints
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,7 +69,8 @@ def _on_off(value: str | None) -> bool | None:
 
 
 def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str, Any]) -> list[PvtConfig]:
-    from pvttrace.config import column_count, resolve_config
+    from pvttrace.analyses.sweep import column_count
+    from pvttrace.cli.parsing import config_from_text
 
     columns = column_count(repeated)
     if columns < 2:
@@ -83,7 +83,7 @@ def _configs_from_options(repeated: dict[str, list[Any] | None], once: dict[str,
         picked = {name.removeprefix("--").replace("-", "_"): _pick(values, column) for name, values in repeated.items()}
         picked["linear_sra"] = _on_off(picked["linear_sra"])
         picked["variant"] = picked["variant"] or "tiny"
-        configs.append(resolve_config(**picked, **once))
+        configs.append(config_from_text(**picked, **once))
     return configs
 
 
@@ -102,8 +102,8 @@ def _specs_from_options(
     Raises:
         UserInputError: no --model, built-in options given, or a bad spec or input option.
     """
-    from pvttrace.config import column_count
-    from pvttrace.tracing.target import parse_model_spec
+    from pvttrace.analyses.sweep import column_count
+    from pvttrace.cli.parsing import parse_model_spec
 
     if not models:
         raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
@@ -316,7 +316,7 @@ def diff(
         "pos_size": pos_size,
     }
     with errors_to_exit_codes():
-        stage_list = parse_int_list(stage, "stage")
+        stage_list = parse_repeated_ints(stage, "stage")
         if plot is not None:
             from pvttrace.render.diff import PLOT_METRICS
             from pvttrace.render.plot import plot_format, require_matplotlib

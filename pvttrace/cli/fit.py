@@ -93,7 +93,7 @@ def fit(
     """
     import functools
 
-    from pvttrace.config import resolve_config
+    from pvttrace.cli.parsing import config_from_text, parse_bytes
     from pvttrace.memory.estimate import FitSearch, fit_config
 
     with errors_to_exit_codes():
@@ -105,7 +105,7 @@ def fit(
             )
         if output_format == OutputFormat.MARKDOWN:
             raise UserInputError("format='markdown' is not available for fit; use table or json")
-        cfg = resolve_config(
+        cfg = config_from_text(
             **config_options(
                 variant,
                 None if search == FitSearch.IMG else img,
@@ -135,7 +135,8 @@ def fit(
             from pvttrace.tracing.heads import trace_dense
 
             tracer = functools.partial(trace_dense, head=whole, train=train, optimizer=optimizer_name)
-        answer = fit_config(cfg, memory, trace=tracer, search=search, reserve_text=reserve)
+        budget, held = parse_bytes(memory, "memory"), 0 if reserve is None else parse_bytes(reserve, "reserve")
+        answer = fit_config(cfg, budget, trace=tracer, search=search, reserve=held)
         warn_config(answer.trace.config.warnings if answer.trace.config is not None else (), quiet)
     if output_format == OutputFormat.JSON:
         from pvttrace.records import dumps_json

@@ -102,8 +102,8 @@ def formula(
     Example: pvttrace formula --variant tiny; pvttrace formula --variant b2 --sr 8,4,2,1 --sr 4,2,1,1
     Example: pvttrace formula --model timm:pvt_v2_b0 --format python
     """
-    from pvttrace.analyses.formula import derive_formula, diff_formulas, parse_symbolic
-    from pvttrace.config import parse_img
+    from pvttrace.analyses.formula import derive_formula, diff_formulas
+    from pvttrace.cli.parsing import parse_img, parse_symbolic
 
     with errors_to_exit_codes():
         variables = parse_symbolic(symbolic)
@@ -137,11 +137,11 @@ def formula(
         spec = resolve_spec(ctx, model, input_shape, kwargs)
         targets: list[Any] = []
         if spec.config is not None:
-            from pvttrace.config import resolve_config
+            from pvttrace.cli.parsing import config_from_text
 
             targets.append(spec.config)
             if len(srs) == 2:
-                targets.append(resolve_config(**{**kwargs, "sr": srs[1]}))
+                targets.append(config_from_text(**{**kwargs, "sr": srs[1]}))
             for cfg in targets:
                 warn(cfg.warnings)
         else:

@@ -44,19 +44,18 @@ from pvttrace.cli.common import (
     TrainOpt,
     VariantOpt,
     WidthOpt,
-    _parse_kinds,
     app,
     config_options,
     errors_to_exit_codes,
     head_options,
     make_console,
-    parse_int_list,
     resolve_spec,
     training_options,
     warn,
     warn_config,
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
+from pvttrace.cli.parsing import parse_kinds, parse_repeated_ints
 
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
@@ -162,8 +161,8 @@ def run(
             options=model_option or (),
             inputs=inputs,
         )
-        kinds = _parse_kinds(kind)
-        stages = parse_int_list(stage, "stage")
+        kinds = parse_kinds(kind)
+        stages = parse_repeated_ints(stage, "stage")
         cfg = spec.config
         if head is not None or head_width is not None:
             if cfg is None:

@@ -63,8 +63,8 @@ def _model_specs(models: list[str] | None, input_shape: str | None, options: dic
     Raises:
         UserInputError: no --model, built-in options given, or a bad spec or input option.
     """
-    from pvttrace.config import column_count
-    from pvttrace.tracing.target import parse_model_spec
+    from pvttrace.analyses.sweep import column_count
+    from pvttrace.cli.parsing import parse_model_spec
 
     if not models:
         raise UserInputError("input_shape needs --model; built-in variants take --img/--batch/--in-chans")
@@ -184,7 +184,8 @@ def sweep(
     Example: pvttrace sweep --model timm:pvt_v2_b0 --img 224,512
     Example: pvttrace sweep --head segformer --variant mit-b0 --img 512,1024 --train --metric peak_memory_bytes
     """
-    from pvttrace.analyses.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
+    from pvttrace.analyses.sweep import build_columns, plan_sweep, run_sweep
+    from pvttrace.cli.parsing import parse_column_options, parse_metrics, parse_sizes
 
     with errors_to_exit_codes():
         options: dict[str, list[Any]] = {
@@ -232,7 +233,7 @@ def sweep(
             notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
             exact_trace = True
         specs = _model_specs(model, input_shape, options) if model or input_shape else None
-        columns = build_columns(options, labels=label) if specs is None else ()
+        columns = build_columns(parse_column_options(options), labels=label) if specs is None else ()
         if plot is not None:
             from pvttrace.render.plot import plot_format, require_matplotlib
 

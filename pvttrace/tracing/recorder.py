@@ -38,12 +38,12 @@ from torch.overrides import TorchFunctionMode, resolve_name
 from pvttrace import __version__
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
 from pvttrace.base.steps import current_label, current_stage
-from pvttrace.config import PvtConfig
+from pvttrace.config import Device, PvtConfig
 from pvttrace.costs.callfacts import call_facts
-from pvttrace.costs.conventions import AttentionStage, apply_convention
+from pvttrace.costs.conventions import AttentionStage, Convention, apply_convention, as_convention
 from pvttrace.costs.rules import OP_KINDS, call_macs, cost_rule, op_kind
 from pvttrace.memory import estimate as memory
-from pvttrace.memory.estimate import LifetimeLog, StorageKind
+from pvttrace.memory.estimate import LifetimeLog, Optimizer, StorageKind
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 from pvttrace.stages.labels import (
     attention_map,
@@ -578,11 +578,11 @@ def trace_model(
     example: torch.Tensor | ModelInputs,
     *,
     config: PvtConfig | None = None,
-    convention: str = "macs",
+    convention: Convention | str = Convention.MACS,
     model_name: str | None = None,
     notes: list[str] | None = None,
     train: bool = False,
-    optimizer: str = "adamw",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
     memory_figures: bool = True,
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
@@ -602,6 +602,7 @@ def trace_model(
         UserInputError: an unknown optimizer.
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
+    convention = as_convention(convention)
     if train and torch.is_inference_mode_enabled():
         # Inference mode makes autograd save nothing: the training memory would read 0 saved bytes.
         raise UserInputError(
@@ -693,10 +694,10 @@ def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
 def trace_config(
     cfg: PvtConfig,
     *,
-    device: str = "meta",
-    convention: str = "macs",
+    device: Device | str = Device.META,
+    convention: Convention | str = Convention.MACS,
     train: bool = False,
-    optimizer: str = "adamw",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
     memory_figures: bool = True,
     model: nn.Module | None = None,
 ) -> Trace:
