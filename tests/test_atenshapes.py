@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch._prims_common import suggest_memory_format as torch_suggest_memory_format
 
-from pvttrace.config import PvtConfig, resolve_config
+from pvttrace.cli.parsing import config_from_text
+from pvttrace.config import PvtConfig
 from pvttrace.tracing import atenshapes
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import memory_log, trace_config
@@ -34,7 +35,7 @@ CASES = [
 
 
 def _cfg(variant: str, img: str, batch: int, extra: dict[str, str]) -> PvtConfig:
-    return resolve_config(variant, img=img, batch=batch, **extra)
+    return config_from_text(variant, img=img, batch=batch, **extra)
 
 
 @pytest.fixture

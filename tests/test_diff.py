@@ -319,7 +319,7 @@ def test_bad_options_exit_2_with_one_line(runner: CliRunner, args: list[str], me
 def saved(tmp_path_factory: pytest.TempPathFactory, trace_of: TraceOf) -> dict[str, pathlib.Path]:
     folder = tmp_path_factory.mktemp("traces")
     files = {}
-    for name, sr in (("before", "8,4,2,1"), ("after", "1,1,1,1")):
+    for name, sr in (("before", (8, 4, 2, 1)), ("after", (1, 1, 1, 1))):
         path = folder / f"{name}.json"
         path.write_text(dumps_json(trace_of(resolve_config(sr=sr)).to_dict()), encoding="utf-8")
         files[name] = path

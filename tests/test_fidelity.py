@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
+from pvttrace.cli.parsing import config_from_text
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.fidelity import fidelity
 from pvttrace.records import Trace
@@ -79,7 +80,7 @@ OFFICIAL_RUNS: list[tuple[str, str, str, int, int, int, int, int]] = [
 
 def _official_config(variant: str, task: str, img: str, batch: int, patch: int, pos: int) -> PvtConfig:
     patch_option = str(patch) if get_variant(variant).version == 1 else None
-    return resolve_config(variant, task=task, img=img, batch=batch, patch=patch_option, pos_size=str(pos))
+    return config_from_text(variant, task=task, img=img, batch=batch, patch=patch_option, pos_size=str(pos))
 
 
 @pytest.mark.parametrize(
@@ -162,7 +163,7 @@ OFFICIAL_FAILURES = [
 def test_configurations_the_official_code_cannot_run_are_flagged(
     task: str, img: str, stage: int, tokens: int, slots: int, runner: CliRunner
 ) -> None:
-    cfg = resolve_config("tiny", img=img, task=task)
+    cfg = config_from_text("tiny", img=img, task=task)
     found = fidelity(cfg)
     assert not found.official_runs
     assert found.official_failures == (
@@ -248,7 +249,7 @@ def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) ->
     ],
 )
 def test_which_patch_values_are_extensions(variant: str, patch: str, extension: bool) -> None:
-    assert bool(fidelity(resolve_config(variant, patch=patch)).extensions) == extension
+    assert bool(fidelity(config_from_text(variant, patch=patch)).extensions) == extension
 
 
 def test_trace_json_carries_fidelity_for_built_in_configs_only(runner: CliRunner) -> None:

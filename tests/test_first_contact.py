@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pvttrace.base.errors import UserInputError
+from pvttrace.base.units import spell_bytes
 from pvttrace.cli import app
 from pvttrace.cli.parsing import parse_bytes
 
@@ -48,6 +49,7 @@ def test_a_run_prints_no_warning_and_numpy_is_a_dependency() -> None:
 )
 def test_decimal_and_binary_byte_units(text: str, expected: int) -> None:
     assert parse_bytes(text, "memory") == expected
+    assert parse_bytes(spell_bytes(expected), "memory") == expected  # what fit's messages show reads back
 
 
 def test_a_bad_size_names_both_kinds_of_unit() -> None:

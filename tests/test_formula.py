@@ -83,7 +83,7 @@ def test_builtin_formula_equals_a_concrete_trace(
     variant: str, task: str, h: int, w: int, trace_of: Callable[[PvtConfig], Trace]
 ) -> None:
     assume(h != w)
-    cfg = resolve_config(variant=variant, task=task, img=f"{h}x{w}")
+    cfg = resolve_config(variant=variant, task=task, img=(h, w))
     formula, sizes = value_at((variant, task), lambda at: derive_formula(cfg, hint=at), (h, w))
     assert_equal_to_trace(formula, sizes, trace_of(cfg))
 
@@ -120,7 +120,7 @@ def test_symbolic_batch_height_and_width(trace_of: Callable[[PvtConfig], Trace])
     formula = derive_formula(resolve_config(variant="b0", task="backbone"), symbolic=("B", "H", "W"))
     assert formula.symbolic == ("B", "H", "W") and formula.ranges["B"][0] == 2
     for b, h, w in ((2, 225, 313), (5, 97, 1001)):
-        cfg = resolve_config(variant="b0", task="backbone", img=f"{h}x{w}", batch=b)
+        cfg = resolve_config(variant="b0", task="backbone", img=(h, w), batch=b)
         values = formula.evaluate({"B": b, "H": h, "W": w})
         assert values.macs == trace_of(cfg).totals.macs
     # Linear in B: torch specialises 0 and 1, so batch 1 lies outside this formula's range.

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import config_from_text
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.memory.estimate import (
     ACTIVATION_KINDS,
@@ -58,7 +59,7 @@ UPDATE = os.environ.get("PVTTRACE_UPDATE_EXPECTED") == "1"
 
 
 def _cfg(variant: str, img: str, batch: int = 1, **extra: Any) -> PvtConfig:
-    return resolve_config(variant, img=img, batch=batch, depths=(1, 1, 1, 1), **extra)
+    return config_from_text(variant, img=img, batch=batch, depths="1,1,1,1", **extra)
 
 
 # ---------------------------------------------------------------------------------- real CPU references
@@ -376,7 +377,7 @@ def test_fit_config_searches_image_sides_in_steps_of_32() -> None:
     def fake_trace(c: PvtConfig) -> Trace:
         return trace_config(c.with_overrides(depths=(1, 1, 1, 1)))
 
-    answer = fit_config(cfg, "64MiB", trace=fake_trace, search=FitSearch.IMG)
+    answer = fit_config(cfg, 64 * 2**20, trace=fake_trace, search=FitSearch.IMG)
     assert answer.value % 32 == 0 and answer.next_value == answer.value + 32
     assert answer.trace.totals.peak_memory_bytes <= 64 * 2**20 < (answer.next_peak_bytes or 0)
 
@@ -525,7 +526,7 @@ def test_run_memory_cli_prints_the_tables(runner: CliRunner) -> None:
 
 
 def test_fit_renders_as_expected() -> None:
-    answer = fit_config(_cfg("b0", "96"), "40MiB", trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
+    answer = fit_config(_cfg("b0", "96"), 40 * 2**20, trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
     _check_expected("fit_b0_train.txt", _render(render_fit(answer)))
 
 

@@ -42,7 +42,8 @@ def test_series_differ_in_marker_and_line_style(tmp_path: pathlib.Path, runner: 
     from pvttrace.tracing.recorder import trace_config
 
     columns = tuple(
-        SweepColumn(f"c{i}", (("variant", "b0"), ("sr", sr))) for i, sr in enumerate(["8,4,2,1", "1,1,1,1", "4,2,1,1"])
+        SweepColumn(f"c{i}", (("variant", "b0"), ("sr", sr)))
+        for i, sr in enumerate([(8, 4, 2, 1), (1, 1, 1, 1), (4, 2, 1, 1)])
     )
     result = run_sweep(columns, parse_sizes("224,448"), (METRICS["macs"], METRICS["params"]), trace=trace_config)
     figure = plot_sweep(result)
