@@ -193,8 +193,8 @@ def run(
         with tracing(f"tracing {spec.name}", timeout):
             trace = trace_target(
                 spec,
-                convention=convention.value,
-                device=device.value,
+                convention=convention,
+                device=device,
                 on_note=lambda note: warn([note]),
                 train=train,
                 optimizer=optimizer_name,

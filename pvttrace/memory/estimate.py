@@ -95,7 +95,7 @@ OPTIMIZER_STATE_FACTOR: dict[Optimizer, int] = {
 }
 
 
-def optimizer_state_bytes(optimizer: str, trainable_param_bytes: int) -> int:
+def optimizer_state_bytes(optimizer: Optimizer | str, trainable_param_bytes: int) -> int:
     """Bytes of optimizer state for ``trainable_param_bytes`` of parameters.
 
     Raises:
@@ -318,7 +318,7 @@ def with_training_memory(
     totals: Totals,
     log: LifetimeLog,
     *,
-    optimizer: str,
+    optimizer: Optimizer | str,
     trainable_params: int,
     trainable_param_bytes: int,
 ) -> tuple[tuple[OpRecord, ...], tuple[StageSummary, ...], Totals, TrainingMemory]:

@@ -545,9 +545,9 @@ def trace_target(
 def _trace_external(
     spec: ModelSpec,
     *,
-    convention: str,
+    convention: Convention,
     train: bool,
-    optimizer: str,
+    optimizer: Optimizer | str,
     device: str,
     on_note: Callable[[str], None] | None,
     on_model: Callable[[nn.Module], None] | None,
