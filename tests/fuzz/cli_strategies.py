@@ -73,11 +73,7 @@ def _value_type(param: Any) -> Any:
     for _ in range(5):
         origin = typing.get_origin(annotation)
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if (
-            (origin in (typing.Union, types.UnionType) and args)
-            or (origin in (list, tuple, set, frozenset, Sequence) and args)
-            or (origin is typing.Annotated and args)
-        ):
+        if (origin in (typing.Union, types.UnionType) and args) or (origin in (list, tuple, set, frozenset, Sequence) and args) or (origin is typing.Annotated and args):
             annotation = args[0]
         else:
             break
