@@ -109,9 +109,8 @@ def test_wheel_packages_cover_every_subpackage() -> None:
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     folders = sorted(
-        ".".join(p.relative_to(PACKAGE.parent).parts)
-        for p in [PACKAGE, *PACKAGE.rglob("*")]
-        if p.is_dir() and p.name != "__pycache__"
+        ".".join(p.relative_to(PACKAGE.parent).parts) for p in [PACKAGE, *PACKAGE.rglob("*")] if p.is_dir()
+        and p.name != "__pycache__"
     )
     assert len(folders) >= 10
     for folder in folders:
