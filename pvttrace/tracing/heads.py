@@ -361,7 +361,9 @@ def trace_dense(
         UserInputError: an unavailable device or an unknown optimizer.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
+        raise UserInputError(
+            f"device={str(device)!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)"
+        )
     try:
         model = build_dense_model(backbone_cfg, head, with_loss=train, device=device)
         example = torch.zeros(model.cfg.input_shape, device=device, dtype=torch_dtype(backbone_cfg.dtype))

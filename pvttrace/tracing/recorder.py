@@ -720,7 +720,9 @@ def trace_config(
         TraceError: the model or its input does not fit on ``device``, or the forward failed.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
+        raise UserInputError(
+            f"device={str(device)!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)"
+        )
     try:
         if model is None:
             model = build_model(cfg, device=device)

@@ -436,7 +436,7 @@ def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
     switches = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     if not switches:
         raise UserInputError(
-            f"attention={spec.attention!r} needs a model whose attention modules have a 'fused_attn' switch "
+            f"attention={str(spec.attention)!r} needs a model whose attention modules have a 'fused_attn' switch "
             f"(timm's do); {spec.name} has none"
         )
     for module in switches:
@@ -522,7 +522,7 @@ def trace_target(
         if spec.head is not None:
             if convention != "macs":
                 raise UserInputError(
-                    f"convention={convention!r} works on the PVT alone; whole models (--head) count macs"
+                    f"convention={str(convention)!r} works on the PVT alone; whole models (--head) count macs"
                 )
             from pvttrace.tracing.heads import trace_dense
 
