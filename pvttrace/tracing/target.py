@@ -2,8 +2,8 @@
 
 A :class:`ModelSpec` is validated when it is made (:func:`builtin_spec`, :func:`external_spec`; no torch
 needed); :func:`trace_target` builds the model and traces it. External models are built inside
-``with torch.device("meta")`` so that no weights are allocated; a factory that cannot build there (or a model whose forward
-cannot run there, e.g. one that reads tensor values) is rebuilt on the CPU, with a note.
+``with torch.device("meta")`` so that no weights are allocated; a factory that cannot build there (or a
+model whose forward cannot run there, e.g. one that reads tensor values) is rebuilt on the CPU, with a note.
 Weights are never downloaded (``timm.create_model(..., pretrained=False)``).
 
 Example:
