@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pvttrace.analyses.formula import derive_formula
     from pvttrace.analyses.sweep import model_spec_at
+    from pvttrace.cli.parsing import parse_model_spec
     from pvttrace.config import VARIANTS, resolve_config
     from pvttrace.tracing.recorder import trace_config
-    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.tracing.target import trace_target
 
     rng = random.Random(args.seed)
     sizes: list[tuple[int, int]] = []
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in ("cls", "backbone"):
 
                 def config(size: tuple[int, int], variant: str = variant, task: str = task) -> Any:
-                    return resolve_config(variant=variant, task=task, img=f"{size[0]}x{size[1]}")
+                    return resolve_config(variant=variant, task=task, img=size)
 
                 jobs.append(
                     (

@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
 
 from pvttrace.base.units import format_bytes
-from pvttrace.config import PvtConfig, resolve_config
+from pvttrace.cli.options import config_from_text
+from pvttrace.config import PvtConfig
 from pvttrace.tracing.model import build_model, torch_dtype
 from pvttrace.tracing.recorder import trace_config
 
@@ -47,7 +48,7 @@ class Case:
     train: bool = False
 
     def config(self) -> PvtConfig:
-        return resolve_config(self.variant, img=self.img, batch=self.batch, sr=self.sr, attention=self.attention)
+        return config_from_text(self.variant, img=self.img, batch=self.batch, sr=self.sr, attention=self.attention)
 
     def label(self) -> str:
         sr = f" sr {self.sr}" if self.sr else ""

@@ -78,7 +78,7 @@ class Bare(TorchFunctionMode):
         out = meta_stand_in(func, args, kwargs)
         return func(*args, **kwargs) if out is None else out
 mode, depth = sys.argv[1], sys.argv[2]
-cfg = resolve_config("tiny", depths=",".join([depth] * 4))
+cfg = resolve_config("tiny", depths=(int(depth),) * 4)
 model = build_model(cfg)
 example = torch.empty(cfg.input_shape, device="meta")
 start = time.perf_counter()
@@ -97,10 +97,10 @@ def _pvttrace(*args: str) -> list[str]:
 
 _PEER_SCRIPT = """
 import sys, torch
-from pvttrace.config import resolve_config
+from pvttrace.cli.options import config_from_text
 from pvttrace.tracing.model import build_model
 tool, variant, img, sr, task = sys.argv[1:6]
-cfg = resolve_config(variant, img=img, sr=sr or None, task=task)
+cfg = config_from_text(variant, img=img, sr=sr or None, task=task)
 model = build_model(cfg, device="cpu")
 x = torch.randn(cfg.input_shape)
 with torch.no_grad():

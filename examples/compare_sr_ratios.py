@@ -13,10 +13,10 @@ from pvttrace.config import resolve_config
 from pvttrace.tracing.recorder import trace_config
 
 
-def main(img: str = "512") -> list[str]:
+def main(img: int = 512) -> list[str]:
     """Trace PVT-tiny with the official sr ratios and with none, and describe the difference per stage."""
     with_sr = trace_config(resolve_config("tiny", img=img, task="backbone"))
-    without = trace_config(resolve_config("tiny", img=img, task="backbone", sr="1,1,1,1"))
+    without = trace_config(resolve_config("tiny", img=img, task="backbone", sr=(1, 1, 1, 1)))
     diff = diff_traces([with_sr, without], ["sr 8,4,2,1", "sr 1,1,1,1"])
     lines = []
     for stage in diff.stages:
@@ -32,4 +32,4 @@ def main(img: str = "512") -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(main(*sys.argv[1:2])))
+    print("\n".join(main(*(int(arg) for arg in sys.argv[1:2]))))

@@ -20,9 +20,9 @@ from pvttrace.pytest_plugin import PvtSnapshot
 
 CONFIGS: dict[str, PvtConfig] = {
     "b0-224": resolve_config("b0"),
-    "b2-800x1333-backbone": resolve_config("b2", img="800x1333", task="backbone"),
+    "b2-800x1333-backbone": resolve_config("b2", img=(800, 1333), task="backbone"),
     # A modified model: keys/values reduced less in stages 1-2 (the configuration your branch ships).
-    "b2-sr-4-2-1-1-512": resolve_config("b2", img="512", sr="4,2,1,1", task="backbone"),
+    "b2-sr-4-2-1-1-512": resolve_config("b2", img=512, sr=(4, 2, 1, 1), task="backbone"),
 }
 
 

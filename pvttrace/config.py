@@ -39,18 +39,15 @@ __all__ = [
     "VARIANTS",
     "Attention",
     "DType",
+    "Device",
     "PvtConfig",
     "StageGeometry",
     "Task",
     "check_input_shape",
     "check_magnitudes",
     "check_tensor_sizes",
-    "column_count",
     "get_variant",
     "largest_tensor",
-    "parse_float_list",
-    "parse_img",
-    "parse_int_list",
     "resolve_config",
     "resolve_variant_name",
 ]
@@ -214,6 +211,14 @@ class DType(StrEnum):
     BFLOAT16 = "bfloat16"
 
 
+class Device(StrEnum):
+    """Where tensors live during a trace: ``meta`` allocates no tensor memory (the default)."""
+
+    META = "meta"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
 class Attention(StrEnum):
     """How the built-in model computes attention.
 
@@ -282,10 +287,10 @@ class PvtConfig:
     qkv_bias: bool = True
     linear_sra: bool = False
     num_classes: int = 1000
-    dtype: str = DType.FLOAT32.value
-    task: str = Task.CLS.value
+    dtype: DType = DType.FLOAT32
+    task: Task = Task.CLS
     pos_size: tuple[int, int] = (224, 224)
-    attention: str = Attention.EXPLICIT.value
+    attention: Attention = Attention.EXPLICIT
     warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
     """Non-fatal notes found by validation (e.g. sizes not divisible by a stride)."""
 
@@ -364,6 +369,8 @@ class PvtConfig:
             if f.name == "warnings":
                 continue
             value = getattr(self, f.name)
+            if isinstance(value, StrEnum):
+                value = value.value
             out[f.name] = list(value) if isinstance(value, tuple) else value
         out["mlp_ratios"] = [_plain_number(r) for r in self.mlp_ratios]
         return out
@@ -462,9 +469,9 @@ def _validate(cfg: PvtConfig) -> list[str]:
     """Check every rule; raise ConfigError on the first broken one, return non-fatal warnings."""
     if cfg.version not in (1, 2):
         raise ConfigError(f"version={cfg.version} must be 1 or 2")
-    _check_choice("dtype", cfg.dtype, DType)
-    _check_choice("task", cfg.task, Task)
-    _check_choice("attention", cfg.attention, Attention)
+    for name, enum in (("dtype", DType), ("task", Task), ("attention", Attention)):
+        # A plain string that names a member is accepted and stored as the member.
+        object.__setattr__(cfg, name, _check_choice(name, getattr(cfg, name), enum))
     for name in ("batch", "in_chans", "num_classes"):
         value = getattr(cfg, name)
         if value < 1:
@@ -515,10 +522,12 @@ def _validate(cfg: PvtConfig) -> list[str]:
     return warnings
 
 
-def _check_choice(name: str, value: str, enum: type[StrEnum]) -> None:
+def _check_choice(name: str, value: object, enum: type[StrEnum]) -> StrEnum:
     allowed = [m.value for m in enum]
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
+    if not isinstance(value, str) or value not in allowed:
+        shown = value.value if isinstance(value, StrEnum) else value
+        raise ConfigError(f"{name}={shown!r} must be one of: {', '.join(allowed)}")
+    return enum(value)
 
 
 def _fmt_list(values: Sequence[Any]) -> str:
@@ -623,7 +632,7 @@ VARIANTS: dict[str, PvtConfig] = {
 #: MiT encoders of SegFormer (``NVlabs/SegFormer`` ``mix_transformer.py`` ``mit_b0``..``mit_b5``): PVT v2
 #: with MLP ratio 4 in every stage, as dense-prediction backbones (no classifier).
 MIT_VARIANTS: dict[str, PvtConfig] = {
-    f"mit-b{i}": _preset(f"mit-b{i}", 2, depths, mlp_ratios=(4.0, 4.0, 4.0, 4.0), task=Task.BACKBONE.value, **extra)
+    f"mit-b{i}": _preset(f"mit-b{i}", 2, depths, mlp_ratios=(4.0, 4.0, 4.0, 4.0), task=Task.BACKBONE, **extra)
     for i, (depths, extra) in enumerate(
         (
             ((2, 2, 2, 2), {"dims": (32, 64, 160, 256)}),
@@ -664,96 +673,46 @@ def get_variant(name: str) -> PvtConfig:
     return VARIANTS[key] if key in VARIANTS else MIT_VARIANTS[key]
 
 
-# ---------------------------------------------------------------------------------- parsing
-def parse_int_list(field_name: str, text: str) -> tuple[int, ...]:
-    """Parse a comma list of integers such as ``"8,4,2,1"``.
-
-    Raises:
-        ConfigError: empty items or items that are not integers.
-    """
-    items = [t.strip() for t in text.split(",")]
-    try:
-        if not text.strip() or any(not t for t in items):
-            raise ValueError
-        return tuple(int(t) for t in items)
-    except ValueError:
-        raise ConfigError(f"{field_name}={text!r} must be a comma-separated list of integers, e.g. 8,4,2,1") from None
-
-
-def parse_float_list(field_name: str, text: str) -> tuple[float, ...]:
-    """Parse a comma list of numbers such as ``"8,8,4,4"`` or ``"4.5,4,4,4"``."""
-    items = [t.strip() for t in text.split(",")]
-    try:
-        if not text.strip() or any(not t for t in items):
-            raise ValueError
-        values = tuple(float(t) for t in items)
-    except ValueError:
-        raise ConfigError(f"{field_name}={text!r} must be a comma-separated list of numbers, e.g. 8,8,4,4") from None
-    if not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"{field_name}={text!r} must hold finite numbers")
-    return values
-
-
-def parse_img(text: str, field_name: str = "img") -> tuple[int, int]:
-    """Parse an image size: ``"224"`` (square) or ``"800x1333"`` (height x width)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?", text)
-    if not match:
-        raise ConfigError(f"{field_name}={text!r} must be a size such as 224 or 800x1333 (height x width)")
-    try:
-        h = int(match.group(1))
-        w = int(match.group(2)) if match.group(2) is not None else h
-    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
-        raise ConfigError(f"{field_name}={text[:40]!r}... has too many digits to be a size") from None
-    return h, w
-
-
-def column_count(repeated: Mapping[str, Sequence[Any] | None]) -> int:
-    """How many configurations repeated command-line options make (``diff``, ``sweep``).
-
-    ``repeated`` maps each option's flag (``--sr``) to the values given for it: none or one value
-    applies to every configuration; options given k > 1 times must all be given the same k times.
-
-    Raises:
-        ConfigError: two options repeated a different number of times.
-    """
-    multi = {flag: len(values) for flag, values in repeated.items() if values and len(values) > 1}
-    if len(set(multi.values())) > 1:
-        spelled = ", ".join(f"{flag} {count} times" for flag, count in multi.items())
-        raise ConfigError(
-            f"repeated options must come in equal counts (one per configuration), got {spelled}; "
-            "give an option once to apply it to every configuration"
-        )
-    return max(multi.values(), default=1)
+# ---------------------------------------------------------------------------------- overrides
+#: A size: one int for a square image, or (height, width).
+Size = int | tuple[int, int]
 
 
 def resolve_config(
     variant: str = "tiny",
     *,
-    img: str | None = None,
+    img: Size | None = None,
     batch: int | None = None,
     in_chans: int | None = None,
-    dims: str | None = None,
-    heads: str | None = None,
-    depths: str | None = None,
-    mlp_ratios: str | None = None,
-    sr: str | None = None,
-    patch: str | None = None,
+    dims: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    mlp_ratios: Sequence[float] | None = None,
+    sr: Sequence[int] | None = None,
+    patch: int | Sequence[int] | None = None,
     qkv_bias: bool | None = None,
     linear_sra: bool | None = None,
     num_classes: int | None = None,
-    dtype: str | None = None,
-    task: str | None = None,
-    pos_size: str | None = None,
-    attention: str | None = None,
+    dtype: DType | str | None = None,
+    task: Task | str | None = None,
+    pos_size: Size | None = None,
+    attention: Attention | str | None = None,
 ) -> PvtConfig:
-    """Build a validated config from a preset name and command-line style overrides.
+    """Build a validated config from a preset name and typed overrides; None keeps the preset's value.
 
-    List options are comma strings (``sr="8,4,2,1"``), sizes are ``"224"`` or ``"800x1333"``;
-    None keeps the preset's value. A single ``patch`` value sets stage 1's stride (the
-    official ``patch_size`` argument) and keeps the later stages' strides.
+    Sizes are an int (square) or ``(height, width)``; per-stage options are sequences
+    (``sr=(8, 4, 2, 1)``); ``dtype``, ``task`` and ``attention`` take their enums (or their
+    values as strings). A single ``patch`` value sets stage 1's stride (the official
+    ``patch_size`` argument) and keeps the later stages' strides. Command-line text
+    (``"8,4,2,1"``, ``"800x1333"``) is parsed by :mod:`pvttrace.cli.parsing`, not here.
+
+    Example:
+        >>> resolve_config("b2", img=(800, 1333), sr=(4, 2, 1, 1), task=Task.BACKBONE).sr_ratios
+        (4, 2, 1, 1)
 
     Raises:
-        ConfigError: an unknown variant or any value that breaks a rule.
+        ConfigError: an unknown variant or any value that breaks a rule (text where a
+            number, size or sequence belongs included).
     """
     base = get_variant(variant)
     changes: dict[str, Any] = {
@@ -765,24 +724,32 @@ def resolve_config(
         "dtype": dtype,
         "task": task,
         "attention": attention,
+        "img": img,
+        "pos_size": pos_size,
+        "dims": dims,
+        "heads": heads,
+        "depths": depths,
+        "sr_ratios": sr,
+        "mlp_ratios": mlp_ratios,
     }
-    if img is not None:
-        changes["img"] = parse_img(img)
-    if pos_size is not None:
-        changes["pos_size"] = parse_img(pos_size, "pos_size")
-    for name, text in (("dims", dims), ("heads", heads), ("depths", depths), ("sr_ratios", sr)):
-        if text is not None:
-            changes[name] = parse_int_list(name, text)
-    if mlp_ratios is not None:
-        changes["mlp_ratios"] = parse_float_list("mlp_ratios", mlp_ratios)
+    given: dict[str, object] = {"img": img, "pos_size": pos_size, "dims": dims, "heads": heads, "depths": depths}
+    for name, value in {**given, "sr": sr, "mlp_ratios": mlp_ratios, "patch": patch}.items():
+        _refuse_text(name, value)
     if patch is not None:
-        strides = parse_int_list("patch", patch)
+        strides = (patch,) if isinstance(patch, int) else tuple(patch)
         stages = len(changes.get("dims") or base.dims)
         if len(strides) == 1 and stages > 1:
             strides = strides + tuple(base.patch[1:stages]) + (2,) * max(0, stages - len(base.patch))
         changes["patch"] = strides
-    changes = _extend_stage_lists(base, changes)
+    changes = _extend_stage_lists(base, {k: v for k, v in changes.items() if v is not None})
     return base.with_overrides(**changes)
+
+
+def _refuse_text(name: str, value: object) -> None:
+    """Command-line text given where the library takes a number, size or sequence: one line that says so."""
+    if isinstance(value, str):
+        wanted = "a size: an int or (height, width)" if name in ("img", "pos_size") else "a sequence of numbers"
+        raise ConfigError(f"{name}={value!r} is text; pass {wanted} (pvttrace.cli.parsing parses command-line text)")
 
 
 def _extend_stage_lists(base: PvtConfig, changes: dict[str, Any]) -> dict[str, Any]:

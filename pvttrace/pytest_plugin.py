@@ -6,7 +6,7 @@ enough; without the entry point, enable it with ``-p pvttrace.pytest_plugin``. I
 * the ``pvt_snapshot`` fixture::
 
       def test_backbone_shapes(pvt_snapshot):
-          cfg = resolve_config("b2", img="800x1333", task="backbone")
+          cfg = resolve_config("b2", img=(800, 1333), task="backbone")
           pvt_snapshot(cfg)                                  # snapshots/<test file>/<test name>.json
           pvt_snapshot(cfg, "snapshots/b2-det.json", max_macs="160G")   # a path of your own, a budget
 
@@ -34,7 +34,6 @@ from pathlib import Path
 import pytest
 
 from pvttrace.base.errors import PvtTraceError, TraceFileError
-from pvttrace.base.units import parse_bytes, parse_count
 from pvttrace.config import PvtConfig
 from pvttrace.records import Trace
 from pvttrace.snapshot import (
@@ -53,7 +52,7 @@ _WRITTEN = pytest.StashKey[list[str]]()
 _TRACES = pytest.StashKey[dict[object, Trace]]()
 _NAMES = pytest.StashKey[dict[str, str]]()
 _WHAT_TO_PASS = (
-    "pass a config (resolve_config('b2', img='512')) or a model spec ('package.module:factory' or 'timm:NAME', "
+    "pass a config (resolve_config('b2', img=512)) or a model spec ('package.module:factory' or 'timm:NAME', "
     "with input_shape=(1, 3, 224, 224))"
 )
 
@@ -137,7 +136,8 @@ class PvtSnapshot:
         return cache[config]
 
     def _trace_spec(self, text: str, input_shape: Sequence[int] | str | None) -> Trace:
-        from pvttrace.tracing.target import parse_model_spec, trace_target
+        from pvttrace.cli.parsing import parse_model_spec
+        from pvttrace.tracing.target import trace_target
 
         shape = input_shape if input_shape is None or isinstance(input_shape, str) else ",".join(map(str, input_shape))
         spec = parse_model_spec(text, input_shape=shape)
@@ -190,6 +190,8 @@ class PvtSnapshot:
                 checked together with the budgets stored in the snapshot.
             limit: op lines shown per stage in the failure report (0: all).
         """
+        from pvttrace.cli.parsing import parse_bytes, parse_count  # budgets such as "2G" are text a user typed
+
         target = self._path(path)
         trace = self._resolve(model, input_shape)
         budgets = Budgets(

@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import PvtConfig, get_variant
 from pvttrace.costs.coverage import coverage_csv, coverage_document, op_coverage, uncosted_summary
 from pvttrace.records import CostRule, OpKind, Trace, dumps_json, loads_trace
 from pvttrace.render.trace import coverage_table, render_trace
-from pvttrace.tracing.target import ModelSpec, parse_model_spec, trace_target
+from pvttrace.tracing.target import ModelSpec, trace_target
 
 TIMM_PAIRS = [
     ("pvt_v2_b0", "b0"),

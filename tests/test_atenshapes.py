@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch._prims_common import suggest_memory_format as torch_suggest_memory_format
 
-from pvttrace.config import PvtConfig, resolve_config
+from pvttrace.cli.options import config_from_text
+from pvttrace.config import PvtConfig
 from pvttrace.tracing import atenshapes
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import memory_log, trace_config
@@ -34,7 +35,7 @@ CASES = [
 
 
 def _cfg(variant: str, img: str, batch: int, extra: dict[str, str]) -> PvtConfig:
-    return resolve_config(variant, img=img, batch=batch, **extra)
+    return config_from_text(variant, img=img, batch=batch, **extra)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_traces_equal_record_for_record_without_the_stand_ins(
 def test_a_training_trace_imports_neither_sympy_nor_dynamo() -> None:
     probe = (
         "import sys; from pvttrace.config import resolve_config; from pvttrace.tracing.recorder import trace_config; "
-        "t = trace_config(resolve_config('b2', img='128', batch=2), train=True, optimizer='adamw'); "
+        "t = trace_config(resolve_config('b2', img=128, batch=2), train=True, optimizer='adamw'); "
         "assert t.training.backward_peak_bytes > 0; "
         "print(sorted(m for m in ('sympy', 'torch._dynamo') if m in sys.modules))"
     )

@@ -14,8 +14,9 @@ from pvttrace.base.errors import CheckFailed, ConfigError, TraceError, UserInput
 from pvttrace.cli import app
 from pvttrace.cli.common import exit_code
 from pvttrace.cli.options import MODEL_OPTIONS, SOURCE_OPTIONS, ModelColumns, ModelOptions
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import get_variant, resolve_config
-from pvttrace.tracing.target import ModelSpec, builtin_spec, parse_model_spec, trace_target
+from pvttrace.tracing.target import ModelSpec, builtin_spec, trace_target
 
 #: Every command that builds a model, and the declared options it does not take (sweep's --img is its size axis).
 MODEL_COMMANDS = {
@@ -136,7 +137,7 @@ def test_fit_on_a_builtin_traces_through_the_one_entry_point(runner: CliRunner) 
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     value = doc["value"]
-    at = trace_target(builtin_spec(resolve_config("b0", img="64", batch=value)))
+    at = trace_target(builtin_spec(resolve_config("b0", img=64, batch=value)))
     after = trace_target(builtin_spec(resolve_config("b0", img="64", batch=value + 1)))
     assert at.totals.peak_memory_bytes == doc["peak_bytes"] <= 64 * 2**20 < after.totals.peak_memory_bytes
 

@@ -12,12 +12,13 @@ from optional import needs, require
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.costs.conventions import AttentionStage, apply_convention, paper_attention_term
 from pvttrace.records import CONVENTIONS, Trace
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import trace_config
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 # Reference pvt.md section 5.1, column "paper conv. GF" (mmcv hooks + get_flops.py's attention term).
 PAPER_GFLOPS = {
@@ -127,7 +128,7 @@ def _fvcore_total(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
 @needs_fvcore
 @pytest.mark.parametrize(
     "cfg",
-    [get_variant("tiny"), get_variant("b2-li"), resolve_config("b0", img="256", attention="sdpa")],
+    [get_variant("tiny"), get_variant("b2-li"), resolve_config("b0", img=256, attention="sdpa")],
     ids=["tiny", "b2-li", "b0-256-sdpa"],
 )
 def test_fvcore_convention_matches_fvcore_on_builtins(cfg: PvtConfig) -> None:

@@ -43,7 +43,7 @@ TraceOf = Callable[[PvtConfig], Trace]
 
 @pytest.fixture(scope="module")
 def sr_diff(trace_of: TraceOf) -> TraceDiff:
-    configs = [resolve_config(sr="8,4,2,1"), resolve_config(sr="1,1,1,1")]
+    configs = [resolve_config(sr=(8, 4, 2, 1)), resolve_config(sr=(1, 1, 1, 1))]
     return diff_traces([trace_of(c) for c in configs], default_labels(configs), with_ops=True)
 
 
@@ -82,18 +82,20 @@ def test_summary_sentences(sr_diff: TraceDiff) -> None:
 
 
 def test_labels() -> None:
-    sr = [resolve_config(sr="8,4,2,1"), resolve_config(sr="1,1,1,1")]
+    sr = [resolve_config(sr=(8, 4, 2, 1)), resolve_config(sr=(1, 1, 1, 1))]
     assert default_labels(sr) == ["sr=8,4,2,1", "sr=1,1,1,1"]
-    variants = [resolve_config("b2", img="512"), resolve_config("b2-li", img="512")]
+    variants = [resolve_config("b2", img=512), resolve_config("b2-li", img=512)]
     assert default_labels(variants) == ["variant=b2", "variant=b2-li"]
-    mixed = [resolve_config("b2"), resolve_config("b2", linear_sra=True, img="800x1333", mlp_ratios="4,4,4,4")]
+    mixed = [resolve_config("b2"), resolve_config("b2", linear_sra=True, img=(800, 1333), mlp_ratios=(4, 4, 4, 4))]
     assert default_labels(mixed) == ["#1", "#2"]  # too long for a column name; the header lists them
     assert differing_settings(mixed) == [  # in PvtConfig's field order
         "mlp-ratios=8,8,4,4 img=224 linear-sra=off",
         "mlp-ratios=4,4,4,4 img=800x1333 linear-sra=on",
     ]
     assert default_labels([resolve_config(), resolve_config()]) == ["#1", "#2"]
-    three_stages = resolve_config(dims="64,128,320", heads="1,2,5", depths="2,2,2", mlp_ratios="8,8,4", sr="8,4,1")
+    three_stages = resolve_config(
+        dims=(64, 128, 320), heads=(1, 2, 5), depths=(2, 2, 2), mlp_ratios=(8, 8, 4), sr=(8, 4, 1)
+    )
     assert default_labels([resolve_config(), three_stages]) == ["#1", "#2"]
     assert differing_settings([resolve_config(), three_stages])[1] == (
         "dims=64,128,320 heads=1,2,5 depths=2,2,2 mlp-ratios=8,8,4 sr=8,4,1 patch=4,2,2"
@@ -111,7 +113,7 @@ def test_each_distinct_architecture_is_traced_once(trace_of: TraceOf) -> None:
 
     b2_li = resolve_config("b2-li")
     b2_with_linear = resolve_config("b2", linear_sra=True)  # same architecture, other preset name
-    configs = [resolve_config(), resolve_config(sr="1,1,1,1"), resolve_config(), b2_li, b2_with_linear]
+    configs = [resolve_config(), resolve_config(sr=(1, 1, 1, 1)), resolve_config(), b2_li, b2_with_linear]
     traces = trace_distinct(configs, tracer)
     assert len(calls) == 3
     assert [t.config for t in traces] == configs
@@ -119,7 +121,9 @@ def test_each_distinct_architecture_is_traced_once(trace_of: TraceOf) -> None:
 
 
 def test_a_stage_missing_from_one_configuration(trace_of: TraceOf) -> None:
-    three_stages = resolve_config(dims="64,128,320", heads="1,2,5", depths="2,2,2", mlp_ratios="8,8,4", sr="8,4,1")
+    three_stages = resolve_config(
+        dims=(64, 128, 320), heads=(1, 2, 5), depths=(2, 2, 2), mlp_ratios=(8, 8, 4), sr=(8, 4, 1)
+    )
     diff = diff_traces([trace_of(resolve_config()), trace_of(three_stages)], ["four", "three"])
     assert len(diff.stages) == 4 and diff.stage(4).stages[1] is None
     assert diff.stage(4).change(1, StageMetric.MACS).ratio is None
@@ -159,7 +163,7 @@ def test_ops_align_by_module_and_op(sr_diff: TraceDiff) -> None:
 
 
 def test_three_way_alignment_with_an_extra_block(trace_of: TraceOf) -> None:
-    configs = [resolve_config(), resolve_config(depths="3,2,2,2"), resolve_config(depths="2,2,2,3")]
+    configs = [resolve_config(), resolve_config(depths=(3, 2, 2, 2)), resolve_config(depths=(2, 2, 2, 3))]
     traces = [trace_of(c) for c in configs]
     rows = align_ops([t.ops for t in traces])
     added = [row for row in rows if row.status == OpStatus.ADDED]
@@ -320,7 +324,7 @@ def test_bad_options_exit_2_with_one_line(args: list[str], message: str) -> None
 def saved(tmp_path_factory: pytest.TempPathFactory, trace_of: TraceOf) -> dict[str, pathlib.Path]:
     folder = tmp_path_factory.mktemp("traces")
     files = {}
-    for name, sr in (("before", "8,4,2,1"), ("after", "1,1,1,1")):
+    for name, sr in (("before", (8, 4, 2, 1)), ("after", (1, 1, 1, 1))):
         path = folder / f"{name}.json"
         path.write_text(dumps_json(trace_of(resolve_config(sr=sr)).to_dict()), encoding="utf-8")
         files[name] = path
@@ -374,7 +378,7 @@ def test_file_mode_matches_option_mode(saved: dict[str, pathlib.Path]) -> None:
 
 
 def test_snapshot_files_are_read_as_stored(saved: dict[str, pathlib.Path], trace_of: TraceOf) -> None:
-    expected = trace_of(resolve_config(sr="1,1,1,1"))
+    expected = trace_of(resolve_config(sr=(1, 1, 1, 1)))
     trace, notes = load_diff_input(str(saved["snapshot"]))
     assert notes == []
     assert trace.stages == expected.stages and trace.totals == expected.totals

@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from pvttrace.base.errors import ConfigError
 from pvttrace.cli import app
+from pvttrace.cli.options import config_from_text
 from pvttrace.config import MAX_BLOCKS, PvtConfig, largest_tensor, resolve_config
 from pvttrace.records import Trace
 from pvttrace.tracing.recorder import trace_config
@@ -38,7 +39,7 @@ def _stages(value: str, count: int) -> str:
     return ",".join([value] * count)
 
 
-#: name -> resolve_config keyword arguments (also the CLI options of the same names).
+#: name -> config_from_text keyword arguments (the CLI options of the same names).
 EXTREMES: dict[str, dict[str, object]] = {
     "b5 batch 4096 at 8192x8192": {"variant": "b5", "batch": 4096, "img": "8192"},
     "b0 dims 4096, heads 64, batch 4096 at 8192x8192": {
@@ -73,7 +74,7 @@ EXTREMES: dict[str, dict[str, object]] = {
 
 
 def _config(name: str) -> PvtConfig:
-    return resolve_config(**EXTREMES[name])  # type: ignore[arg-type]
+    return config_from_text(**EXTREMES[name])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", list(EXTREMES))
@@ -130,12 +131,12 @@ def test_extreme_totals_survive_json_and_snapshots_exactly(runner: CliRunner, tm
 def test_extreme_inputs_keep_memory_modest() -> None:
     script = (
         "import json, resource, sys\n"
-        "from pvttrace.config import resolve_config\n"
+        "from pvttrace.cli.options import config_from_text\n"
         "from pvttrace.tracing.recorder import trace_config\n"
-        "trace_config(resolve_config(variant='tiny'))\n"
+        "trace_config(config_from_text(variant='tiny'))\n"
         "floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "for options in json.loads(sys.argv[1]):\n"
-        "    trace_config(resolve_config(**options))\n"
+        "    trace_config(config_from_text(**options))\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - floor) // 1024)\n"
     )
     root = str(Path(__file__).resolve().parents[1])
@@ -170,13 +171,13 @@ _AT_LIMIT = {
 
 
 def test_the_tensor_limit_is_torchs_own() -> None:
-    below = resolve_config(**_AT_LIMIT, img=f"{2**30}x{2**31 - 1}")  # type: ignore[arg-type]
+    below = config_from_text(**_AT_LIMIT, img=f"{2**30}x{2**31 - 1}")  # type: ignore[arg-type]
     assert largest_tensor(below) == ("input image", (1, 1, 2**30, 2**31 - 1), 2**63 - 2**32)
     assert trace_config(below).outputs == ((1, 8, 2**28, 2**29),)
     with pytest.raises(RuntimeError, match="overflow"):
         torch.empty((1, 1, 2**30, 2**31), device="meta")
     with pytest.raises(ConfigError) as error:
-        resolve_config(**_AT_LIMIT, img=f"{2**30}x{2**31}")  # type: ignore[arg-type]
+        config_from_text(**_AT_LIMIT, img=f"{2**30}x{2**31}")  # type: ignore[arg-type]
     assert str(error.value) == (
         "the input image [1, 1, 1073741824, 2147483648] would take 8 EiB (float32) with img=1073741824x2147483648, "
         "batch=1, dims=8; torch cannot create a tensor of 2**63 bytes (8 EiB) or more, not even on the meta device"
@@ -187,16 +188,16 @@ def test_sizes_past_int64_are_refused_before_any_arithmetic() -> None:
     with pytest.raises(ConfigError, match=r"^batch=9223372036854775808 is larger than torch's largest size"):
         resolve_config("b0", batch=2**63)
     with pytest.raises(ConfigError, match=r"^dims\[0\]=about 2\*\*340 is larger"):
-        resolve_config("b0", dims=f"{2**340},64,160,256")
+        resolve_config("b0", dims=(2**340, 64, 160, 256))
     with pytest.raises(ConfigError, match=r"^mlp_ratios\[0\]=1e\+308 makes an MLP hidden width of inf for dims\[0\]"):
-        resolve_config("b0", mlp_ratios="1e308,8,4,4")
+        resolve_config("b0", mlp_ratios=(1e308, 8, 4, 4))
 
 
 def test_the_block_budget() -> None:
-    deepest = resolve_config("b0", depths=f"{MAX_BLOCKS - 3},1,1,1")
+    deepest = resolve_config("b0", depths=(MAX_BLOCKS - 3, 1, 1, 1))
     assert sum(deepest.depths) == MAX_BLOCKS == 64 * 64
     with pytest.raises(ConfigError) as error:
-        resolve_config("b0", depths=f"{MAX_BLOCKS - 2},1,1,1")
+        resolve_config("b0", depths=(MAX_BLOCKS - 2, 1, 1, 1))
     assert str(error.value) == (
         "depths=4094,1,1,1 add up to 4097 blocks; pvttrace builds at most 4096 (64 stages of 64), "
         "since each block costs about 140 KiB and 3 ms to trace"
@@ -205,7 +206,7 @@ def test_the_block_budget() -> None:
 
 @pytest.mark.parametrize("variant", ["tiny", "b0"])
 def test_patch_stride_one_is_a_1x1_conv_in_both_versions(variant: str, trace_of: Callable[[PvtConfig], Trace]) -> None:
-    cfg = resolve_config(variant, patch="4,1,1,1", sr="8,4,2,1")
+    cfg = resolve_config(variant, patch=(4, 1, 1, 1), sr=(8, 4, 2, 1))
     assert [g.hw for g in cfg.geometry()] == [(56, 56)] * 4
     assert cfg.patch_kernel(1) == (1, 1, 0)
     trace = trace_of(cfg)

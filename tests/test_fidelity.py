@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
+from pvttrace.cli.options import config_from_text
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.fidelity import fidelity
 from pvttrace.records import Trace
@@ -79,7 +80,7 @@ OFFICIAL_RUNS: list[tuple[str, str, str, int, int, int, int, int]] = [
 
 def _official_config(variant: str, task: str, img: str, batch: int, patch: int, pos: int) -> PvtConfig:
     patch_option = str(patch) if get_variant(variant).version == 1 else None
-    return resolve_config(variant, task=task, img=img, batch=batch, patch=patch_option, pos_size=str(pos))
+    return config_from_text(variant, task=task, img=img, batch=batch, patch=patch_option, pos_size=str(pos))
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ def test_params_and_macs_equal_the_official_runs(
 @pytest.mark.parametrize("variant", ["tiny", "small"])
 @pytest.mark.parametrize("task", ["cls", "backbone"])
 def test_patch_8_tables_are_sized_from_the_image_not_the_strides(variant: str, task: str) -> None:
-    cfg = resolve_config(variant, patch="8", task=task)
+    cfg = resolve_config(variant, patch=8, task=task)
     # Official: stage 1 from 224 // 8, stages 2-4 from 224 // 8, // 16, // 32 (not // 16, // 32, // 64).
     assert [cfg.pos_grid(i) for i in range(4)] == [(28, 28), (28, 28), (14, 14), (7, 7)]
     assert [g.hw for g in cfg.geometry()] == [(28, 28), (14, 14), (7, 7), (3, 3)]
@@ -142,7 +143,7 @@ OFFICIAL_PATCH8_RESIZES = [
 
 
 def test_a_patch_8_run_contains_the_official_resizes(trace_of: Callable[[PvtConfig], Trace]) -> None:
-    trace = trace_of(resolve_config("tiny", patch="8"))
+    trace = trace_of(resolve_config("tiny", patch=8))
     resizes = [(op.stage, op.op.rsplit(".", 1)[-1], op.output) for op in trace.ops if op.label == "pos embed resize"]
     assert resizes == OFFICIAL_PATCH8_RESIZES
     interpolate = next(op for op in trace.ops if op.op.endswith("interpolate"))
@@ -162,7 +163,7 @@ OFFICIAL_FAILURES = [
 def test_configurations_the_official_code_cannot_run_are_flagged(
     task: str, img: str, stage: int, tokens: int, slots: int, runner: CliRunner
 ) -> None:
-    cfg = resolve_config("tiny", img=img, task=task)
+    cfg = config_from_text("tiny", img=img, task=task)
     found = fidelity(cfg)
     assert not found.official_runs
     assert found.official_failures == (
@@ -187,7 +188,7 @@ def test_configurations_the_official_code_cannot_run_are_flagged(
 
 def test_same_token_count_on_another_grid_is_a_departure_not_a_failure() -> None:
     # 112x448: stage 1 is 28x112 = 3136 tokens = the 56x56 table; the official code adds it unresized and runs.
-    found = fidelity(resolve_config("tiny", img="112x448"))
+    found = fidelity(resolve_config("tiny", img=(112, 448)))
     assert found.official_runs and found.official_failures == ()
     assert found.departures == (
         (
@@ -198,14 +199,14 @@ def test_same_token_count_on_another_grid_is_a_departure_not_a_failure() -> None
 
 
 def test_the_official_backbone_asserts_divisible_table_sizes() -> None:
-    found = fidelity(resolve_config("tiny", task="backbone", pos_size="225"))
+    found = fidelity(resolve_config("tiny", task="backbone", pos_size=225))
     assert found.official_failures == (
         (
             "the official v1 backbone asserts that stage 1's nominal input 225x225 (from pos_size 225x225) divides "
             "by its patch stride 4"
         ),
     )
-    assert fidelity(resolve_config("tiny", task="cls", pos_size="225")).official_runs  # the classifier has no assert
+    assert fidelity(resolve_config("tiny", task="cls", pos_size=225)).official_runs  # the classifier has no assert
 
 
 @pytest.mark.parametrize("variant", ["tiny", "small", "b0", "b2-li"])
@@ -216,7 +217,7 @@ def test_the_presets_at_224_run_in_the_official_code(variant: str) -> None:
 
 # ---------------------------------------------------------------------------------- v2 --patch: a labelled extension
 def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) -> None:
-    cfg = resolve_config("b0", patch="8")
+    cfg = resolve_config("b0", patch=8)
     assert cfg.patch == (8, 2, 2, 2) and cfg.patch_kernel(0) == (15, 8, 7)
     expected = (
         (
@@ -248,7 +249,7 @@ def test_v2_patch_is_an_extension_named_in_json_and_header(runner: CliRunner) ->
     ],
 )
 def test_which_patch_values_are_extensions(variant: str, patch: str, extension: bool) -> None:
-    assert bool(fidelity(resolve_config(variant, patch=patch)).extensions) == extension
+    assert bool(fidelity(config_from_text(variant, patch=patch)).extensions) == extension
 
 
 def test_trace_json_carries_fidelity_for_built_in_configs_only(runner: CliRunner) -> None:
@@ -267,7 +268,7 @@ def test_the_cpu_profiler_peak_exceeds_ours_by_the_wrapped_scale_scalar_only() -
     the scale multiply is the peak op the CPU profiler's peak is exactly those 12 bytes above pvttrace's."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = resolve_config("tiny", img="96", depths="1,1,1,1", sr="1,1,1,1")
+    cfg = resolve_config("tiny", img=96, depths=(1, 1, 1, 1), sr=(1, 1, 1, 1))
     trace = trace_config(cfg)
     assert trace.totals.peak_op is not None and trace.ops[trace.totals.peak_op].label == "scale"
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ import pytest
 from helpers import invoke
 
 from pvttrace.base.errors import UserInputError
-from pvttrace.base.units import parse_bytes
+from pvttrace.base.units import spell_bytes
+from pvttrace.cli.parsing import parse_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +62,7 @@ def test_ci_runs_the_readmes_test_and_lint_commands_verbatim() -> None:
 )
 def test_decimal_and_binary_byte_units(text: str, expected: int) -> None:
     assert parse_bytes(text, "memory") == expected
+    assert parse_bytes(spell_bytes(expected), "memory") == expected  # what fit's messages show reads back
 
 
 def test_a_bad_size_names_both_kinds_of_unit() -> None:

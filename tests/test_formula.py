@@ -23,12 +23,12 @@ from pvttrace.analyses.formula import (
     diff_formulas,
     expand_definitions,
     expr_text,
-    parse_symbolic,
     python_code,
     readable,
 )
 from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_symbolic
 from pvttrace.config import VARIANTS, PvtConfig, resolve_config
 from pvttrace.records import Trace
 
@@ -83,7 +83,7 @@ def test_builtin_formula_equals_a_concrete_trace(
     variant: str, task: str, h: int, w: int, trace_of: Callable[[PvtConfig], Trace]
 ) -> None:
     assume(h != w)
-    cfg = resolve_config(variant=variant, task=task, img=f"{h}x{w}")
+    cfg = resolve_config(variant=variant, task=task, img=(h, w))
     formula, sizes = value_at((variant, task), lambda at: derive_formula(cfg, hint=at), (h, w))
     assert_equal_to_trace(formula, sizes, trace_of(cfg))
 
@@ -95,7 +95,8 @@ def test_builtin_formula_equals_a_concrete_trace(
 def test_model_formula_equals_a_concrete_trace(model: str, h: int, w: int) -> None:
     """pvt_v2_b0 and Twins-PCPVT call F.scaled_dot_product_attention (timm's fused path)."""
     from pvttrace.analyses.sweep import model_spec_at
-    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.cli.parsing import parse_model_spec
+    from pvttrace.tracing.target import trace_target
 
     assume(h != w)
     spec = parse_model_spec(model)
@@ -108,7 +109,7 @@ def test_model_formula_equals_a_concrete_trace(model: str, h: int, w: int) -> No
 def test_small_sizes(variant: str, own_formula: bool, trace_of: Callable[[PvtConfig], Trace]) -> None:
     """At 33x45 stage 4 is one token high and wide (tiny: H//32 = W//32 = 1): tiny's forward takes another branch
     there, so a formula is derived at that size (as sweeps do); b0's generic formula still holds."""
-    cfg = resolve_config(variant=variant, task="backbone", img="33x45")
+    cfg = resolve_config(variant=variant, task="backbone", img=(33, 45))
     generic = derive_formula(cfg)
     assert (generic.check({"H": 33, "W": 45}) is not None) == own_formula
     formula, sizes = value_at((variant, "small"), lambda at: derive_formula(cfg, hint=at or (33, 45)), (33, 45))
@@ -119,7 +120,7 @@ def test_symbolic_batch_height_and_width(trace_of: Callable[[PvtConfig], Trace])
     formula = derive_formula(resolve_config(variant="b0", task="backbone"), symbolic=("B", "H", "W"))
     assert formula.symbolic == ("B", "H", "W") and formula.ranges["B"][0] == 2
     for b, h, w in ((2, 225, 313), (5, 97, 1001)):
-        cfg = resolve_config(variant="b0", task="backbone", img=f"{h}x{w}", batch=b)
+        cfg = resolve_config(variant="b0", task="backbone", img=(h, w), batch=b)
         values = formula.evaluate({"B": b, "H": h, "W": w})
         assert values.macs == trace_of(cfg).totals.macs
     # Linear in B: torch specialises 0 and 1, so batch 1 lies outside this formula's range.
@@ -127,10 +128,10 @@ def test_symbolic_batch_height_and_width(trace_of: Callable[[PvtConfig], Trace])
 
 
 def test_only_width_symbolic_keeps_height_fixed(trace_of: Callable[[PvtConfig], Trace]) -> None:
-    cfg = resolve_config(variant="b1", img="320x224")
+    cfg = resolve_config(variant="b1", img=(320, 224))
     formula = derive_formula(cfg, symbolic=("W",))
     assert formula.fixed == {"B": 1, "H": 320} and set(formula.symbols) == {"W"}
-    assert formula.evaluate({"W": 777}).macs == trace_of(resolve_config(variant="b1", img="320x777")).totals.macs
+    assert formula.evaluate({"W": 777}).macs == trace_of(resolve_config(variant="b1", img=(320, 777))).totals.macs
 
 
 # ---------------------------------------------------------------------------------- guards
@@ -189,8 +190,8 @@ def test_readable_forms_rewrite_exactly() -> None:
 
 
 def test_sr_diff_changes_attention_and_sr_formulas() -> None:
-    a = derive_formula(resolve_config(variant="tiny", task="backbone", sr="8,4,2,1"))
-    b = derive_formula(resolve_config(variant="tiny", task="backbone", sr="4,2,1,1"))
+    a = derive_formula(resolve_config(variant="tiny", task="backbone", sr=(8, 4, 2, 1)))
+    b = derive_formula(resolve_config(variant="tiny", task="backbone", sr=(4, 2, 1, 1)))
     changes = {(c.stage, c.category): c for c in diff_formulas(a, b)}
     assert (4, "attention") not in changes  # stage 4 is sr 1 in both
     attention = changes[(1, "attention")]
@@ -261,8 +262,8 @@ def test_parse_symbolic() -> None:
         parse_symbolic("H,H")
     with pytest.raises(TraceError):
         derive_formula(
-            __import__("pvttrace.tracing.target", fromlist=["x"]).parse_model_spec(
-                "formula_zoo:reads_values", input_shape="1,3,64,64"
+            __import__("pvttrace.tracing.target", fromlist=["x"]).external_spec(
+                "import", "formula_zoo:reads_values", input_shape=(1, 3, 64, 64)
             )
         )
 
@@ -296,8 +297,8 @@ def test_formula_sweep_equals_the_traced_sweep(runner: CliRunner) -> None:
 
 
 def test_sweep_range_and_step() -> None:
-    from pvttrace.analyses.sweep import parse_sizes
     from pvttrace.base.errors import ConfigError
+    from pvttrace.cli.parsing import parse_sizes
 
     sizes = parse_sizes("224..2048", 8)
     assert len(sizes) == 229 and sizes[0] == (224, 224) and sizes[-1] == (2048, 2048)

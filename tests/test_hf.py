@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import get_variant
 from pvttrace.records import Trace
 from pvttrace.tracing.recorder import trace_config
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 needs_hf = needs("transformers")
 
@@ -134,8 +135,8 @@ def test_unknown_hf_class_suggests_close_names() -> None:
 
 def test_timm_and_transformers_are_imported_only_when_asked() -> None:
     code = (
-        "import sys; from pvttrace.tracing.target import parse_model_spec, trace_target; "
-        "trace_target(parse_model_spec('anymodel_zoo:sdpa', input_shape='1,16,8')); "
+        "import sys; from pvttrace.tracing.target import external_spec, trace_target; "
+        "trace_target(external_spec('import', 'anymodel_zoo:sdpa', input_shape=(1, 16, 8))); "
         "print(sorted(m for m in ('timm', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="tests")

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.cli.parsing import parse_model_spec
+from pvttrace.tracing.target import trace_target
 
 
 def test_keyword_inputs_are_traced_and_counted() -> None:

@@ -66,7 +66,7 @@ def test_library_example_runs() -> None:
     import runpy
 
     example = runpy.run_path(str(PACKAGE.parent / "examples" / "compare_sr_ratios.py"))
-    lines = example["main"]("224")
+    lines = example["main"](224)
     assert lines[0] == "stage 1: keys 49 -> 3136, attention MACs 39.34 M -> 2.52 G"
     assert lines[4].startswith("inference peak: ")
 

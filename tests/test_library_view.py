@@ -13,9 +13,10 @@ from helpers import rendered
 from typer.testing import CliRunner
 
 from pvttrace.analyses.diff import TraceDiff, diff_traces
-from pvttrace.analyses.sweep import METRICS, SweepColumn, SweepResult, parse_sizes, run_sweep
+from pvttrace.analyses.sweep import METRICS, SweepColumn, SweepResult, run_sweep
 from pvttrace.base.errors import UserInputError
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_sizes
 from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.records import Trace
 from pvttrace.render.views import View, view
@@ -39,7 +40,7 @@ def test_rich_print_of_a_trace_is_the_cli_view(runner: CliRunner, tiny_trace: Tr
 
 
 def test_diff_repr_rich_and_markdown(runner: CliRunner, trace_of: Callable[[PvtConfig], Trace]) -> None:
-    traces = [trace_of(resolve_config("tiny")), trace_of(resolve_config("tiny", sr="1,1,1,1"))]
+    traces = [trace_of(resolve_config("tiny")), trace_of(resolve_config("tiny", sr=(1, 1, 1, 1)))]
     diff = diff_traces(traces, ["sr=8,4,2,1", "sr=1,1,1,1"])
     assert repr(diff) == "<TraceDiff 2 configurations: sr=8,4,2,1 MACs 1.93 G; sr=1,1,1,1 MACs 4.81 G (x2.49)>"
     cli = runner.invoke(app, ["diff", "--sr", "8,4,2,1", "--sr", "1,1,1,1", "--width", "100"])

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
 from pvttrace.base.errors import UserInputError
+from pvttrace.cli.options import config_from_text
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.memory.estimate import (
     ACTIVATION_KINDS,
@@ -50,7 +51,7 @@ from pvttrace.tracing.recorder import memory_log, trace_config
 
 
 def _cfg(variant: str, img: str, batch: int = 1, **extra: Any) -> PvtConfig:
-    return resolve_config(variant, img=img, batch=batch, depths="1,1,1,1", **extra)
+    return config_from_text(variant, img=img, batch=batch, depths="1,1,1,1", **extra)
 
 
 # ---------------------------------------------------------------------------------- real CPU references
@@ -284,8 +285,8 @@ def test_training_formula_and_optimizer_state() -> None:
 
 
 def test_explicit_attention_at_1280x800_sr1_does_not_fit_24gib_and_sdpa_does() -> None:
-    explicit = trace_config(resolve_config("tiny", img="1280x800", sr="1,1,1,1"))
-    fused = trace_config(resolve_config("tiny", img="1280x800", sr="1,1,1,1", attention="sdpa"))
+    explicit = trace_config(resolve_config("tiny", img=(1280, 800), sr=(1, 1, 1, 1)))
+    fused = trace_config(resolve_config("tiny", img=(1280, 800), sr=(1, 1, 1, 1), attention="sdpa"))
     score_map = 320 * 200 * 320 * 200 * 4  # one [1, 1, 64000, 64000] fp32 map: 15.26 GiB
     assert explicit.stages[0].attention_map_bytes == score_map
     assert explicit.totals.peak_activation_bytes >= 2 * score_map > 24 * 2**30  # scores and softmax alive together
@@ -368,7 +369,7 @@ def test_fit_config_searches_image_sides_in_steps_of_32() -> None:
     def fake_trace(c: PvtConfig) -> Trace:
         return trace_config(c.with_overrides(depths=(1, 1, 1, 1)))
 
-    answer = fit_config(cfg, "64MiB", trace=fake_trace, search=FitSearch.IMG)
+    answer = fit_config(cfg, 64 * 2**20, trace=fake_trace, search=FitSearch.IMG)
     assert answer.value % 32 == 0 and answer.next_value == answer.value + 32
     assert answer.trace.totals.peak_memory_bytes <= 64 * 2**20 < (answer.next_peak_bytes or 0)
 
@@ -494,7 +495,7 @@ def test_run_memory_cli_prints_the_tables() -> None:
 
 
 def test_fit_renders_as_expected() -> None:
-    answer = fit_config(_cfg("b0", "96"), "40MiB", trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
+    answer = fit_config(_cfg("b0", "96"), 40 * 2**20, trace=lambda c: trace_config(c, train=True, optimizer="sgd"))
     check_expected("fit_b0_train.txt", rendered(render_fit(answer), 120))
 
 

@@ -46,7 +46,7 @@ def test_params_agree_with_torchinfo(variant: str) -> None:
 
 def test_v1_params_depend_on_pos_size() -> None:
     # reference pvt.md section 6: pvt_tiny built for 512 has 14,872,040 params.
-    model = build_model(resolve_config("tiny", img="512", pos_size="512"))
+    model = build_model(resolve_config("tiny", img=512, pos_size=512))
     assert sum(p.numel() for p in model.parameters()) == 14872040
 
 
@@ -65,7 +65,7 @@ def test_per_block_params_match_the_closed_forms() -> None:
 
 
 def test_cpu_forward_runs_and_matches_meta_shapes() -> None:
-    cfg = resolve_config("b0", img="64", sr="2,1,1,1")
+    cfg = resolve_config("b0", img=64, sr=(2, 1, 1, 1))
     model = build_model(cfg, device="cpu")
     out = model(torch.randn(cfg.input_shape))
     assert out.shape == (1, 1000)
@@ -73,7 +73,7 @@ def test_cpu_forward_runs_and_matches_meta_shapes() -> None:
 
 
 def test_flop_counter_agrees_on_backbone_at_detection_size() -> None:
-    cfg = resolve_config("tiny", img="800x1333", task="backbone")
+    cfg = resolve_config("tiny", img=(800, 1333), task="backbone")
     model = build_model(cfg)
     with FlopCounterMode(display=False) as counter:
         outs = model(torch.empty(cfg.input_shape, device="meta"))

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pvttrace.analyses.module_view import trace_modules
 from pvttrace.cli import app
-from pvttrace.tracing.target import parse_model_spec
+from pvttrace.cli.parsing import parse_model_spec
 
 
 def test_rows_add_up_and_match_the_model() -> None:

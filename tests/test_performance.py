@@ -47,7 +47,7 @@ def test_init_still_runs_off_meta() -> None:
 
 @pytest.mark.parametrize("train", [False, True])
 def test_trace_is_the_same_with_the_garbage_collector_running(train: bool) -> None:
-    cfg = resolve_config("tiny", img="64", batch=2)
+    cfg = resolve_config("tiny", img=64, batch=2)
     model = build_model(cfg)
     example = torch.empty(cfg.input_shape, device="meta")
     paused = trace_model(model, example, config=cfg, train=train)
@@ -56,7 +56,7 @@ def test_trace_is_the_same_with_the_garbage_collector_running(train: bool) -> No
 
 
 def test_trace_without_memory_figures_differs_only_in_memory() -> None:
-    cfg = resolve_config("b0", img="96", batch=2)
+    cfg = resolve_config("b0", img=96, batch=2)
     full, lean = trace_config(cfg), trace_config(cfg, memory_figures=False)
     memory_fields = {"live_bytes", "peak_bytes", "saved_bytes"}
     strip = {f.name: 0 for f in dataclasses.fields(full.ops[0]) if f.name in memory_fields}

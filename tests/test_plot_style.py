@@ -23,7 +23,7 @@ def test_diff_plot_states_shared_settings_and_where_it_wrote(runner: CliRunner, 
     from pvttrace.render.plot import shared_settings
 
     assert shared_settings(
-        [resolve_config(sr="1,1,1,1", img="512"), resolve_config(variant="b1", sr="1,1,1,1", img="512")]
+        [resolve_config(sr=(1, 1, 1, 1), img=512), resolve_config(variant="b1", sr=(1, 1, 1, 1), img=512)]
     ) == ("512x512, batch 1, float32, sr 1,1,1,1")
     target = tmp_path / "bars.svg"
     args = ["diff", "--variant", "b2", "--variant", "b2-li", "--sr", "1,1,1,1", "--img", "512", "--plot", str(target)]
@@ -36,12 +36,14 @@ def test_diff_plot_states_shared_settings_and_where_it_wrote(runner: CliRunner, 
 
 def test_series_differ_in_marker_and_line_style(tmp_path: pathlib.Path, runner: CliRunner) -> None:
     require("matplotlib")
-    from pvttrace.analyses.sweep import METRICS, SweepColumn, parse_sizes, run_sweep
+    from pvttrace.analyses.sweep import METRICS, SweepColumn, run_sweep
+    from pvttrace.cli.parsing import parse_sizes
     from pvttrace.render.plot import PALETTE, plot_sweep
     from pvttrace.tracing.recorder import trace_config
 
     columns = tuple(
-        SweepColumn(f"c{i}", (("variant", "b0"), ("sr", sr))) for i, sr in enumerate(["8,4,2,1", "1,1,1,1", "4,2,1,1"])
+        SweepColumn(f"c{i}", (("variant", "b0"), ("sr", sr)))
+        for i, sr in enumerate([(8, 4, 2, 1), (1, 1, 1, 1), (4, 2, 1, 1)])
     )
     result = run_sweep(columns, parse_sizes("224,448"), (METRICS["macs"], METRICS["params"]), trace=trace_config)
     figure = plot_sweep(result)

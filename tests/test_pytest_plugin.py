@@ -219,7 +219,7 @@ def test_bad(pvt_snapshot):
     result.assert_outcomes(failed=1)
     lines = [line for line in result.stdout.lines if "pvt_snapshot: " in line and "E " not in line[:2]]
     assert any(
-        reason in line and "pass a config (resolve_config('b2', img='512')) or a model spec" in line for line in lines
+        reason in line and "pass a config (resolve_config('b2', img=512)) or a model spec" in line for line in lines
     ), result.stdout.str()
     assert "Traceback" not in result.stdout.str()
 

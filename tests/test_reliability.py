@@ -23,6 +23,7 @@ from pvttrace import snapshot
 from pvttrace.base import jsonio as files
 from pvttrace.base.errors import TraceFileError, UserInputError
 from pvttrace.cli import guard as cli_guard
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.config import get_variant
 from pvttrace.snapshot import compare as snapshot_compare
 from pvttrace.snapshot import (
@@ -33,7 +34,7 @@ from pvttrace.snapshot import (
     write_text_atomic,
 )
 from pvttrace.tracing.recorder import trace_config, trace_model
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -46,9 +46,9 @@ SNAPSHOTS = ROOT / "tests" / "snapshots"
 UPDATE_SNAPSHOTS = os.environ.get("PVTTRACE_UPDATE_SNAPSHOTS") == "1"
 
 PROJECT_SNAPSHOTS: dict[str, PvtConfig] = {
-    **{f"{name}-224-cls": resolve_config(name, img="224", task="cls") for name in VARIANTS},
-    "tiny-800x1333-backbone": resolve_config("tiny", img="800x1333", task="backbone"),
-    "b2-800x1333-backbone": resolve_config("b2", img="800x1333", task="backbone"),
+    **{f"{name}-224-cls": resolve_config(name, img=224, task="cls") for name in VARIANTS},
+    "tiny-800x1333-backbone": resolve_config("tiny", img=(800, 1333), task="backbone"),
+    "b2-800x1333-backbone": resolve_config("b2", img=(800, 1333), task="backbone"),
 }
 
 TraceOf = Callable[[PvtConfig], Trace]

@@ -15,9 +15,10 @@ import pytest
 from helpers import rendered
 from optional import needs
 
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.records import Trace
 from pvttrace.render.trace import render_trace, stage_table
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 Row = tuple[tuple[int, int], int, int, int, int, int, int]
 

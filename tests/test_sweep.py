@@ -33,14 +33,14 @@ from pvttrace.analyses.sweep import (
     available_metrics,
     build_columns,
     fit_power_law,
-    parse_metrics,
-    parse_sizes,
     plan_sweep,
     run_sweep,
 )
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.cli import app
-from pvttrace.config import PvtConfig
+from pvttrace.cli.options import ModelColumns
+from pvttrace.cli.parsing import parse_metrics, parse_sizes
+from pvttrace.config import DType, PvtConfig
 from pvttrace.records import CONVENTIONS, Provenance, Totals, Trace
 from pvttrace.render.sweep import GrowthChart, render_sweep, sweep_csv, sweep_markdown
 from pvttrace.render.tabular import TRACE_CSV_FIELDS, csv_text
@@ -49,7 +49,7 @@ needs_matplotlib = needs("matplotlib")
 
 B0_COLUMNS = (
     SweepColumn("sra", (("variant", "b0"),)),
-    SweepColumn("full", (("variant", "b0"), ("sr", "1,1,1,1"))),
+    SweepColumn("full", (("variant", "b0"), ("sr", (1, 1, 1, 1)))),
     SweepColumn("linear", (("variant", "b0"), ("linear_sra", True))),
 )
 B0_METRICS = ("macs", "attention_macs", "attention_map_bytes", "largest_activation_bytes", "params")
@@ -95,26 +95,44 @@ def test_fit_needs_two_distinct_positive_points(xs: list[float], ys: list[float]
 
 # ---------------------------------------------------------------------------------- columns and inputs
 def test_repeated_options_become_columns_labelled_by_what_differs() -> None:
-    columns = build_columns({"variant": ["b2", "b2", "b2-li"], "sr": ["8,4,2,1", "1,1,1,1", "-"], "batch": [2]})
+    columns = build_columns({"variant": ["b2", "b2", "b2-li"], "sr": [(8, 4, 2, 1), (1, 1, 1, 1), None], "batch": [2]})
     assert [c.label for c in columns] == ["b2 sr 8,4,2,1", "b2 sr 1,1,1,1", "b2-li"]
-    assert columns[2].options == (("variant", "b2-li"), ("batch", 2))  # '-' keeps the preset's sr
+    assert columns[2].options == (("variant", "b2-li"), ("batch", 2))  # None keeps the preset's sr
     assert columns[0].config((512, 512)).sr_ratios == (8, 4, 2, 1) and columns[0].config((512, 512)).batch == 2
     assert [c.label for c in build_columns({"variant": ["b1"]})] == ["b1"]
     assert [c.label for c in build_columns({})] == ["tiny"]
-    named = build_columns({"sr": ["8,4,2,1", "1,1,1,1"]}, labels=["SRA", "full"])
+    named = build_columns({"sr": [(8, 4, 2, 1), (1, 1, 1, 1)]}, labels=["SRA", "full"])
     assert [c.label for c in named] == ["SRA", "full"]
+    ratios = build_columns({"mlp_ratios": [(4.5, 4, 4, 4), (8.0, 8.0, 4.0, 4.0)], "pos_size": [(224, 224), (256, 320)]})
+    assert [c.label for c in ratios] == ["mlp-ratios 4.5,4,4,4 pos-size 224", "mlp-ratios 8,8,4,4 pos-size 256x320"]
+
+
+def test_command_line_column_options_are_parsed_before_the_library_sees_them() -> None:
+    columns = {"variant": ("b2", "-"), "sr": ("8,4,2,1", " - "), "dtype": ("float16",), "batch": (2,)}
+    parsed = ModelColumns({**columns, "pos_size": ("256x320",)}).typed_lists()
+    assert parsed == {
+        "variant": ["b2", None],
+        "sr": [(8, 4, 2, 1), None],
+        "dtype": [DType.FLOAT16],
+        "batch": [2],
+        "pos_size": [(256, 320)],
+    }
+    with pytest.raises(ConfigError, match=r"^sr_ratios='8,x' must be a comma-separated list of integers"):
+        ModelColumns({"sr": ("8,x",)}).typed_lists()
+    with pytest.raises(ConfigError, match=r"^attention='fast' must be one of: explicit, sdpa$"):
+        ModelColumns({"attention": ("fast",)}).typed_lists()
 
 
 @pytest.mark.parametrize(
     ("options", "labels", "message"),
     [
-        ({"sr": ["8,4,2,1", "1,1,1,1"], "variant": ["b0", "b1", "b2"]}, None, "--sr 2 times, --variant 3 times"),
-        ({"sr": ["8,4,2,1", "1,1,1,1"]}, ["one"], "label is given 1 time(s) but there are 2 configuration(s)"),
-        ({"sr": ["8,4,2,1", "8,4,2,1"]}, None, "share the label 'sr 8,4,2,1'"),
-        ({"img": ["224"]}, None, "option 'img' cannot vary in a sweep"),
+        ({"sr": [(8, 4, 2, 1), (1, 1, 1, 1)], "variant": ["b0", "b1", "b2"]}, None, "--sr 2 times, --variant 3 times"),
+        ({"sr": [(8, 4, 2, 1), (1, 1, 1, 1)]}, ["one"], "label is given 1 time(s) but there are 2 configuration(s)"),
+        ({"sr": [(8, 4, 2, 1), (8, 4, 2, 1)]}, None, "share the label 'sr 8,4,2,1'"),
+        ({"img": [224]}, None, "option 'img' cannot vary in a sweep"),
     ],
 )
-def test_bad_columns_are_rejected(options: dict[str, list[str]], labels: list[str] | None, message: str) -> None:
+def test_bad_columns_are_rejected(options: dict[str, list[object]], labels: list[str] | None, message: str) -> None:
     with pytest.raises(UserInputError) as info:
         build_columns(options, labels=labels)
     assert message in str(info.value)
@@ -123,7 +141,7 @@ def test_bad_columns_are_rejected(options: dict[str, list[str]], labels: list[st
 def test_plan_validates_every_config_before_tracing() -> None:
     sizes = parse_sizes("16,224")
     with pytest.raises(ConfigError, match=r"^'sr 8,4,2,1' at img 16x16: img=16x16 is too small for sr_ratios\[0\]=8"):
-        plan_sweep(build_columns({"variant": ["b0"], "sr": ["8,4,2,1", "1,1,1,1"]}), sizes)
+        plan_sweep(build_columns({"variant": ["b0"], "sr": [(8, 4, 2, 1), (1, 1, 1, 1)]}), sizes)
     same = build_columns({"variant": ["b2", "pvt_v2_b2"]})
     with pytest.raises(UserInputError, match="'b2' and 'pvt_v2_b2' are the same model"):
         plan_sweep(same, parse_sizes("224,448"))

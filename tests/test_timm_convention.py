@@ -18,8 +18,9 @@ from optional import needs
 from typer.testing import CliRunner
 
 from pvttrace.cli import app
+from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.records import CONVENTIONS
-from pvttrace.tracing.target import parse_model_spec, trace_target
+from pvttrace.tracing.target import trace_target
 
 ROWS = pathlib.Path(__file__).parent / "data" / "timm_benchmark_rows.csv"
 

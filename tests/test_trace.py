@@ -131,13 +131,13 @@ def test_per_module_macs_agree_with_torch_flop_counter() -> None:
 
 
 def test_meta_and_cpu_records_are_identical() -> None:
-    cfg = resolve_config("b2-li", img="96", depths="1,1,1,1")
+    cfg = resolve_config("b2-li", img=96, depths=(1, 1, 1, 1))
     meta = trace_config(cfg, device="meta")
     cpu = trace_config(cfg, device="cpu")
     assert meta.ops == cpu.ops
     assert meta.stages == cpu.stages
     assert meta.totals == cpu.totals
-    v1 = resolve_config("tiny", img="96x128", depths="1,1,1,1", sr="2,2,1,1", task="backbone")
+    v1 = resolve_config("tiny", img=(96, 128), depths=(1, 1, 1, 1), sr=(2, 2, 1, 1), task="backbone")
     assert trace_config(v1, device="meta").ops == trace_config(v1, device="cpu").ops
 
 
@@ -151,11 +151,11 @@ def test_tracing_twice_is_identical_and_json_is_stable() -> None:
 
 
 def test_backbones_return_four_pyramid_maps() -> None:
-    v1 = trace_config(resolve_config("tiny", img="800x1333", task="backbone"))
+    v1 = trace_config(resolve_config("tiny", img=(800, 1333), task="backbone"))
     assert v1.outputs == ((1, 64, 200, 333), (1, 128, 100, 166), (1, 320, 50, 83), (1, 512, 25, 41))
     assert not any(op.label in ("classifier head", "prepend cls token") for op in v1.ops)
     assert any(op.kind == OpKind.INTERPOLATE and op.label == "pos embed resize" for op in v1.ops)
-    v2 = trace_config(resolve_config("b2", img="800x1333", task="backbone"))
+    v2 = trace_config(resolve_config("b2", img=(800, 1333), task="backbone"))
     assert v2.outputs == ((1, 64, 200, 334), (1, 128, 100, 167), (1, 320, 50, 84), (1, 512, 25, 42))
     assert [s.kv_tokens for s in v2.stages] == [1025, 1025, 1050, 1050]
 
@@ -163,7 +163,7 @@ def test_backbones_return_four_pyramid_maps() -> None:
 def test_v1_positional_resize_shows_in_the_trace() -> None:
     at_224 = trace_config(get_variant("tiny"))
     assert not any(op.kind == OpKind.INTERPOLATE for op in at_224.ops)
-    at_256 = trace_config(resolve_config("tiny", img="256"))
+    at_256 = trace_config(resolve_config("tiny", img=256))
     resized = [op for op in at_256.ops if op.kind == OpKind.INTERPOLATE]
     assert [op.output for op in resized] == [(1, 64, 64, 64), (1, 128, 32, 32), (1, 320, 16, 16), (1, 512, 8, 8)]
     assert {op.stage for op in resized} == {1, 2, 3, 4}

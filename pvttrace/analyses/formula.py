@@ -57,7 +57,6 @@ __all__ = [
     "StageFormula",
     "derive_formula",
     "growth",
-    "parse_symbolic",
     "python_code",
 ]
 
@@ -77,23 +76,6 @@ PEAK_NOTE = (
 
 class FormulaNotApplicable(UserInputError):
     """A size outside the range where a formula holds (a guard torch recorded fails there)."""
-
-
-def parse_symbolic(text: str) -> tuple[str, ...]:
-    """``"H,W"`` -> ``("H", "W")``: the size variables to keep symbolic, in B, H, W order.
-
-    Raises:
-        UserInputError: an unknown name, a repeat, or none.
-    """
-    names = [t.strip().upper() for t in text.split(",") if t.strip()]
-    if not names:
-        raise UserInputError(f"symbolic={text!r} must name at least one of B, H, W")
-    for name in names:
-        if name not in SIZE_VARIABLES:
-            raise UserInputError(f"symbolic={text!r}: {name!r} is not a size variable; choose from B (batch), H, W")
-        if names.count(name) > 1:
-            raise UserInputError(f"symbolic={text!r} names {name} twice")
-    return tuple(v for v in SIZE_VARIABLES if v in names)
 
 
 # ---------------------------------------------------------------------------------- data

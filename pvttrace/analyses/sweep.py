@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.base.units import format_bytes, format_count, format_shape
-from pvttrace.config import PvtConfig, column_count, parse_img, resolve_config
+from pvttrace.config import PvtConfig, resolve_config
 from pvttrace.records import CONVENTIONS, Provenance, Totals, Trace
 
 if TYPE_CHECKING:
@@ -47,11 +47,11 @@ __all__ = [
     "SweepSeries",
     "available_metrics",
     "build_columns",
+    "column_count",
     "fit_power_law",
+    "metric_available",
     "model_spec_at",
     "needs_memory",
-    "parse_metrics",
-    "parse_sizes",
     "plan_sweep",
     "run_model_sweep",
     "run_sweep",
@@ -80,9 +80,6 @@ COLUMN_OPTIONS = (
     "num_classes",
     "pos_size",
 )
-
-#: A repeated option's value that means "the preset's own value" for that configuration.
-KEEP_PRESET = "-"
 
 
 class MetricUnit(StrEnum):
@@ -262,7 +259,8 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRICS = ("macs", "attention_macs", "attention_map_bytes", "peak_activation_bytes", "params")
 
 
-def _metric_available(metric: Metric) -> bool:
+def metric_available(metric: Metric) -> bool:
+    """Whether this build's traces carry what ``metric`` reads."""
     return metric.requires is None or metric.requires in {f.name for f in fields(Totals)}
 
 
@@ -292,68 +290,7 @@ def size_tracer(metrics: Sequence[Metric]) -> Callable[[PvtConfig], Trace]:
 
 def available_metrics() -> tuple[str, ...]:
     """Names of the metrics that this build's traces can provide."""
-    return tuple(name for name, metric in METRICS.items() if _metric_available(metric))
-
-
-def parse_metrics(texts: Sequence[str] | None) -> tuple[Metric, ...]:
-    """Parse ``--metric`` values (comma lists, possibly repeated) into metrics; None gives the defaults.
-
-    Raises:
-        UserInputError: an unknown metric, one this build cannot compute, or an empty list.
-    """
-    if not texts:
-        return tuple(METRICS[name] for name in DEFAULT_METRICS if _metric_available(METRICS[name]))
-    names = [n.strip() for text in texts for n in text.split(",") if n.strip()]
-    if not names:
-        raise UserInputError("metric='' must name at least one metric; known: " + ", ".join(METRICS))
-    chosen: list[Metric] = []
-    for name in names:
-        metric = METRICS.get(name)
-        if metric is None:
-            import difflib
-
-            close = difflib.get_close_matches(name.lower(), list(METRICS), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserInputError(f"metric={name!r} is not a sweep metric{hint} (known: {', '.join(METRICS)})")
-        if not _metric_available(metric):
-            raise UserInputError(
-                f"metric={name!r} is not available: traces of this pvttrace have no {metric.requires} "
-                f"(available: {', '.join(available_metrics())})"
-            )
-        if metric not in chosen:
-            chosen.append(metric)
-    return tuple(chosen)
-
-
-def _size_range(item: str, step: int | None) -> list[tuple[int, int]]:
-    """``224..2048`` with a step: square sizes from the first to at most the last; else one size."""
-    if ".." not in item:
-        return [parse_img(item)]
-    first, _, last = item.partition("..")
-    low, high = parse_img(first), parse_img(last)
-    if step is None:
-        raise ConfigError(f"img={item!r} is a range; give its --step, e.g. --img {item} --step 8")
-    if low[0] != low[1] or high[0] != high[1] or low[0] > high[0]:
-        raise ConfigError(f"img={item!r} must be a range of square sizes from small to large, e.g. 224..2048")
-    return [(v, v) for v in range(low[0], high[0] + 1, step)]
-
-
-def parse_sizes(text: str, step: int | None = None) -> tuple[tuple[int, int], ...]:
-    """Parse ``--img 224,320,800x1333`` (or a range ``224..2048`` with ``step``) into (H, W) sizes, smallest area first.
-
-    Raises:
-        ConfigError: an item that is not a size, a range without a step, or the same size twice.
-    """
-    if step is not None and step <= 0:
-        raise ConfigError(f"step={step} must be a positive integer")
-    items = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in items):
-        raise ConfigError(f"img={text!r} must be a comma-separated list of sizes such as 224,512,800x1333")
-    sizes = [size for item in items for size in _size_range(item, step)]
-    for size in sizes:
-        if sizes.count(size) > 1:
-            raise ConfigError(f"img={text!r} lists {size[0]}x{size[1]} more than once; give each size once")
-    return tuple(sorted(sizes, key=lambda hw: (hw[0] * hw[1], hw)))
+    return tuple(name for name, metric in METRICS.items() if metric_available(metric))
 
 
 # ---------------------------------------------------------------------------------- columns
@@ -376,7 +313,26 @@ class SweepColumn:
             ConfigError: the options break a rule at this size.
         """
         kwargs = dict(self.options)
-        return resolve_config(img=f"{img[0]}x{img[1]}", **kwargs)
+        return resolve_config(img=img, **kwargs)
+
+
+def column_count(repeated: Mapping[str, Sequence[Any] | None]) -> int:
+    """How many configurations repeated command-line options make (``diff``, ``sweep``).
+
+    ``repeated`` maps each option's flag (``--sr``) to the values given for it: none or one value
+    applies to every configuration; options given k > 1 times must all be given the same k times.
+
+    Raises:
+        ConfigError: two options repeated a different number of times.
+    """
+    multi = {flag: len(values) for flag, values in repeated.items() if values and len(values) > 1}
+    if len(set(multi.values())) > 1:
+        spelled = ", ".join(f"{flag} {count} times" for flag, count in multi.items())
+        raise ConfigError(
+            f"repeated options must come in equal counts (one per configuration), got {spelled}; "
+            "give an option once to apply it to every configuration"
+        )
+    return max(multi.values(), default=1)
 
 
 def _flag(name: str) -> str:
@@ -388,7 +344,16 @@ def _label_part(name: str, value: Any) -> str:
         return str(value)
     if isinstance(value, bool):
         return _flag(name)[2:] if value else "no-" + _flag(name)[2:]
-    return f"{_flag(name)[2:]} {value}"
+    return f"{_flag(name)[2:]} {_value_text(name, value)}"
+
+
+def _value_text(name: str, value: Any) -> str:
+    """A typed option value as the command line spells it: ``8,4,2,1``, ``4.5,4``, ``512`` or ``800x1333``."""
+    if name == "pos_size" and isinstance(value, tuple) and len(value) == 2:
+        return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
 
 
 def build_columns(
@@ -399,12 +364,13 @@ def build_columns(
     """Turn repeated options into sweep columns.
 
     ``options`` maps a ``resolve_config`` keyword (``variant``, ``sr``, ``dims`` ...) to the values
-    given for it: none (the preset's value), one (applies to every column) or k (one per column;
-    every repeated option must be given the same k times). The value ``"-"`` keeps the preset's
-    value for that column. Labels name each column by the options that differ between columns.
+    given for it, typed as ``resolve_config`` takes it: none (the preset's value), one (applies to
+    every column) or k (one per column; every repeated option must be given the same k times). The
+    value None keeps the preset's value for that column. Labels name each column by the options that
+    differ between columns.
 
     Example:
-        >>> [c.label for c in build_columns({"variant": ["b2"], "sr": ["8,4,2,1", "1,1,1,1"]})]
+        >>> [c.label for c in build_columns({"variant": ["b2"], "sr": [(8, 4, 2, 1), (1, 1, 1, 1)]})]
         ['sr 8,4,2,1', 'sr 1,1,1,1']
 
     Raises:
@@ -426,7 +392,7 @@ def build_columns(
             if not values:
                 continue
             value = values[i] if len(values) > 1 else values[0]
-            if isinstance(value, str) and value.strip() == KEEP_PRESET:
+            if value is None:  # this configuration keeps the preset's value
                 continue
             chosen.append((name, value))
             if name in repeated:

@@ -1,4 +1,4 @@
-"""Number formatting and parsing with units: counts (K/M/G/T/P/E) and bytes (KiB ... EiB).
+"""Number formatting with units: counts (K/M/G/T/P/E) and bytes (KiB ... EiB).
 
 Pure functions, no heavy imports. Counts use decimal prefixes (1 G = 10^9 MACs, as the
 papers print them); bytes use binary prefixes (1 MiB = 2^20 bytes), always spelled with
@@ -8,15 +8,14 @@ the ``i`` so the two never mix.
 from __future__ import annotations
 
 import math
-import re
 from decimal import Decimal
 
-from pvttrace.base.errors import UserInputError
+__all__ = ["BYTE_UNITS", "COUNT_UNITS", "format_bytes", "format_count", "format_ratio", "format_shape", "spell_bytes"]
 
-__all__ = ["format_bytes", "format_count", "format_ratio", "format_shape", "parse_bytes", "parse_count"]
-
-_COUNT_UNITS = (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3))
-_BYTE_UNITS = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+#: Decimal prefixes of counts, largest first (parsed back by ``pvttrace.cli.parsing.parse_count``).
+COUNT_UNITS = (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3))
+#: Binary prefixes of bytes, largest first.
+BYTE_UNITS = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
 def _trim(value: float, digits: int) -> str:
@@ -36,7 +35,7 @@ def format_count(value: int | float, digits: int = 2) -> str:
         return str(value)
     if abs(value) >= 1000 * 10**18:
         return _scientific(value, digits)
-    for suffix, scale in _COUNT_UNITS:
+    for suffix, scale in COUNT_UNITS:
         if abs(value) >= scale:
             return f"{_trim(value / scale, digits)} {suffix}"
     return _trim(float(value), digits) if isinstance(value, float) else str(value)
@@ -48,10 +47,25 @@ def format_bytes(value: int | float, digits: int = 2) -> str:
         return f"{value} B"
     if abs(value) >= 2**70:
         return _scientific(value, digits) + " B"
-    for suffix, scale in _BYTE_UNITS:
+    for suffix, scale in BYTE_UNITS:
         if abs(value) >= scale:
             return f"{_trim(value / scale, digits)} {suffix}"
     return f"{int(value)} B"
+
+
+def spell_bytes(value: int) -> str:
+    """A byte count as a user would type it: ``'24GiB'``, ``'80GB'``, ``'1536B'`` (exact, no rounding).
+
+    The largest binary unit that divides ``value`` wins, then the largest decimal one; the result
+    reads back to ``value`` (``pvttrace.cli.parsing.parse_bytes``).
+    """
+    for suffix, scale in BYTE_UNITS:
+        if value and value % scale == 0:
+            return f"{value // scale}{suffix}"
+    for prefix, scale in COUNT_UNITS:
+        if value and value % scale == 0:
+            return f"{value // scale}{prefix}B"
+    return f"{value}B"
 
 
 def format_ratio(new: int | float, base: int | float) -> str:
@@ -74,48 +88,3 @@ def format_shape(shape: tuple[int, ...] | list[int] | None) -> str:
     if shape is None:
         return "-"
     return "[" + ", ".join(str(s) for s in shape) + "]"
-
-
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*")
-
-
-def parse_count(text: str, field: str) -> int:
-    """Parse ``'2G'``, ``'15M'``, ``'1.5e9'``-free counts such as ``'2.5G'`` or ``'1200'`` (decimal prefixes).
-
-    Raises:
-        UserInputError: not a positive number with an optional K/M/G/T/P/E suffix.
-    """
-    match = _SIZE.fullmatch(text)
-    units = {"": 1, **{s: v for s, v in _COUNT_UNITS}}
-    if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a number with an optional K/M/G/T/P/E suffix, e.g. 2G")
-    value = float(match.group(1)) * units[match.group(2).upper()]
-    if value <= 0:
-        raise UserInputError(f"{field}={text!r} must be positive")
-    if not math.isfinite(value):  # more digits than a float holds
-        raise UserInputError(f"{field}={text[:40]!r}... is too large to be a number")
-    return int(value)
-
-
-def parse_bytes(text: str, field: str) -> int:
-    """Parse ``'64MiB'``, ``'24GiB'`` (powers of 1024), ``'80GB'``, ``'1.5MB'`` (powers of 1000) or plain bytes.
-
-    A bare prefix (``'24G'``) is read as binary, as memory sizes usually are.
-
-    Raises:
-        UserInputError: not a positive size with a B/KB/KiB/MB/MiB/GB/GiB/... suffix.
-    """
-    match = _SIZE.fullmatch(text)
-    units = {"": 1, "B": 1}
-    for (suffix, scale), (decimal, decimal_scale) in zip(_BYTE_UNITS, _COUNT_UNITS, strict=True):
-        units[suffix.upper()] = scale
-        units[suffix[0]] = scale
-        units[decimal + "B"] = decimal_scale
-    if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a size such as 512MiB, 24GiB or 80GB")
-    value = float(match.group(1)) * units[match.group(2).upper()]
-    if value <= 0:
-        raise UserInputError(f"{field}={text!r} must be positive")
-    if not math.isfinite(value):  # more digits than a float holds
-        raise UserInputError(f"{field}={text[:40]!r}... is too large to be a number")
-    return int(value)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,8 +20,13 @@ from typer.core import TyperGroup
 
 from pvttrace import __version__
 from pvttrace.base.errors import CheckFailed, PvtTraceError, UserInputError
+from pvttrace.config import Device
+from pvttrace.costs.conventions import Convention
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from pvttrace.memory.estimate import Optimizer
+
+__all__ = ["Convention", "Device", "app"]
 
 
 class _OneLineErrors(TyperGroup):
@@ -178,23 +183,6 @@ class OutputFormat(StrEnum):
     CSV = "csv"
 
 
-class Device(StrEnum):
-    """Where tensors live during the trace."""
-
-    META = "meta"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Convention(StrEnum):
-    """Counting conventions (``pvttrace.records.CONVENTIONS``)."""
-
-    MACS = "macs"
-    FVCORE = "fvcore"
-    TIMM = "timm"
-    PAPER = "paper"
-
-
 # ---------------------------------------------------------------------------------- shared options
 # One Annotated alias per shared option, so that every command spells and documents them alike. The model
 # options (--variant, --img, --model ...) are declared in :mod:`pvttrace.cli.options`.
@@ -274,16 +262,16 @@ OptimizerOpt = Annotated[
 ]
 
 
-def training_options(train: bool, optimizer: str | None) -> str:
-    """Validate ``--train``/``--optimizer``; return the optimizer name (adamw when not given)."""
-    from pvttrace.memory.estimate import optimizer_state_bytes
+def training_options(train: bool, optimizer: str | None) -> Optimizer:
+    """Validate ``--train``/``--optimizer``; return the optimizer (adamw when not given)."""
+    from pvttrace.memory.estimate import Optimizer, optimizer_state_bytes
 
     if optimizer is None:
-        return "adamw"
+        return Optimizer.ADAMW
     if not train:
         raise UserInputError(f"optimizer={optimizer!r} needs --train (optimizer state exists only in training)")
     optimizer_state_bytes(optimizer, 0)
-    return optimizer
+    return Optimizer(optimizer)
 
 
 def warn(messages: Sequence[str]) -> None:
@@ -304,40 +292,3 @@ def warn_config(warnings: Sequence[str], quiet: bool) -> None:
         from pvttrace.base.notes import grouped_warnings
 
         warn(grouped_warnings(warnings))
-
-
-def parse_int_list(values: Sequence[str] | None, field: str) -> list[int] | None:
-    """``--stage 1,2`` and ``--stage 1 --stage 2`` alike: comma-separated and/or repeated integers."""
-    if not values:
-        return None
-    out: list[int] = []
-    for value in values:
-        for part in value.split(","):
-            text = part.strip()
-            if not (text.isascii() and text.isdigit()):
-                raise UserInputError(f"{field}={value!r} must be integers separated by commas, e.g. 1,2")
-            out.append(int(text))
-    return out
-
-
-def closest(value: str, choices: Sequence[str]) -> str:
-    """``; did you mean 'sr_conv'?`` for the closest choice, or an empty string when none is close."""
-    import difflib
-
-    match = difflib.get_close_matches(value.lower(), list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
-def _parse_kinds(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    from pvttrace.records import OpKind
-
-    kinds = [k.strip() for k in text.split(",") if k.strip()]
-    known = [k.value for k in OpKind]
-    for kind in kinds:
-        if kind not in known:
-            raise UserInputError(f"kind={kind!r} is not an op kind{closest(kind, known)} (known: {', '.join(known)})")
-    if not kinds:
-        raise UserInputError("kind='' must name at least one op kind")
-    return kinds

@@ -27,14 +27,13 @@ from pvttrace.cli.common import (
     TrainOpt,
     WidthOpt,
     app,
-    closest,
     errors_to_exit_codes,
     head_options,
     make_console,
-    parse_int_list,
     warn,
 )
 from pvttrace.cli.options import ModelColumns, model_options
+from pvttrace.cli.parsing import closest, parse_repeated_ints
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -186,7 +185,7 @@ def diff(
     )
 
     with errors_to_exit_codes():
-        stage_list = parse_int_list(stage, "stage")
+        stage_list = parse_repeated_ints(stage, "stage")
         if plot is not None:
             from pvttrace.render.diff import PLOT_METRICS
             from pvttrace.render.plot import plot_format, require_matplotlib

@@ -66,6 +66,7 @@ def fit(
     """
     from dataclasses import replace
 
+    from pvttrace.cli.parsing import parse_bytes
     from pvttrace.memory.estimate import FitSearch, fit_config
     from pvttrace.tracing.target import trace_target
 
@@ -85,14 +86,15 @@ def fit(
             if spec.config is None:
                 raise UserInputError(f"head={head!r} works on built-in variants only (not with --model)")
             spec = replace(spec, head=head_options(head, head_width, options.num_classes, spec.config))
+        budget, held = parse_bytes(memory, "memory"), 0 if reserve is None else parse_bytes(reserve, "reserve")
         answer = fit_config(
             spec,
-            memory,
+            budget,
             trace=lambda candidate: trace_target(
                 candidate, train=train, optimizer=optimizer_name, on_note=lambda note: warn([note])
             ),
             search=search,
-            reserve_text=reserve,
+            reserve=held,
         )
         warn_config(answer.trace.config.warnings if answer.trace.config is not None else (), quiet)
     if output_format == OutputFormat.JSON:

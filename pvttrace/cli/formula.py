@@ -63,8 +63,8 @@ def formula(
     Example: pvttrace formula --variant tiny; pvttrace formula --variant b2 --sr 8,4,2,1 --sr 4,2,1,1
     Example: pvttrace formula --model timm:pvt_v2_b0 --format python
     """
-    from pvttrace.analyses.formula import derive_formula, diff_formulas, parse_symbolic
-    from pvttrace.config import parse_img
+    from pvttrace.analyses.formula import derive_formula, diff_formulas
+    from pvttrace.cli.parsing import parse_img, parse_symbolic
 
     with errors_to_exit_codes():
         variables = parse_symbolic(symbolic)

@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pvttrace.base.errors import UserInputError
+from pvttrace.cli.parsing import (
+    KEEP_PRESET,
+    parse_choice,
+    parse_float_list,
+    parse_img,
+    parse_int_list,
+    parse_model_spec,
+)
 
 if TYPE_CHECKING:
     from pvttrace.config import PvtConfig
@@ -37,6 +45,7 @@ __all__ = [
     "ModelColumns",
     "ModelOption",
     "ModelOptions",
+    "config_from_text",
     "model_options",
 ]
 
@@ -57,11 +66,38 @@ class ModelOption:
     """A one-letter alias (``-v``), or None."""
     with_model: bool = False
     """Also applies to ``--model`` (it sets the input or the attention switch); the others describe built-ins."""
+    parse: Callable[[str], Any] | None = None
+    """Turns the command-line text into the typed value ``resolve_config`` takes (None: taken as given)."""
+
+    def typed(self, value: Any) -> Any:
+        """``value`` as :func:`pvttrace.config.resolve_config` takes it: parsed when it is text, else as given.
+
+        Raises:
+            ConfigError: text that does not parse (one line naming the option, the value and the rule).
+        """
+        return self.parse(value) if self.parse is not None and isinstance(value, str) else value
 
     @property
     def flag(self) -> str:
         """``--mlp-ratios`` for ``mlp_ratios``."""
         return "--" + self.name.replace("_", "-")
+
+
+def _ints(field: str) -> Callable[[str], tuple[int, ...]]:
+    return lambda text: parse_int_list(field, text)
+
+
+def _floats(field: str) -> Callable[[str], tuple[float, ...]]:
+    return lambda text: parse_float_list(field, text)
+
+
+def _choice(field: str, enum_name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        import pvttrace.config  # the enums live with the config; imported here to keep --help light
+
+        return parse_choice(field, text, getattr(pvttrace.config, enum_name))
+
+    return parse
 
 
 #: The built-in model's options, in the order ``--help`` lists them.
@@ -72,28 +108,45 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         "Preset: tiny small medium large b0 b1 b2 b2-li b3 b4 b5 (or pvt_v2_b2 ...); default tiny.",
         short="-v",
     ),
-    ModelOption("img", str, "Image size: 224, or HxW such as 800x1333.", with_model=True),
+    ModelOption("img", str, "Image size: 224, or HxW such as 800x1333.", with_model=True, parse=parse_img),
     ModelOption("batch", int, "Batch size.", with_model=True),
     ModelOption("in_chans", int, "Input channels.", with_model=True),
-    ModelOption("dims", str, "Embedding dim per stage, e.g. 64,128,320,512."),
-    ModelOption("heads", str, "Attention heads per stage, e.g. 1,2,5,8."),
-    ModelOption("depths", str, "Blocks per stage, e.g. 2,2,2,2."),
-    ModelOption("mlp_ratios", str, "MLP ratio per stage, e.g. 8,8,4,4."),
-    ModelOption("sr", str, "Spatial-reduction ratio per stage, e.g. 8,4,2,1."),
+    ModelOption("dims", str, "Embedding dim per stage, e.g. 64,128,320,512.", parse=_ints("dims")),
+    ModelOption("heads", str, "Attention heads per stage, e.g. 1,2,5,8.", parse=_ints("heads")),
+    ModelOption("depths", str, "Blocks per stage, e.g. 2,2,2,2.", parse=_ints("depths")),
+    ModelOption("mlp_ratios", str, "MLP ratio per stage, e.g. 8,8,4,4.", parse=_floats("mlp_ratios")),
+    ModelOption("sr", str, "Spatial-reduction ratio per stage, e.g. 8,4,2,1.", parse=_ints("sr_ratios")),
     ModelOption(
         "patch",
         str,
         "Patch stride: one value for stage 1 or one per stage. v1's stage-1 value is the official patch_size; "
         "v2 strides other than 4,2,2,2 and v1 later strides other than 2 are pvttrace extensions (no official "
         "counterpart; run headers and JSON say so).",
+        parse=_ints("patch"),
     ),
     ModelOption("qkv_bias", bool, "Bias in the q and kv projections."),
     ModelOption("linear_sra", bool, "Linear SRA (v2): 7x7 pooled keys."),
     ModelOption("num_classes", int, "Classifier outputs (task cls)."),
-    ModelOption("dtype", str, "float32, float16 or bfloat16."),
-    ModelOption("task", str, "cls: ImageNet classifier (papers' tables); backbone: four pyramid maps."),
-    ModelOption("pos_size", str, "v1: image size the positional tables are sized for."),
-    ModelOption("attention", str, "explicit (official: materialises the map) or sdpa (fused).", with_model=True),
+    ModelOption("dtype", str, "float32, float16 or bfloat16.", parse=_choice("dtype", "DType")),
+    ModelOption(
+        "task",
+        str,
+        "cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.",
+        parse=_choice("task", "Task"),
+    ),
+    ModelOption(
+        "pos_size",
+        str,
+        "v1: image size the positional tables are sized for.",
+        parse=lambda text: parse_img(text, "pos_size"),
+    ),
+    ModelOption(
+        "attention",
+        str,
+        "explicit (official: materialises the map) or sdpa (fused).",
+        with_model=True,
+        parse=_choice("attention", "Attention"),
+    ),
 )
 
 #: What to trace instead of a built-in variant, and its input.
@@ -162,11 +215,21 @@ class ModelOptions:
         return ModelOptions({**self.values, **changes})
 
     def config_kwargs(self, **changes: Any) -> dict[str, Any]:
-        """The built-in options as keyword arguments of :func:`pvttrace.config.resolve_config` (with ``changes``)."""
-        kwargs = {o.name: self.values.get(o.name) for o in MODEL_OPTIONS}
-        kwargs.update(changes)
-        kwargs["variant"] = kwargs["variant"] or DEFAULT_VARIANT
-        return kwargs
+        """The built-in options (with ``changes``) as the typed keywords of :func:`pvttrace.config.resolve_config`.
+
+        The variant is checked first, then each option's text is parsed as its declaration says, in
+        declaration order, so the first bad option is the one reported.
+
+        Raises:
+            ConfigError: an unknown variant or text that does not parse (exit 2).
+        """
+        from pvttrace.config import resolve_variant_name
+
+        raw = {o.name: self.values.get(o.name) for o in MODEL_OPTIONS}
+        raw.update(changes)
+        raw["variant"] = raw["variant"] or DEFAULT_VARIANT
+        resolve_variant_name(str(raw["variant"]))
+        return {name: _BY_NAME[name].typed(value) if name in _BY_NAME else value for name, value in raw.items()}
 
     def config(self, **changes: Any) -> PvtConfig:
         """The built-in configuration these options describe.
@@ -190,7 +253,7 @@ class ModelOptions:
                 ``--model``, or a bad spec or size (exit 2).
             ConfigError: a built-in configuration that breaks a rule (exit 2).
         """
-        from pvttrace.tracing.target import builtin_spec, parse_model_spec
+        from pvttrace.tracing.target import builtin_spec
 
         model = self.values.get("model")
         if model is None:
@@ -242,7 +305,7 @@ class ModelColumns:
         Raises:
             ConfigError: two options repeated a different number of times.
         """
-        from pvttrace.config import column_count
+        from pvttrace.analyses.sweep import column_count
 
         return column_count({_BY_NAME[name].flag: list(values) for name, values in self.values.items()})
 
@@ -262,6 +325,17 @@ class ModelColumns:
     def lists(self) -> dict[str, list[Any]]:
         """Each built-in option's values (empty when not given), keyed by its ``resolve_config`` keyword."""
         return {o.name: list(self.values.get(o.name, ())) for o in MODEL_OPTIONS if o.name in self.values}
+
+    def typed_lists(self) -> dict[str, list[Any]]:
+        """:meth:`lists` with each text value parsed as its option declares; ``-`` keeps the preset's value (None).
+
+        Raises:
+            ConfigError: a value that does not parse.
+        """
+        return {
+            name: [None if isinstance(v, str) and v.strip() == KEEP_PRESET else _BY_NAME[name].typed(v) for v in values]
+            for name, values in self.lists().items()
+        }
 
 
 def _typer_annotation(option: ModelOption, *, repeated: bool, help_text: str | None, short: bool) -> Any:
@@ -341,3 +415,19 @@ def model_options(
         return command
 
     return decorate
+
+
+def config_from_text(variant: str = DEFAULT_VARIANT, **options: Any) -> PvtConfig:
+    """The config that the command-line options ``options`` describe, given as text as on the command line.
+
+    ``config_from_text("b2", img="800x1333", sr="8,4,2,1")`` is what ``--variant b2 --img 800x1333 --sr
+    8,4,2,1`` builds; each option is parsed as :data:`MODEL_OPTIONS` declares it.
+
+    Raises:
+        UserInputError: a keyword that is no model option.
+        ConfigError: an unknown variant, text that does not parse, or a value that breaks a rule.
+    """
+    unknown = sorted(set(options) - {o.name for o in MODEL_OPTIONS})
+    if unknown:
+        raise UserInputError(f"option={unknown[0]!r} is not a model option (known: {', '.join(_BY_NAME)})")
+    return ModelOptions({"variant": variant, **options}).config()

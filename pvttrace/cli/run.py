@@ -24,18 +24,17 @@ from pvttrace.cli.common import (
     StageOpt,
     TrainOpt,
     WidthOpt,
-    _parse_kinds,
     app,
     errors_to_exit_codes,
     head_options,
     make_console,
-    parse_int_list,
     training_options,
     warn,
     warn_config,
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.cli.options import ModelOptions, model_options
+from pvttrace.cli.parsing import parse_kinds, parse_repeated_ints
 
 if TYPE_CHECKING:
     from pvttrace.tracing.target import ModelSpec
@@ -89,8 +88,8 @@ def run(
     """
     with errors_to_exit_codes():
         spec = options.spec()
-        kinds = _parse_kinds(kind)
-        stages = parse_int_list(stage, "stage")
+        kinds = parse_kinds(kind)
+        stages = parse_repeated_ints(stage, "stage")
         cfg = spec.config
         if head is not None or head_width is not None:
             if cfg is None:
@@ -121,8 +120,8 @@ def run(
         with tracing(f"tracing {spec.name}", timeout):
             trace = trace_target(
                 spec,
-                convention=convention.value,
-                device=device.value,
+                convention=convention,
+                device=device,
                 on_note=lambda note: warn([note]),
                 train=train,
                 optimizer=optimizer_name,

@@ -20,7 +20,7 @@ import typer
 
 from pvttrace.base.errors import TraceError, TraceFileError, UserInputError
 from pvttrace.base.jsonio import printable
-from pvttrace.base.units import format_count, parse_bytes, parse_count
+from pvttrace.base.units import format_count
 from pvttrace.cli.common import (
     EXIT_CHECK_FAILED,
     QuietOpt,
@@ -33,6 +33,7 @@ from pvttrace.cli.common import (
 )
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.cli.options import ModelOptions, model_options
+from pvttrace.cli.parsing import parse_bytes, parse_count
 from pvttrace.snapshot import (
     Budgets,
     Snapshot,
@@ -159,7 +160,8 @@ def _model_tracer(path: str, allowed: frozenset[str], allow_all: bool) -> Callab
     """
 
     def trace_model(model: str, input_shape: tuple[int, ...]) -> Trace:
-        from pvttrace.tracing.target import parse_model_spec, trace_target
+        from pvttrace.cli.parsing import parse_model_spec
+        from pvttrace.tracing.target import trace_target
 
         spec = parse_model_spec(model, input_shape=",".join(map(str, input_shape)))
         if spec.source == "import" and not allow_all and spec.target not in allowed:
@@ -240,7 +242,7 @@ def check(
             raise UserInputError(f"limit={limit} must be 0 (show all) or positive")
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
         check_timeout(timeout)
-        from pvttrace.tracing.target import parse_model_spec
+        from pvttrace.cli.parsing import parse_model_spec
 
         allowed = frozenset(parse_model_spec(spec).target for spec in allow_model or [])
         files = _snapshot_files(paths)

@@ -106,7 +106,8 @@ def sweep(
     Example: pvttrace sweep --model timm:pvt_v2_b0 --img 224,512
     Example: pvttrace sweep --head segformer --variant mit-b0 --img 512,1024 --train --metric peak_memory_bytes
     """
-    from pvttrace.analyses.sweep import build_columns, parse_metrics, parse_sizes, plan_sweep, run_sweep
+    from pvttrace.analyses.sweep import build_columns, plan_sweep, run_sweep
+    from pvttrace.cli.parsing import parse_metrics, parse_sizes
 
     with errors_to_exit_codes():
         sizes = parse_sizes(img, step)
@@ -137,7 +138,7 @@ def sweep(
             exact_trace = True
         given_model = bool(columns["model"] or columns["input_shape"])
         specs = [column.spec() for column in columns.columns()] if given_model else None
-        configs = build_columns(columns.lists(), labels=label) if specs is None else ()
+        configs = build_columns(columns.typed_lists(), labels=label) if specs is None else ()
         if plot is not None:
             from pvttrace.render.plot import plot_format, require_matplotlib
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from pvttrace.base.errors import UserInputError
@@ -39,9 +40,38 @@ from pvttrace.costs.registry import cost_entry
 from pvttrace.costs.tool_formulas import mmcv_macs
 from pvttrace.records import CONVENTIONS, OpKind, OpRecord, Shape
 
-__all__ = ["CONVENTION_NAMES", "AttentionStage", "apply_convention", "fvcore_macs", "mmcv_macs", "paper_attention_term"]
+__all__ = [
+    "CONVENTION_NAMES",
+    "AttentionStage",
+    "Convention",
+    "apply_convention",
+    "as_convention",
+    "fvcore_macs",
+    "mmcv_macs",
+    "paper_attention_term",
+]
 
 CONVENTION_NAMES = tuple(CONVENTIONS)
+
+
+class Convention(StrEnum):
+    """Counting conventions a trace can follow (``pvttrace.records.CONVENTIONS`` describes each)."""
+
+    MACS = "macs"
+    FVCORE = "fvcore"
+    TIMM = "timm"
+    PAPER = "paper"
+
+
+def as_convention(value: Convention | str) -> Convention:
+    """``value`` as a :class:`Convention` (a plain string that names one is accepted).
+
+    Raises:
+        UserInputError: ``value`` names no convention.
+    """
+    if value not in CONVENTION_NAMES:
+        raise UserInputError(f"convention={value!r} must be one of {', '.join(CONVENTION_NAMES)}")
+    return Convention(value)
 
 
 def fvcore_macs(op: OpRecord, facts: Mapping[str, Any]) -> int:

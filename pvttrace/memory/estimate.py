@@ -47,7 +47,7 @@ from enum import StrEnum
 from typing import Protocol, Self, TypeVar
 
 from pvttrace.base.errors import ConfigError, UserInputError
-from pvttrace.base.units import format_bytes, parse_bytes
+from pvttrace.base.units import format_bytes, spell_bytes
 from pvttrace.records import OpRecord, Totals, Trace, TrainingMemory
 
 __all__ = [
@@ -95,7 +95,7 @@ OPTIMIZER_STATE_FACTOR: dict[Optimizer, int] = {
 }
 
 
-def optimizer_state_bytes(optimizer: str, trainable_param_bytes: int) -> int:
+def optimizer_state_bytes(optimizer: Optimizer | str, trainable_param_bytes: int) -> int:
     """Bytes of optimizer state for ``trainable_param_bytes`` of parameters.
 
     Raises:
@@ -306,7 +306,7 @@ def with_training_memory(
     totals: Totals,
     log: LifetimeLog,
     *,
-    optimizer: str,
+    optimizer: Optimizer | str,
     trainable_params: int,
     trainable_param_bytes: int,
 ) -> tuple[tuple[OpRecord, ...], Totals, TrainingMemory]:
@@ -442,7 +442,7 @@ class FitAnswer:
     """Bytes set aside (CUDA context, allocator headroom) before ``budget``, which is what is left for the model."""
 
 
-def _impossible(budget: int, budget_text: str, trace: Trace) -> UserInputError:
+def _impossible(budget: int, memory: int, trace: Trace) -> UserInputError:
     totals = trace.totals
     static = totals.param_bytes + totals.buffer_bytes
     label = "parameters and buffers"
@@ -450,10 +450,12 @@ def _impossible(budget: int, budget_text: str, trace: Trace) -> UserInputError:
         static += trace.training.grad_bytes + trace.training.optimizer_state_bytes
         label = f"parameters, gradients and {trace.training.optimizer} state"
     if static > budget:
-        return UserInputError(f"memory={budget_text} is smaller than the {label} alone ({format_bytes(static)})")
+        return UserInputError(
+            f"memory={spell_bytes(memory)} is smaller than the {label} alone ({format_bytes(static)})"
+        )
     what = f"batch {trace.input_shape[0]} at {trace.input_shape[2]}x{trace.input_shape[3]}"
     return UserInputError(
-        f"memory={budget_text} is too small: the smallest candidate ({what}) needs "
+        f"memory={spell_bytes(memory)} is too small: the smallest candidate ({what}) needs "
         f"{format_bytes(totals.peak_memory_bytes)}"
     )
 
@@ -471,14 +473,14 @@ class Resizable(Protocol):
 
 def fit_config(
     cfg: _Sized,
-    budget_text: str,
+    memory: int,
     *,
     trace: Callable[[_Sized], Trace],
     search: FitSearch = FitSearch.BATCH,
     limit: int = 1 << 20,
-    reserve_text: str | None = None,
+    reserve: int = 0,
 ) -> FitAnswer:
-    """Largest batch (or square image side) of ``cfg`` whose traced peak memory fits ``budget_text``.
+    """Largest batch (or square image side) of ``cfg`` whose traced peak memory fits ``memory`` bytes.
 
     ``trace`` traces a config (e.g. ``functools.partial(trace_config, train=True)``); its
     ``totals.peak_memory_bytes`` is compared with the budget. Batch search starts from the
@@ -486,19 +488,21 @@ def fit_config(
     answer + 1 does not); image search doubles, then bisects, over multiples of 32 pixels
     (starting at the smallest side the config accepts).
 
-    ``reserve_text`` (e.g. ``"1GiB"``) is taken off the budget first: what the CUDA context and
+    ``reserve`` bytes (e.g. ``2**30``) are taken off the budget first: what the CUDA context and
     the caching allocator's rounding and fragmentation hold, which no trace sees.
 
     Raises:
-        UserInputError: a malformed budget or reserve, a reserve not below the budget, or a budget
+        UserInputError: a budget that is not positive, a reserve not below the budget, or a budget
             that not even the smallest candidate fits (smaller than the parameters, or than the
             first candidate's peak).
     """
-    total = parse_bytes(budget_text, "memory")
-    reserve = parse_bytes(reserve_text, "reserve") if reserve_text is not None else 0
-    if reserve >= total:
-        raise UserInputError(f"reserve={reserve_text!r} must be smaller than memory={budget_text!r}")
-    budget = total - reserve
+    if memory <= 0:
+        raise UserInputError(f"memory={memory} must be a positive number of bytes")
+    if reserve < 0:
+        raise UserInputError(f"reserve={reserve} must not be negative")
+    if reserve >= memory:
+        raise UserInputError(f"reserve={spell_bytes(reserve)!r} must be smaller than memory={spell_bytes(memory)!r}")
+    budget = memory - reserve
     traces: dict[int, Trace] = {}
     first_side = _smallest_valid_side(cfg) if search == FitSearch.IMG else 0
 
@@ -517,7 +521,7 @@ def fit_config(
 
     result = fit_largest(budget, peak_at, linear_hint=search == FitSearch.BATCH, limit=limit)
     if result is None:
-        raise _impossible(budget, budget_text, traces[1])
+        raise _impossible(budget, memory, traces[1])
     at_limit = result.next_peak_bytes is None
     return FitAnswer(
         budget=budget,

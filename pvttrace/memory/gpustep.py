@@ -90,7 +90,7 @@ def gpu_training_peak(
     param_sizes: Sequence[int],
     trainable_sizes: Sequence[int],
     buffer_sizes: Sequence[int],
-    optimizer: str,
+    optimizer: Optimizer | str,
     setting: GpuSetting,
 ) -> GpuPeak:
     """Predict ``torch.cuda.max_memory_allocated`` over training steps (see the module docstring).

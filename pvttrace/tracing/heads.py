@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from pvttrace.base.errors import TraceError, UserInputError
 from pvttrace.base.steps import step
-from pvttrace.config import PvtConfig, Task
+from pvttrace.config import Device, PvtConfig, Task
 from pvttrace.memory import estimate as memory
+from pvttrace.memory.estimate import Optimizer
 from pvttrace.memory.gpustep import GpuPeak, GpuSetting, gpu_training_peak
 from pvttrace.records import Trace
 from pvttrace.tracing.amp import autocast_float16
@@ -346,9 +347,9 @@ def trace_dense(
     backbone_cfg: PvtConfig,
     head: HeadConfig,
     *,
-    device: str = "meta",
+    device: Device | str = Device.META,
     train: bool = False,
-    optimizer: str = "adamw",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
 ) -> Trace:
     """Trace the whole model (backbone, neck, head; with ``train`` also the loss, backward and optimizer).
 
@@ -360,7 +361,9 @@ def trace_dense(
         UserInputError: an unavailable device or an unknown optimizer.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
+        raise UserInputError(
+            f"device={str(device)!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)"
+        )
     try:
         model = build_dense_model(backbone_cfg, head, with_loss=train, device=device)
         example = torch.zeros(model.cfg.input_shape, device=device, dtype=torch_dtype(backbone_cfg.dtype))
@@ -372,7 +375,12 @@ def trace_dense(
 
 
 def predict_gpu_peak(
-    backbone_cfg: PvtConfig, head: HeadConfig, *, optimizer: str = "adamw", setting: GpuSetting, amp: bool = False
+    backbone_cfg: PvtConfig,
+    head: HeadConfig,
+    *,
+    optimizer: Optimizer | str = Optimizer.ADAMW,
+    setting: GpuSetting,
+    amp: bool = False,
 ) -> GpuPeak:
     """Predict ``torch.cuda.max_memory_allocated`` of training the whole model (see :mod:`pvttrace.memory.gpustep`).
 

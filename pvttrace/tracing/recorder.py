@@ -38,12 +38,12 @@ from torch.overrides import TorchFunctionMode, resolve_name
 from pvttrace import __version__
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
 from pvttrace.base.steps import current_label, current_stage
-from pvttrace.config import PvtConfig
+from pvttrace.config import Device, PvtConfig
 from pvttrace.costs.callfacts import call_facts
-from pvttrace.costs.conventions import AttentionStage, apply_convention
+from pvttrace.costs.conventions import AttentionStage, Convention, apply_convention, as_convention
 from pvttrace.costs.registry import conv_role, cost_entries, cost_rule, op_kind, record_macs
 from pvttrace.memory import estimate as memory
-from pvttrace.memory.estimate import LifetimeLog, StorageKind
+from pvttrace.memory.estimate import LifetimeLog, Optimizer, StorageKind
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
 from pvttrace.stages.labels import block_of, is_pvt_like, label_ops, stage_of_module
 from pvttrace.stages.structure import StageGeometry, derive_structure
@@ -525,11 +525,11 @@ def trace_model(
     example: torch.Tensor | ModelInputs,
     *,
     config: PvtConfig | None = None,
-    convention: str = "macs",
+    convention: Convention | str = Convention.MACS,
     model_name: str | None = None,
     notes: list[str] | None = None,
     train: bool = False,
-    optimizer: str = "adamw",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
     memory_figures: bool = True,
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
@@ -549,6 +549,7 @@ def trace_model(
         UserInputError: an unknown optimizer.
     """
     memory.optimizer_state_bytes(optimizer, 0)  # validates the name before any work
+    convention = as_convention(convention)
     if train and torch.is_inference_mode_enabled():
         # Inference mode makes autograd save nothing: the training memory would read 0 saved bytes.
         raise UserInputError(
@@ -642,10 +643,10 @@ def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
 def trace_config(
     cfg: PvtConfig,
     *,
-    device: str = "meta",
-    convention: str = "macs",
+    device: Device | str = Device.META,
+    convention: Convention | str = Convention.MACS,
     train: bool = False,
-    optimizer: str = "adamw",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
     memory_figures: bool = True,
     model: nn.Module | None = None,
 ) -> Trace:
@@ -668,7 +669,9 @@ def trace_config(
         TraceError: the model or its input does not fit on ``device``, or the forward failed.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"device={device!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)")
+        raise UserInputError(
+            f"device={str(device)!r} is not available: this torch build sees no CUDA GPU (use meta or cpu)"
+        )
     try:
         if model is None:
             model = build_model(cfg, device=device)

@@ -1,13 +1,13 @@
 """What to trace: a built-in config, any importable model factory, or a timm model -- and tracing it.
 
-A :class:`ModelSpec` is validated when it is parsed (no torch needed); :func:`trace_target`
-builds the model and traces it. External models are built inside ``with torch.device("meta")``
-so that no weights are allocated; a factory that cannot build there (or a model whose forward
-cannot run there, e.g. one that reads tensor values) is rebuilt on the CPU, with a note.
+A :class:`ModelSpec` is validated when it is made (:func:`builtin_spec`, :func:`external_spec`; no torch
+needed); :func:`trace_target` builds the model and traces it. External models are built inside
+``with torch.device("meta")`` so that no weights are allocated; a factory that cannot build there (or a
+model whose forward cannot run there, e.g. one that reads tensor values) is rebuilt on the CPU, with a note.
 Weights are never downloaded (``timm.create_model(..., pretrained=False)``).
 
 Example:
-    >>> spec = parse_model_spec("timm:pvt_v2_b0")          # doctest: +SKIP
+    >>> spec = external_spec("timm", "pvt_v2_b0")          # doctest: +SKIP
     >>> trace_target(spec).totals.macs                     # doctest: +SKIP
     566065664
 """
@@ -26,8 +26,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
-from pvttrace.config import PvtConfig, check_input_shape, parse_img
-from pvttrace.records import CONVENTIONS, Shape, Trace
+from pvttrace.config import Attention, Device, PvtConfig, check_input_shape
+from pvttrace.costs.conventions import Convention, as_convention
+from pvttrace.memory.estimate import Optimizer
+from pvttrace.records import Shape, Trace
 from pvttrace.tracing.dense import HeadConfig
 
 if TYPE_CHECKING:
@@ -36,19 +38,19 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelSpec",
     "builtin_spec",
+    "external_spec",
     "import_optional",
     "install_advice",
     "load_model",
     "module_facts",
-    "parse_input_shape",
-    "parse_model_spec",
     "trace_target",
 ]
 
 _IMPORT_SPEC = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 _TIMM_NAME = re.compile(r"^[\w.\-]+$")
 _HF_NAME = re.compile(r"^[A-Za-z_]\w*$")
-_ATTENTION_CHOICES = ("explicit", "sdpa")
+_ATTENTION_CHOICES = tuple(a.value for a in Attention)
+_EXTERNAL_SOURCES = ("import", "timm", "hf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,67 +123,49 @@ def builtin_spec(config: PvtConfig, head: HeadConfig | None = None) -> ModelSpec
     return ModelSpec(source="builtin", target=config.variant, config=config, head=head)
 
 
-def parse_input_shape(text: str) -> Shape:
-    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``.
-
-    Raises:
-        UserInputError: not a comma list of positive integers.
-    """
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(re.fullmatch(r"[0-9]{1,30}", p) for p in parts) or any(int(p) <= 0 for p in parts):
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        raise UserInputError(f"input_shape={shown!r} must be positive integers separated by commas, e.g. 1,3,224,224")
-    shape = tuple(int(p) for p in parts)
-    check_input_shape(shape)
-    return shape
-
-
-def parse_model_spec(
-    text: str,
+def external_spec(
+    source: str,
+    target: str,
     *,
-    input_shape: str | None = None,
-    img: str | None = None,
+    input_shape: Shape | None = None,
+    img: tuple[int, int] | None = None,
     batch: int | None = None,
     in_chans: int | None = None,
-    attention: str | None = None,
-    options: Sequence[str] = (),
+    attention: Attention | str | None = None,
+    options: Sequence[tuple[str, str]] = (),
     inputs: str | None = None,
 ) -> ModelSpec:
-    """Validate ``--model`` and its input options (no import happens here).
+    """A validated spec for a model pvttrace does not build: ``import``, ``timm`` or ``hf`` (no import happens here).
 
-    ``options`` are ``key=value`` config overrides for ``hf:CLASS`` models.
+    ``target`` is ``package.module:factory``, a timm model name or a transformers class name;
+    ``options`` are ``hf`` config overrides ``(key, Python literal text)``; ``inputs`` is
+    ``package.module:function`` returning the forward's inputs. Command-line text (``timm:NAME``,
+    ``1,3,224,224``) is parsed by :func:`pvttrace.cli.parsing.parse_model_spec`.
+
+    Example:
+        >>> external_spec("timm", "pvt_v2_b0", img=(256, 256), batch=2).name
+        'timm:pvt_v2_b0'
 
     Raises:
-        UserInputError: a malformed spec, a bad size, or ``--input-shape`` combined with
-            ``--img``/``--batch``/``--in-chans``.
+        UserInputError: a value that breaks a rule, or input options that do not combine.
     """
-    spec = text.strip()
-    if spec.startswith("timm:"):
-        source, target = "timm", spec[len("timm:") :]
-        if not _TIMM_NAME.match(target):
-            raise UserInputError(f"model={text!r} must name a timm model after 'timm:', e.g. timm:pvt_v2_b0")
-    elif spec.startswith("hf:"):
-        source, target = "hf", spec[len("hf:") :]
-        if not _HF_NAME.match(target):
-            raise UserInputError(f"model={text!r} must name a transformers model class after 'hf:', e.g. hf:PvtV2Model")
-    elif _IMPORT_SPEC.match(spec):
-        source, target = "import", spec
-    else:
+    if source not in _EXTERNAL_SOURCES:
+        raise UserInputError(f"source={source!r} must be one of: {', '.join(_EXTERNAL_SOURCES)}")
+    if source == "timm" and not _TIMM_NAME.match(target):
+        raise UserInputError(f"model={'timm:' + target!r} must name a timm model after 'timm:', e.g. timm:pvt_v2_b0")
+    if source == "hf" and not _HF_NAME.match(target):
         raise UserInputError(
-            f"model={text!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), timm:NAME or hf:CLASS"
+            f"model={'hf:' + target!r} must name a transformers model class after 'hf:', e.g. hf:PvtV2Model"
         )
-    pairs = []
-    for option in options:
-        key, sep, text = option.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key.strip()):
-            raise UserInputError(
-                f"model_option={option!r} must be KEY=VALUE with KEY a config field, e.g. depths=[3,4,6,3]"
-            )
-        pairs.append((key.strip(), text.strip()))
-    if pairs and source != "hf":
+    if source == "import" and not _IMPORT_SPEC.match(target):
+        raise UserInputError(
+            f"model={target!r} must be PACKAGE.MODULE:FACTORY (a callable returning an nn.Module), "
+            "timm:NAME or hf:CLASS"
+        )
+    if options and source != "hf":
         raise UserInputError("model_option applies to hf:CLASS models only (timm and factory models take no config)")
     if inputs is not None:
-        if not _IMPORT_SPEC.match(inputs.strip()):
+        if not _IMPORT_SPEC.match(inputs):
             raise UserInputError(f"inputs={inputs!r} must be PACKAGE.MODULE:FUNCTION returning the forward's inputs")
         if input_shape is not None or img is not None or batch is not None or in_chans is not None:
             raise UserInputError(
@@ -194,21 +178,23 @@ def parse_model_spec(
             raise UserInputError(f"{field}={value} must be a positive integer")
     if attention is not None and attention not in _ATTENTION_CHOICES:
         raise UserInputError(f"attention={attention!r} must be one of {', '.join(_ATTENTION_CHOICES)}")
-    size = None
-    if img is not None:
-        size = parse_img(img)
-        if min(size) <= 0:
-            raise UserInputError(f"img={size[0]}x{size[1]} must have a positive height and width")
+    if img is not None and min(img) <= 0:
+        raise UserInputError(f"img={img[0]}x{img[1]} must have a positive height and width")
+    if input_shape is not None:
+        if any(size <= 0 for size in input_shape):
+            shown = ",".join(map(str, input_shape))
+            raise UserInputError(f"input_shape={shown!r} must be positive integers, e.g. 1,3,224,224")
+        check_input_shape(tuple(input_shape))
     return ModelSpec(
         source=source,
         target=target,
-        input_shape=None if input_shape is None else parse_input_shape(input_shape),
-        img=size,
+        input_shape=None if input_shape is None else tuple(input_shape),
+        img=img,
         batch=batch,
         in_chans=in_chans,
-        attention=attention,
-        options=tuple(pairs),
-        inputs=None if inputs is None else inputs.strip(),
+        attention=None if attention is None else Attention(attention),
+        options=tuple(options),
+        inputs=inputs,
     )
 
 
@@ -475,7 +461,7 @@ def _set_attention(model: nn.Module, spec: ModelSpec) -> None:
     switches = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     if not switches:
         raise UserInputError(
-            f"attention={spec.attention!r} needs a model whose attention modules have a 'fused_attn' switch "
+            f"attention={str(spec.attention)!r} needs a model whose attention modules have a 'fused_attn' switch "
             f"(timm's do); {spec.name} has none"
         )
     for module in switches:
@@ -528,10 +514,10 @@ def _explicit_attention(model: nn.Module) -> None:
 def trace_target(
     spec: ModelSpec,
     *,
-    convention: str = "macs",
+    convention: Convention | str = Convention.MACS,
     train: bool = False,
-    optimizer: str = "adamw",
-    device: str = "meta",
+    optimizer: Optimizer | str = Optimizer.ADAMW,
+    device: Device | str = Device.META,
     memory_figures: bool = True,
     model: nn.Module | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -559,8 +545,7 @@ def trace_target(
         TraceError: the model failed to build or in its forward (message: the error in one
             line and the op where it failed).
     """
-    if convention not in CONVENTIONS:
-        raise UserInputError(f"convention={convention!r} must be one of {', '.join(CONVENTIONS)}")
+    convention = as_convention(convention)
     # Looked up at call time, so that a test (or a caller) that replaces recorder.trace_config is honoured.
     from pvttrace.tracing import recorder
 
@@ -570,7 +555,7 @@ def trace_target(
         if spec.head is not None:
             if convention != "macs":
                 raise UserInputError(
-                    f"convention={convention!r} works on the PVT alone; whole models (--head) count macs"
+                    f"convention={str(convention)!r} works on the PVT alone; whole models (--head) count macs"
                 )
             from pvttrace.tracing.heads import build_dense_model, trace_dense
 
@@ -609,9 +594,9 @@ def trace_target(
 def _trace_external(
     spec: ModelSpec,
     *,
-    convention: str,
+    convention: Convention,
     train: bool,
-    optimizer: str,
+    optimizer: Optimizer | str,
     device: str,
     on_note: Callable[[str], None] | None,
     on_model: Callable[[nn.Module], None] | None,

@@ -154,9 +154,10 @@ def run_threads_campaign(cases: int, *, seed_value: int, progress: Callable[[str
     import random
     import threading
 
+    from pvttrace.cli.parsing import parse_model_spec
     from pvttrace.config import get_variant
     from pvttrace.tracing.recorder import trace_config
-    from pvttrace.tracing.target import parse_model_spec, trace_target
+    from pvttrace.tracing.target import trace_target
 
     def trace(target: tuple[str, str]) -> Any:
         kind, name = target

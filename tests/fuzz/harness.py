@@ -78,13 +78,13 @@ def _seed_texts() -> dict[str, bytes]:
     """The sandbox's seed files (traced once per process)."""
     import json
 
-    from pvttrace.config import resolve_config
+    from pvttrace.cli.options import config_from_text
     from pvttrace.records import dumps_json
     from pvttrace.snapshot import Budgets, dumps_snapshot, snapshot_from_trace
     from pvttrace.tracing.recorder import trace_config
 
-    small = trace_config(resolve_config(**SMALL_CONFIG))
-    one_stage = trace_config(resolve_config(**ONE_STAGE_CONFIG))
+    small = trace_config(config_from_text(**SMALL_CONFIG))
+    one_stage = trace_config(config_from_text(**ONE_STAGE_CONFIG))
     good = dumps_snapshot(snapshot_from_trace(small))
     stale = json.loads(good)
     stale["totals"]["macs"] += 1
