@@ -138,7 +138,7 @@ def test_fit_on_a_builtin_traces_through_the_one_entry_point(runner: CliRunner) 
     doc = json.loads(result.stdout)
     value = doc["value"]
     at = trace_target(builtin_spec(resolve_config("b0", img=64, batch=value)))
-    after = trace_target(builtin_spec(resolve_config("b0", img="64", batch=value + 1)))
+    after = trace_target(builtin_spec(resolve_config("b0", img=64, batch=value + 1)))
     assert at.totals.peak_memory_bytes == doc["peak_bytes"] <= 64 * 2**20 < after.totals.peak_memory_bytes
 
 
