@@ -179,3 +179,10 @@ def test_fit_takes_a_timm_model(runner: CliRunner) -> None:
     at_answer = trace_target(parse_model_spec("timm:pvt_v2_b0", batch=doc["value"]))
     assert at_answer.input_shape == (doc["value"], 3, 224, 224) and doc["value"] == 2984
     assert at_answer.totals.peak_memory_bytes == doc["peak_bytes"] <= 24 * 2**30 < doc["next_peak_bytes"]
+
+
+def test_a_sweep_column_varies_every_model_option_but_the_image_size() -> None:
+    from pvttrace.analyses.sweep import column_options
+    from pvttrace.cli.options import MODEL_OPTIONS
+
+    assert set(column_options()) == {o.name for o in MODEL_OPTIONS} - {"img"}

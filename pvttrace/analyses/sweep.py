@@ -19,6 +19,7 @@ how well one power law fits.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -60,26 +61,15 @@ __all__ = [
 SWEEP_SCHEMA = "pvttrace.sweep/1"
 DEFAULT_SIZES = "224,320,512,800,1024,1600,2048"
 
-# Options a sweep column can vary; the keys are :func:`pvttrace.config.resolve_config`'s keyword
-# arguments, whose CLI flags are ``--`` + the key with ``-`` for ``_``.
-COLUMN_OPTIONS = (
-    "variant",
-    "sr",
-    "dims",
-    "heads",
-    "depths",
-    "mlp_ratios",
-    "patch",
-    "attention",
-    "dtype",
-    "task",
-    "batch",
-    "in_chans",
-    "qkv_bias",
-    "linear_sra",
-    "num_classes",
-    "pos_size",
-)
+
+def column_options() -> tuple[str, ...]:
+    """What a sweep column can vary: every keyword of :func:`pvttrace.config.resolve_config` but ``img``.
+
+    Read off the signature, so that a new model option is sweepable without a second list of options;
+    the image size is the sweep's axis, not a column's. A keyword's CLI flag is ``--`` + the keyword
+    with ``-`` for ``_``.
+    """
+    return tuple(name for name in inspect.signature(resolve_config).parameters if name != "img")
 
 
 class MetricUnit(StrEnum):
@@ -377,9 +367,10 @@ def build_columns(
         UserInputError: unequal repeat counts, an unknown option, labels that do not match,
             or two columns with the same options.
     """
+    known = column_options()
     for name in options:
-        if name not in COLUMN_OPTIONS:
-            raise UserInputError(f"option {name!r} cannot vary in a sweep; options: {', '.join(COLUMN_OPTIONS)}")
+        if name not in known:
+            raise UserInputError(f"option {name!r} cannot vary in a sweep; options: {', '.join(known)}")
     repeated = {name: list(values) for name, values in options.items() if len(values) > 1}
     count = column_count({_flag(name): values for name, values in options.items()})
     if labels and len(labels) != count:
