@@ -70,6 +70,13 @@ _UNPRINTABLE = frozenset(
 _UNPRINTABLE_PATTERN = re.compile("[" + "".join(f"\\u{code:04x}" for code in sorted(_UNPRINTABLE)) + "]")
 
 
+# The unprintable characters that a JSON text can hold outside escapes and still decode to an unprintable string:
+# all but the whitespace between tokens (tab, newline, carriage return), which json.loads refuses inside strings.
+_UNPRINTABLE_IN_STRINGS = re.compile(
+    "[" + "".join(f"\\u{code:04x}" for code in sorted(_UNPRINTABLE - {0x09, 0x0A, 0x0D})) + "]"
+)
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -114,14 +121,15 @@ def _object_of_printable(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads_strict(text: str) -> Any:
     """``json.loads`` that rejects duplicate keys and makes every string printable.
 
-    A text with no backslash (so no escape sequence) and no unprintable character cannot decode to an
-    unprintable string: then only keys are checked, which makes reading a large trace several times faster.
+    A text with no backslash (so no escape sequence) and no unprintable character other than the whitespace
+    between tokens cannot decode to an unprintable string (``json.loads`` refuses raw control characters in
+    strings): then only keys are checked, which makes reading a large trace several times faster.
 
     Raises:
         TraceFileError: a duplicate key (the message starts with ``has``).
         ValueError, RecursionError: as ``json.loads`` (callers turn them into one line).
     """
-    if "\\" not in text and _UNPRINTABLE_PATTERN.search(text) is None:
+    if "\\" not in text and _UNPRINTABLE_IN_STRINGS.search(text) is None:
         return json.loads(text, object_pairs_hook=_object_of_printable)
     value = json.loads(text, object_pairs_hook=_object)
     return _clean(value)
