@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvttrace.base.errors import TraceFileError
+from pvttrace.base.gcpause import gc_paused
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -129,10 +130,11 @@ def loads_strict(text: str) -> Any:
         TraceFileError: a duplicate key (the message starts with ``has``).
         ValueError, RecursionError: as ``json.loads`` (callers turn them into one line).
     """
-    if "\\" not in text and _UNPRINTABLE_IN_STRINGS.search(text) is None:
-        return json.loads(text, object_pairs_hook=_object_of_printable)
-    value = json.loads(text, object_pairs_hook=_object)
-    return _clean(value)
+    with gc_paused():  # a large file makes a dict per op, all alive until the caller drops them
+        if "\\" not in text and _UNPRINTABLE_IN_STRINGS.search(text) is None:
+            return json.loads(text, object_pairs_hook=_object_of_printable)
+        value = json.loads(text, object_pairs_hook=_object)
+        return _clean(value)
 
 
 def read_text_file(path: str, *, what: str = "pvttrace") -> str:

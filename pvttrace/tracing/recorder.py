@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +36,7 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
+from pvttrace.base.gcpause import without_gc
 from pvttrace.base.steps import current_label, current_stage
 from pvttrace.config import Device, PvtConfig
 from pvttrace.costs.callfacts import call_facts
@@ -531,33 +531,10 @@ def _attention_stages(
     return [AttentionStage(s.index, s.dim, s.sr_ratio, s.index in pooled) for s in stages if s.attention_map_shape]
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _without_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with Python's cyclic garbage collector paused (restored afterwards).
-
-    A trace creates a few objects per op that live until it ends (records, events, finalizers), so each
-    automatic collection scans a heap that grows with the trace: the cost per op grew with the number
-    of ops. Storages are freed by reference counting (the lifetime tracker relies on that), never by
-    the cycle collector, so pausing it changes no figure; the tests compare traces both ways.
-    """
-
-    @functools.wraps(func)
-    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return paused
-
-
-@_without_gc
+# Paused collector: a trace creates a few objects per op that live until it ends (records, events, weak
+# references), so automatic collections made the cost per op grow with the number of ops. Storages are freed by
+# reference counting (the lifetime tracker relies on that), so pausing changes no figure; tests compare both ways.
+@without_gc
 def trace_model(
     model: nn.Module,
     example: torch.Tensor | ModelInputs,
