@@ -48,12 +48,14 @@ class _SkipFills(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        name = getattr(func, "__name__", "") if args else ""
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
         if name in _FILLS or name in _INITIALISERS:
-            target = args[0]
+            # ``torch.nn.init`` functions pass their tensor by keyword (``tensor=``), tensor methods first.
+            target = args[0] if args else kwargs.get("tensor")
             if isinstance(target, torch.Tensor) and target.is_meta and (name in _FILLS or target.dim() >= 2):
                 return target
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 @contextmanager
