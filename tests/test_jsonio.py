@@ -115,3 +115,21 @@ def test_one_reader_one_writer_one_markdown_row_and_each_schema_declared_once() 
         "SWEEP_SCHEMA": ["analyses/sweep.py"],
         "TRACE_SCHEMA": ["records.py"],
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{\n\t"a": ["b", 1],\r\n "c": {"d": null}\n}', {"a": ["b", 1], "c": {"d": None}}),  # the fast path
+        ('{"a": "x\\u001by", "b": ["\\n"]}', {"a": "x\\x1by", "b": ["\\x0a"]}),  # escapes: every string cleaned
+        ('{"a": "\x7f\u202e"}', {"a": "\\x7f\\u202e"}),  # raw unprintable characters: every string cleaned
+    ],
+)
+def test_loads_strict_cleans_strings_on_both_paths(text: str, expected: object) -> None:
+    assert jsonio.loads_strict(text) == expected
+
+
+@pytest.mark.parametrize("text", ['{\n "a": 1,\n "a": 2\n}', '{"a": "\\n", "b": {"c": 1, "c": 2}}'])
+def test_loads_strict_refuses_duplicate_keys_on_both_paths(text: str) -> None:
+    with pytest.raises(TraceFileError, match=r"has the key '(a|c)' twice in one object"):
+        jsonio.loads_strict(text)

@@ -17,6 +17,7 @@ Rendering tests compare with files under ``tests/expected/``; regenerate them wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -509,3 +510,12 @@ def test_memory_analysis_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_with_memory_equals_dataclasses_replace_field_by_field() -> None:
+    op = trace_config(get_variant("b0")).ops[5]
+    copied = op.with_memory(live_bytes=11, peak_bytes=22, saved_bytes=33)
+    assert copied == dataclasses.replace(op, live_bytes=11, peak_bytes=22, saved_bytes=33)
+    for field in dataclasses.fields(op):
+        expected = {"live_bytes": 11, "peak_bytes": 22, "saved_bytes": 33}.get(field.name, getattr(op, field.name))
+        assert getattr(copied, field.name) == expected, field.name

@@ -114,8 +114,6 @@ def sweep(
         if step is not None and ".." not in img:
             raise UserInputError(f"step={step} needs a range such as --img 224..2048")
         metrics = parse_metrics(metric)
-        from pvttrace.analyses.sweep_formula import FORMULA_METRICS
-
         if exact_trace and formula:
             raise UserInputError("--exact-trace and --formula exclude each other")
         if head is not None or train:
@@ -125,17 +123,22 @@ def sweep(
         elif not formula and not exact_trace:
             exact_trace = len(sizes) < FORMULA_MIN_SIZES  # below that, tracing each size is the cheaper way
         notes: list[str] = []  # printed once every input is validated
-        if not exact_trace and metric is None:
-            dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
-            metrics = tuple(m for m in metrics if m.name in FORMULA_METRICS)
-            if dropped:
-                notes.append(
-                    f"{', '.join(dropped)}: not a closed form, left out of the formula sweep (--exact-trace adds it)"
-                )
-        elif not exact_trace and any(m.name not in FORMULA_METRICS for m in metrics):
-            names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
-            notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
-            exact_trace = True
+        if not exact_trace:
+            # Only here: the formula module imports sympy (about 0.4 s), which a traced sweep never needs.
+            from pvttrace.analyses.sweep_formula import FORMULA_METRICS
+
+            if metric is None:
+                dropped = [m.name for m in metrics if m.name not in FORMULA_METRICS]
+                metrics = tuple(m for m in metrics if m.name in FORMULA_METRICS)
+                if dropped:
+                    notes.append(
+                        f"{', '.join(dropped)}: not a closed form, left out of the formula sweep "
+                        "(--exact-trace adds it)"
+                    )
+            elif any(m.name not in FORMULA_METRICS for m in metrics):
+                names = ", ".join(m.name for m in metrics if m.name not in FORMULA_METRICS)
+                notes.append(f"{names}: not a closed form, so every size is traced (as with --exact-trace)")
+                exact_trace = True
         given_model = bool(columns["model"] or columns["input_shape"])
         specs = [column.spec() for column in columns.columns()] if given_model else None
         configs = build_columns(columns.typed_lists(), labels=label) if specs is None else ()

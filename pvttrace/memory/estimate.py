@@ -286,8 +286,8 @@ def with_activation_memory(
     built after this.
     """
     new_ops = tuple(
-        dataclasses.replace(op, live_bytes=timeline.live_bytes[i], peak_bytes=timeline.peak_bytes[i])
-        for i, op in enumerate(ops)
+        op.with_memory(live_bytes=live, peak_bytes=peak, saved_bytes=op.saved_bytes)
+        for op, live, peak in zip(ops, timeline.live_bytes, timeline.peak_bytes, strict=True)
     )
     peak_op = timeline.peak_op
     new_totals = dataclasses.replace(
@@ -315,7 +315,10 @@ def with_training_memory(
     Stage summaries read their saved bytes off the ops (``pvttrace.stages.summary``), so they are built after this.
     """
     per_op, saved_activations, saved_params = saved_bytes_by_op(log, len(ops))
-    new_ops = tuple(dataclasses.replace(op, saved_bytes=per_op[i]) for i, op in enumerate(ops))
+    new_ops = tuple(
+        op.with_memory(live_bytes=op.live_bytes, peak_bytes=op.peak_bytes, saved_bytes=saved)
+        for op, saved in zip(ops, per_op, strict=True)
+    )
     forward_peak = activation_timeline(log, len(ops)).peak
     backward = backward_peak(log)
     state = optimizer_state_bytes(optimizer, trainable_param_bytes)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pvttrace.base.errors import ConfigError, TraceFileError, UserInputError
+from pvttrace.base.gcpause import gc_paused
 from pvttrace.base.jsonio import Fields, json_shape, parse_json, read_json
 from pvttrace.base.units import format_shape
 from pvttrace.config import DTYPE_BYTES, PvtConfig
@@ -390,7 +391,8 @@ def check_schema(data: Any) -> None:
 def parse_snapshot(data: Any, *, origin: str = "snapshot") -> Snapshot:
     """A parsed JSON value as a snapshot (:meth:`Snapshot.from_dict`), errors prefixed with ``origin``."""
     try:
-        return Snapshot.from_dict(data)
+        with gc_paused():  # a record per stored op, all alive until the caller drops them
+            return Snapshot.from_dict(data)
     except TraceFileError as exc:
         raise TraceFileError(f"{origin} {exc}") from None
 

@@ -345,9 +345,9 @@ def build_model(cfg: PvtConfig, *, device: str | torch.device = "meta") -> Pyram
         >>> sum(p.numel() for p in model.parameters())
         3666760
     """
-    from pvttrace.tracing.noinit import (
-        skip_meta_init,
-    )  # local: keeps the recorded source lines of the forward unchanged
+    # Local imports: they keep the recorded source lines of the forward unchanged.
+    from pvttrace.base.gcpause import gc_paused
+    from pvttrace.tracing.noinit import skip_meta_init
 
-    with skip_meta_init(device):
+    with skip_meta_init(device), gc_paused():  # thousands of modules and parameters, all kept
         return PyramidVisionTransformer(cfg, device=device).eval()

@@ -31,6 +31,12 @@ _FILLS = frozenset(
     }
 )  # fmt: skip
 
+#: ``torch.nn.init`` functions that torch dispatches as one call (``nn.Linear`` and ``nn.Conv*`` run
+#: ``kaiming_uniform_`` in ``reset_parameters``). Their inner ``uniform_`` runs with this mode paused, so
+#: it would go through torch's Python meta kernels unless the whole initialiser is answered here.
+#: ``kaiming_uniform_`` raises for tensors of fewer than 2 dimensions: those still run, and raise as usual.
+_INITIALISERS = frozenset({"kaiming_uniform_"})
+
 
 class _SkipFills(TorchFunctionMode):
     """Returns meta tensors untouched from value-filling in-place calls; everything else runs."""
@@ -42,11 +48,14 @@ class _SkipFills(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        if args and getattr(func, "__name__", "") in _FILLS:
-            target = args[0]
-            if isinstance(target, torch.Tensor) and target.is_meta:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _FILLS or name in _INITIALISERS:
+            # ``torch.nn.init`` functions pass their tensor by keyword (``tensor=``), tensor methods first.
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, torch.Tensor) and target.is_meta and (name in _FILLS or target.dim() >= 2):
                 return target
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 @contextmanager

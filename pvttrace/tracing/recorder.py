@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, ParamSpec, Protocol, TypeVar
+from types import CodeType, FrameType
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +36,12 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 from pvttrace import __version__
 from pvttrace.base.errors import MetaDeviceError, TraceError, UserCodeExit, UserInputError
+from pvttrace.base.gcpause import without_gc
 from pvttrace.base.steps import current_label, current_stage
 from pvttrace.config import Device, PvtConfig
 from pvttrace.costs.callfacts import call_facts
 from pvttrace.costs.conventions import AttentionStage, Convention, apply_convention, as_convention
-from pvttrace.costs.registry import conv_role, cost_entries, cost_rule, op_kind, record_macs
+from pvttrace.costs.registry import conv_role, cost_entries, cost_entry
 from pvttrace.memory import estimate as memory
 from pvttrace.memory.estimate import LifetimeLog, Optimizer, StorageKind
 from pvttrace.records import CostRule, OpKind, OpRecord, Shape, StageSummary, Totals, Trace
@@ -111,11 +111,24 @@ def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor
     return found
 
 
-def _source(frame: FrameType | None) -> str | None:
+def _source_file(code: CodeType) -> str | None:
+    """The file name a recorded op's source shows for code in ``code``; None for torch's and our own frames."""
+    filename = code.co_filename
+    if filename.startswith(_SKIPPED_FILES[0]) or filename.endswith(_SKIPPED_FILES[1:]):
+        return None
+    return os.path.basename(filename)
+
+
+def _source(frame: FrameType | None, files: dict[CodeType, str | None]) -> str | None:
+    """``file:line`` of the innermost frame outside torch; ``files`` caches :func:`_source_file` per code object."""
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIPPED_FILES[0]) and not filename.endswith(_SKIPPED_FILES[1:]):
-            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        code = frame.f_code
+        if code in files:
+            name = files[code]
+        else:
+            name = files[code] = _source_file(code)
+        if name is not None:
+            return f"{name}:{frame.f_lineno}"
         frame = frame.f_back
     return None
 
@@ -197,6 +210,11 @@ class _Recorder(TorchFunctionMode):
         """True when the first failing torch call had a meta tensor argument (see :class:`MetaDeviceError`)."""
         self.failed_exc: BaseException | None = None
         self.observer = observer
+        # Per-trace caches of pure functions of their keys (a trace has a few hundred distinct modules, code
+        # objects and dtypes, and thousands of ops): they save work per op and change no figure.
+        self._places: dict[str, tuple[int | None, int | None]] = {}  # module -> (stage by its path, block)
+        self._source_files: dict[CodeType, str | None] = {}
+        self._dtype_names: dict[torch.dtype, str] = {}
 
     def _runner(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
         """The real call, except two meta kernels that would differ from CPU/CUDA in layout or memory."""
@@ -259,8 +277,9 @@ class _Recorder(TorchFunctionMode):
     ) -> None:
         module = self.module_stack[-1]
         label = current_label()
-        rule = cost_rule(name)
-        kind = op_kind(name)
+        entry = cost_entry(name)  # what cost_rule, op_kind and record_macs look up, looked up once
+        rule = entry.cost_rule if entry is not None else CostRule.NONE
+        kind = entry.kind if entry is not None else OpKind.OTHER
         if kind == OpKind.CONV and len(inputs) >= 2:
             depthwise = inputs[1].shape[1] == 1 and inputs[0].shape[1] > 1
             kind = conv_role(kind, module, label, depthwise=depthwise)
@@ -277,9 +296,16 @@ class _Recorder(TorchFunctionMode):
                 aliased = True
             else:
                 alloc_bytes += storage.nbytes()
+        place = self._places.get(module)
+        if place is None:
+            place = self._places[module] = (_stage_of(module), _block_of(module))
         stage = current_stage()
         if stage is None:
-            stage = _stage_of(module)
+            stage = place[0]
+        dtype = outputs[0].dtype
+        dtype_name = self._dtype_names.get(dtype)
+        if dtype_name is None:
+            dtype_name = self._dtype_names[dtype] = str(dtype).removeprefix("torch.")
         self.records.append(
             OpRecord(
                 index=len(self.records),
@@ -289,24 +315,24 @@ class _Recorder(TorchFunctionMode):
                 label=label,
                 inputs=in_shapes,
                 output=out_shape,
-                dtype=str(outputs[0].dtype).removeprefix("torch."),
-                macs=record_macs(name, in_shapes, out_shape, facts) if rule == CostRule.MACS else 0,
+                dtype=dtype_name,
+                macs=entry.macs(in_shapes, out_shape, facts) if entry is not None and entry.macs is not None else 0,
                 out_bytes=out_bytes,
                 alloc_bytes=alloc_bytes,
                 view=aliased,
-                source=_source(frame),
+                source=_source(frame, self._source_files),
                 stage=stage,
-                block=_block_of(module),
+                block=place[1],
                 cost_rule=rule,
             )
         )
 
 
 @contextmanager
-def _module_path_hooks(model: nn.Module, stack: list[str]) -> Iterator[None]:
+def _module_path_hooks(modules: list[tuple[str, nn.Module]], stack: list[str]) -> Iterator[None]:
     """Push each named submodule's path while its forward runs; remove every hook afterwards."""
     with ExitStack() as handles:
-        for path, module in model.named_modules():
+        for path, module in modules:
 
             def push(_mod: nn.Module, _args: Any, path: str = path) -> None:
                 stack.append(path)
@@ -344,6 +370,13 @@ class ModelInputs:
         return _tensors(self.args, self.kwargs)
 
 
+def _set_training(model: nn.Module, modules: list[tuple[str, nn.Module]], mode: bool) -> None:
+    """``model.train(mode)``, skipped when every module is in that mode already: the call walks the whole
+    module tree, which on a deep model costs as much per module as recording its ops."""
+    if any(module.training != mode for _, module in modules):
+        model.train(mode)
+
+
 def _as_inputs(example: torch.Tensor | ModelInputs) -> ModelInputs:
     inputs = example if isinstance(example, ModelInputs) else ModelInputs((example,))
     if not inputs.tensors():
@@ -364,9 +397,10 @@ def _run_recorded(
     stack: list[str] = [""]
     recorder = _Recorder(stack, facts, observer)
     was_training = model.training
-    model.train(train)
+    modules = list(model.named_modules())
+    _set_training(model, modules, train)
     try:
-        with _module_path_hooks(model, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
+        with _module_path_hooks(modules, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
             out = model(*inputs.args, **inputs.kwargs)
     except SystemExit as exc:
         where = f"module {stack[-1]}" if stack[-1] else "the model"
@@ -383,7 +417,7 @@ def _run_recorded(
         error = MetaDeviceError if recorder.failed_on_meta and recorder.failed_exc is exc else TraceError
         raise error(f"the forward failed at {where}: {type(exc).__name__}: {message}{after}") from exc
     finally:
-        model.train(was_training)
+        _set_training(model, modules, was_training)
     return tuple(recorder.records), out
 
 
@@ -463,8 +497,12 @@ def _memory_log(
 
 
 def _stage_params(model: nn.Module) -> dict[int | None, int]:
+    return _stage_param_counts(model.named_parameters())
+
+
+def _stage_param_counts(named_params: Iterable[tuple[str, nn.Parameter]]) -> dict[int | None, int]:
     counts: dict[int | None, int] = {}
-    for name, param in model.named_parameters():
+    for name, param in named_params:
         stage = _stage_of(name)
         counts[stage] = counts.get(stage, 0) + param.numel()
     return counts
@@ -493,33 +531,10 @@ def _attention_stages(
     return [AttentionStage(s.index, s.dim, s.sr_ratio, s.index in pooled) for s in stages if s.attention_map_shape]
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _without_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with Python's cyclic garbage collector paused (restored afterwards).
-
-    A trace creates a few objects per op that live until it ends (records, events, finalizers), so each
-    automatic collection scans a heap that grows with the trace: the cost per op grew with the number
-    of ops. Storages are freed by reference counting (the lifetime tracker relies on that), never by
-    the cycle collector, so pausing it changes no figure; the tests compare traces both ways.
-    """
-
-    @functools.wraps(func)
-    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return paused
-
-
-@_without_gc
+# Paused collector: a trace creates a few objects per op that live until it ends (records, events, weak
+# references), so automatic collections made the cost per op grow with the number of ops. Storages are freed by
+# reference counting (the lifetime tracker relies on that), so pausing changes no figure; tests compare both ways.
+@without_gc
 def trace_model(
     model: nn.Module,
     example: torch.Tensor | ModelInputs,
@@ -565,7 +580,8 @@ def trace_model(
         ops, outputs = record_ops(model, example, facts=facts)
         log = None
     module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
-    stage_params = _stage_params(model)
+    named_params = list(model.named_parameters())  # one walk of the module tree for both uses
+    stage_params = _stage_param_counts(named_params)
     geometry: tuple[StageGeometry, ...] = ()
     if config is None:
         ops = label_ops(ops)
@@ -573,7 +589,7 @@ def trace_model(
         if derived is not None:
             ops, geometry = derived.ops, derived.stages
             stage_params = _derived_stage_params(model, derived.module_stages)
-    params = list(model.parameters())
+    params = [param for _, param in named_params]
 
     def stage_summaries(ops: tuple[OpRecord, ...]) -> tuple[StageSummary, ...]:
         if config is not None:
