@@ -114,10 +114,9 @@ def test_macs_category_and_conv_roles() -> None:
 
 def test_the_public_register_cost_rule_is_the_registrys() -> None:
     assert pvttrace.register_cost_rule is registry.register_cost_rule
-    from pvttrace.costs import rules
+    from pvttrace import costs
 
-    assert rules.register_cost_rule is registry.register_cost_rule
-    assert rules._USER_RULES is registry._USER_RULES
+    assert costs.register_cost_rule is registry.register_cost_rule  # the path before the registry
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import pvttrace
 from pvttrace.base.errors import TraceError
 from pvttrace.cli.parsing import parse_model_spec
-from pvttrace.costs import rules as costs
+from pvttrace.costs import registry as costs
 from pvttrace.costs.coverage import op_coverage
 from pvttrace.records import CostRule, OpKind, Shape
 from pvttrace.tracing.target import trace_target

@@ -6,7 +6,7 @@ with the chosen input dims (batch ``B``, height ``H``, width ``W``: any subset) 
 Every shape then is a sympy expression with torch's exact floor divisions
 (``FloorDiv(H - 1, 4) + 1`` for a stride-4 conv with padding 3), and so is every op's cost:
 the tracer is the ordinary one (:func:`pvttrace.tracing.recorder.record_ops`) and costs come from the one
-registry (:mod:`pvttrace.costs.rules`), whose shape arithmetic works on ``SymInt`` as on ``int``.
+registry (:mod:`pvttrace.costs.registry`), whose shape arithmetic works on ``SymInt`` as on ``int``.
 
 Where the forward branches on a size (a padding that is needed or not, a positional table that
 is resized or not), torch records a *guard*: the formula holds only where every guard holds.
