@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -34,9 +35,9 @@ from pvttrace.cli.parsing import (
     parse_int_list,
     parse_model_spec,
 )
+from pvttrace.config import Attention, DType, PvtConfig, Task, resolve_config, resolve_variant_name
 
 if TYPE_CHECKING:
-    from pvttrace.config import PvtConfig
     from pvttrace.tracing.target import ModelSpec
 
 __all__ = [
@@ -91,13 +92,8 @@ def _floats(field: str) -> Callable[[str], tuple[float, ...]]:
     return lambda text: parse_float_list(field, text)
 
 
-def _choice(field: str, enum_name: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        import pvttrace.config  # the enums live with the config; imported here to keep --help light
-
-        return parse_choice(field, text, getattr(pvttrace.config, enum_name))
-
-    return parse
+def _choice(field: str, enum: type[StrEnum]) -> Callable[[str], StrEnum]:
+    return lambda text: parse_choice(field, text, enum)
 
 
 #: The built-in model's options, in the order ``--help`` lists them.
@@ -127,12 +123,12 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
     ModelOption("qkv_bias", bool, "Bias in the q and kv projections."),
     ModelOption("linear_sra", bool, "Linear SRA (v2): 7x7 pooled keys."),
     ModelOption("num_classes", int, "Classifier outputs (task cls)."),
-    ModelOption("dtype", str, "float32, float16 or bfloat16.", parse=_choice("dtype", "DType")),
+    ModelOption("dtype", str, "float32, float16 or bfloat16.", parse=_choice("dtype", DType)),
     ModelOption(
         "task",
         str,
         "cls: ImageNet classifier (papers' tables); backbone: four pyramid maps.",
-        parse=_choice("task", "Task"),
+        parse=_choice("task", Task),
     ),
     ModelOption(
         "pos_size",
@@ -145,7 +141,7 @@ MODEL_OPTIONS: tuple[ModelOption, ...] = (
         str,
         "explicit (official: materialises the map) or sdpa (fused).",
         with_model=True,
-        parse=_choice("attention", "Attention"),
+        parse=_choice("attention", Attention),
     ),
 )
 
@@ -223,8 +219,6 @@ class ModelOptions:
         Raises:
             ConfigError: an unknown variant or text that does not parse (exit 2).
         """
-        from pvttrace.config import resolve_variant_name
-
         raw = {o.name: self.values.get(o.name) for o in MODEL_OPTIONS}
         raw.update(changes)
         raw["variant"] = raw["variant"] or DEFAULT_VARIANT
@@ -237,8 +231,6 @@ class ModelOptions:
         Raises:
             ConfigError: an unknown variant or a value that breaks a rule (exit 2).
         """
-        from pvttrace.config import resolve_config
-
         return resolve_config(**self.config_kwargs(**changes))
 
     def builtin_only_given(self) -> list[str]:
