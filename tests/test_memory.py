@@ -519,3 +519,46 @@ def test_with_memory_equals_dataclasses_replace_field_by_field() -> None:
     for field in dataclasses.fields(op):
         expected = {"live_bytes": 11, "peak_bytes": 22, "saved_bytes": 33}.get(field.name, getattr(op, field.name))
         assert getattr(copied, field.name) == expected, field.name
+
+
+class _IndexingAndDropout(torch.nn.Module):
+    """Calls the op-by-op tracker runs outside its mode (views, basic indexing, eval dropout) and inside it
+    (advanced indexing, dropout in training, an op without a stand-in)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)
+        first = tokens[:, 0]
+        picked = tokens[:, torch.arange(3, device=x.device)]
+        a, b = tokens.chunk(2, dim=-1)
+        kept = torch.nn.functional.dropout(a.contiguous(), 0.5, training=False)
+        dropped = torch.nn.functional.dropout(b, 0.5, training=True)
+        return torch.cat([kept, dropped], dim=-1).sum(1) + first + picked.sum(1) + tokens.unbind(1)[0].exp()
+
+
+@pytest.mark.parametrize(
+    ("variant", "attention", "shape"),
+    [
+        ("tiny", "explicit", (1, 3, 96, 128)),
+        ("b2-li", "explicit", (2, 3, 64, 64)),
+        ("b0", "sdpa", (2, 3, 96, 96)),
+        (None, None, (2, 8, 6, 6)),  # _IndexingAndDropout
+    ],
+)
+def test_op_by_op_watching_equals_watching_throughout(
+    monkeypatch: pytest.MonkeyPatch, variant: str | None, attention: str | None, shape: tuple[int, ...]
+) -> None:
+    """An inference trace's tracker watches op by op (stand-ins allocate through it, views run outside its
+    mode); every allocation and free it logs, and every figure, equals the mode kept on throughout."""
+    from pvttrace.tracing import recorder
+    from pvttrace.tracing.lifetimes import StorageTracker
+
+    net: torch.nn.Module = _IndexingAndDropout()
+    if variant is not None:
+        net = build_model(resolve_config(variant, img=shape[2:], batch=shape[0], attention=attention))
+    example = torch.empty(shape, device="meta")
+    op_by_op = memory_log(net, example, train=False)
+    monkeypatch.setattr(recorder, "StorageTracker", lambda **_: StorageTracker(always_on=True))
+    throughout = memory_log(net, example, train=False)
+    assert op_by_op[0] == throughout[0]
+    assert op_by_op[2] == throughout[2]
+    assert any(event.delta < 0 and event.inside for event in op_by_op[2].events)  # scratch freed inside an op

@@ -141,8 +141,8 @@ def verify_snapshot(
 
 def _figure_fields(snapshot: Snapshot) -> frozenset[str]:
     """The stage and total field names ``snapshot`` writes (to spot files from an older pvttrace)."""
-    document = snapshot.to_dict()
-    return frozenset(document["totals"]).union(*(frozenset(stage) for stage in document["stages"]))
+    # The two parts of Snapshot.to_dict that name figures; not the whole document, which has a dict per op.
+    return frozenset(snapshot.totals.to_dict()).union(*(frozenset(stage.to_dict()) for stage in snapshot.stages))
 
 
 def check_snapshot_file(

@@ -7,6 +7,12 @@ The events feed :mod:`pvttrace.memory.estimate` (pure analysis). How they are ob
   layer_norm's mean/rstd) and every op of the backward; a storage not seen before is an
   allocation of ``storage.nbytes()`` bytes. On the meta device storages exist (with sizes) but
   hold no memory, so this costs nothing at any image size.
+  An inference trace does not keep the mode on throughout: passing through it costs more per op than
+  recording the op. The tracer's shape stand-ins allocate through :meth:`StorageTracker.empty`, which
+  records each tensor they make (outputs and the kernel's scratch tensors alike); ops known to allocate
+  nothing but their outputs (views, reshapes, metadata reads: :func:`allocates_only_outputs`) run
+  without the mode and have their outputs tracked; every other op runs inside it (:meth:`StorageTracker.run`).
+  A training trace keeps the mode on throughout, as autograd and the backward need.
 * **Frees.** PyTorch keeps one Python object per storage for as long as the C++ storage lives
   (PyObject preservation), so a weak reference's callback on it fires exactly when the last tensor,
   view or autograd saved variable holding the storage lets go. (A plain ``weakref.ref`` held by the
@@ -22,19 +28,20 @@ here (see :mod:`pvttrace.memory.estimate`).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pvttrace.memory.estimate import LifetimeLog, SavedTensor, StorageEvent, StorageKind
 from pvttrace.tracing.atenshapes import aten_stand_in
 
-__all__ = ["StorageTracker", "register_model", "report_saved_tensors", "run_backward"]
+__all__ = ["StorageTracker", "allocates_only_outputs", "register_model", "report_saved_tensors", "run_backward"]
 
 
 def _storage(tensor: torch.Tensor) -> Any:
@@ -59,8 +66,10 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         # This mode never runs under torch.compile, so it opts out.
         return False
 
-    def __init__(self) -> None:
+    def __init__(self, *, always_on: bool = False) -> None:
+        """``always_on``: the caller keeps the mode entered around the whole run (training traces)."""
         super().__init__()  # type: ignore[no-untyped-call]
+        self.always_on = always_on
         self._keys: dict[int, tuple[int, int]] = {}  # id(storage object) -> (key, nbytes), while alive
         self._sizes: dict[int, int] = {}  # key -> nbytes
         self._kinds: dict[int, StorageKind] = {}
@@ -104,6 +113,32 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         self._events.append(StorageEvent(key, nbytes, self.op, self.inside, self.backward))
         self._refs[storage_id] = weakref.ref(storage, partial(self._freed, storage_id))
         return key
+
+    def empty(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``torch.empty(*args, **kwargs)``, recorded as an allocation (for stand-ins that run outside the mode)."""
+        tensor = torch.empty(*args, **kwargs)
+        self.key_of(tensor)
+        return tensor
+
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``func(*args, **kwargs)`` with every storage it allocates recorded.
+
+        Inside the mode unless it is on already, or ``func`` on these arguments is known to allocate nothing
+        but its outputs, which are then recorded directly.
+        """
+        if self.always_on:
+            return func(*args, **kwargs)
+        if allocates_only_outputs(func, args, kwargs):
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                self.key_of(out)
+            elif isinstance(out, (tuple, list)):
+                for item in out:
+                    if isinstance(item, torch.Tensor):
+                        self.key_of(item)
+            return out
+        with self:
+            return func(*args, **kwargs)
 
     def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """The tracer copied ``old`` into ``new`` to emulate a backend's output layout: ``old`` is not memory."""
@@ -158,6 +193,42 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         """Stop recording: later frees (when the caller drops outputs) are not events."""
         self._open = False
         self._refs.clear()  # a dropped weak reference never calls back
+
+
+#: Calls that allocate at most their outputs, on any backend: views, reshapes (a copy when no view fits, into the
+#: output), ``contiguous`` (likewise) and metadata reads. Read by :func:`allocates_only_outputs`.
+_OUTPUTS_ONLY: frozenset[Any] = frozenset(
+    {
+        torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.permute, torch.permute,
+        torch.Tensor.transpose, torch.transpose, torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten,
+        torch.Tensor.squeeze, torch.squeeze, torch.Tensor.unsqueeze, torch.unsqueeze, torch.Tensor.expand,
+        torch.Tensor.contiguous, torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split,
+        torch.Tensor.unbind, torch.unbind, torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride,
+        torch.Tensor.shape.__get__,  # type: ignore[attr-defined]
+        torch.Tensor.is_contiguous,
+    }
+)  # fmt: skip
+
+
+def allocates_only_outputs(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether ``func(*args, **kwargs)`` on meta tensors allocates nothing but its outputs (no scratch).
+
+    Besides the listed views and reshapes: basic indexing (no tensor among the indices: advanced
+    indexing may build index tensors) and dropout outside training (it returns its input). Only for
+    meta tensors, so that CPU traces, which tests compare with meta traces, always run inside the mode.
+    """
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
+        return False
+    if func in _OUTPUTS_ONLY:
+        return True
+    if func is torch.Tensor.__getitem__:
+        index = args[1] if len(args) > 1 else None
+        items = index if isinstance(index, tuple) else (index,)
+        return not any(isinstance(item, (torch.Tensor, list)) for item in items)
+    if func is F.dropout:
+        training = args[2] if len(args) > 2 else kwargs.get("training", True)
+        return training is False and not (args[3] if len(args) > 3 else kwargs.get("inplace", False))
+    return False
 
 
 def register_model(tracker: StorageTracker, model: nn.Module, example: torch.Tensor) -> None:

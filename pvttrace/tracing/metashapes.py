@@ -23,10 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["meta_stand_in"]
+__all__ = ["New", "meta_stand_in"]
 
 _Args = tuple[Any, ...]
 _Kwargs = dict[str, Any]
+New = Callable[..., torch.Tensor]
+"""How a stand-in allocates: ``torch.empty``'s signature (the memory tracker's also records the allocation)."""
 
 
 def _arg(args: _Args, kwargs: _Kwargs, index: int, name: str, default: Any = None) -> Any:
@@ -43,20 +45,20 @@ def _pair(value: Any) -> tuple[int, int] | None:
     return None
 
 
-def _layer_norm(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _layer_norm(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x = args[0]
     normalized = _arg(args, kwargs, 1, "normalized_shape")
     if not isinstance(normalized, (tuple, list, torch.Size)) or not 0 < len(normalized) <= x.dim():
         return None
     # The CPU kernel also allocates mean and rstd (input dtype), alive together with the output.
     stats = (*x.shape[: x.dim() - len(normalized)], *(1,) * len(normalized))
-    scratch = [torch.empty(stats, dtype=x.dtype, device=x.device) for _ in range(2)]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    scratch = [new(stats, dtype=x.dtype, device=x.device) for _ in range(2)]
+    out = new(x.shape, dtype=x.dtype, device=x.device)
     del scratch
     return out
 
 
-def _elementwise(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _elementwise(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x = args[0]
     if kwargs.get("inplace") is True:
         return None
@@ -64,11 +66,11 @@ def _elementwise(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     # sympy. Element-wise kernels keep a dense input's layout, so a transposed input (v2's MLP after
     # the depthwise conv) gives an output with the same strides.
     if x.is_contiguous():
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        return new(x.shape, dtype=x.dtype, device=x.device)
     order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
     if [x.stride(d) for d in order] != _dense_strides([x.shape[d] for d in order]):
         return None
-    dense = torch.empty([x.shape[d] for d in order], dtype=x.dtype, device=x.device)
+    dense = new([x.shape[d] for d in order], dtype=x.dtype, device=x.device)
     return dense.permute([order.index(d) for d in range(x.dim())])
 
 
@@ -80,7 +82,7 @@ def _dense_strides(sizes: list[int]) -> list[int]:
     return strides[::-1]
 
 
-def _linear(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _linear(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x, weight = args[0], _arg(args, kwargs, 1, "weight")
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or x.dim() < 2 or x.shape[-1] != weight.shape[1]:
         return None
@@ -93,15 +95,15 @@ def _linear(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
         try:
             x.view(-1, x.shape[-1])
         except RuntimeError:
-            scratch.append(torch.empty(x.shape, dtype=x.dtype, device=x.device))
+            scratch.append(new(x.shape, dtype=x.dtype, device=x.device))
         if _arg(args, kwargs, 2, "bias") is not None:
-            scratch.append(torch.empty(shape, dtype=x.dtype, device=x.device))
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+            scratch.append(new(shape, dtype=x.dtype, device=x.device))
+    out = new(shape, dtype=x.dtype, device=x.device)
     del scratch
     return out
 
 
-def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _binary(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     if len(args) != 2 or kwargs:
         return None  # alpha=, out= and friends take the real path
     a, b = args
@@ -113,7 +115,7 @@ def _binary(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     # follows the first operand's layout); other layouts take the real path.
     if shape is None or not tensors[0].is_contiguous() or tuple(tensors[0].shape) != shape:
         return None
-    return torch.empty(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
+    return new(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
 
 
 def broadcast_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -128,7 +130,7 @@ def broadcast_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-def _cat(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _cat(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     tensors = args[0]
     dim = _arg(args, kwargs, 1, "dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or set(kwargs) - {"dim"}:
@@ -143,10 +145,10 @@ def _cat(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     shape = (*first.shape[:dim], sum(t.shape[dim] for t in tensors), *first.shape[dim + 1 :])
-    return torch.empty(shape, dtype=dtype, device=first.device)
+    return new(shape, dtype=dtype, device=first.device)
 
 
-def _mean(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _mean(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x = args[0]
     dim = _arg(args, kwargs, 1, "dim")
     keepdim = _arg(args, kwargs, 2, "keepdim", False)
@@ -157,10 +159,10 @@ def _mean(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
         return None
     reduced = {d % x.dim() for d in dims}
     shape = [1 if i in reduced else n for i, n in enumerate(x.shape) if keepdim or i not in reduced]
-    return torch.empty(shape, dtype=x.dtype, device=x.device)
+    return new(shape, dtype=x.dtype, device=x.device)
 
 
-def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _matmul(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     if len(args) != 2 or kwargs or not all(isinstance(t, torch.Tensor) and t.is_meta for t in args):
         return None
     a, b = args
@@ -172,13 +174,13 @@ def _matmul(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
     # torch.matmul expands both operands to the common batch and flattens it for one bmm; an
     # operand whose layout does not allow that as a view (a permuted q, a transposed k) is copied
     # first. Those copies live until the bmm is done, so they count towards the op's peak.
-    scratch = [copy for copy in (_bmm_operand(a, batch), _bmm_operand(b, batch)) if copy is not None]
-    out = torch.empty((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
+    scratch = [copy for copy in (_bmm_operand(a, batch, new), _bmm_operand(b, batch, new)) if copy is not None]
+    out = new((*batch, a.shape[-2], b.shape[-1]), dtype=a.dtype, device=a.device)
     del scratch
     return out
 
 
-def _bmm_operand(t: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor | None:
+def _bmm_operand(t: torch.Tensor, batch: tuple[int, ...], new: New) -> torch.Tensor | None:
     """The contiguous copy matmul makes of ``t`` for its bmm, or None when a view suffices."""
     rows, cols = t.shape[-2], t.shape[-1]
     expanded = t.expand(*batch, rows, cols)
@@ -189,10 +191,10 @@ def _bmm_operand(t: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor | None
         count = 1
         for size in batch:
             count *= size
-        return torch.empty((count, rows, cols), dtype=t.dtype, device=t.device)
+        return new((count, rows, cols), dtype=t.dtype, device=t.device)
 
 
-def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _sdpa(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     q = args[0]
     k = _arg(args, kwargs, 1, "key")
     v = _arg(args, kwargs, 2, "value")
@@ -202,21 +204,21 @@ def _sdpa(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
         return None
     batch, heads, length, _ = q.shape
     # The fused CPU kernel also returns the softmax's log-sum-exp [B, heads, L] in float32.
-    scratch = torch.empty((batch, heads, length), dtype=torch.float32, device=q.device)
+    scratch = new((batch, heads, length), dtype=torch.float32, device=q.device)
     # The CPU (and CUDA flash) kernels write the output in the query's layout: for a query made by
     # permuting [B, N, heads, d] tokens the output is [B, N, heads, dv] transposed, so the "merge
     # heads" reshape after it is a free view. torch's meta kernel returns a contiguous tensor
     # instead; follow the real kernels.
     out: torch.Tensor | None = None
     if q.is_contiguous():
-        out = torch.empty((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
+        out = new((batch, heads, length, v.shape[-1]), dtype=q.dtype, device=q.device)
     elif q.transpose(1, 2).is_contiguous():
-        out = torch.empty((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device).transpose(1, 2)
+        out = new((batch, length, heads, v.shape[-1]), dtype=q.dtype, device=q.device).transpose(1, 2)
     del scratch
     return out
 
 
-def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _conv2d(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x, weight = args[0], args[1]
     if x.dim() != 4 or not weight.is_contiguous():
         return None
@@ -240,7 +242,7 @@ def _conv2d(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
             return None
         out_hw.append(size // stride[i] + 1)
     shape = (x.shape[0], weight.shape[0], *out_hw)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    return new(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
 
 
 def _strides_like_channels_last(x: torch.Tensor) -> bool:
@@ -258,15 +260,15 @@ def _strides_like_channels_last(x: torch.Tensor) -> bool:
     return True
 
 
-def _interpolate(args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
+def _interpolate(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     x = args[0]
     size = _pair(_arg(args, kwargs, 1, "size"))
     if x.dim() != 4 or size is None or _arg(args, kwargs, 2, "scale_factor") is not None:
         return None
-    return torch.empty((x.shape[0], x.shape[1], *size), dtype=x.dtype, device=x.device)
+    return new((x.shape[0], x.shape[1], *size), dtype=x.dtype, device=x.device)
 
 
-_STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs], torch.Tensor | None]] = {
+_STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs, New], torch.Tensor | None]] = {
     F.layer_norm: _layer_norm,
     F.gelu: _elementwise,
     F.relu: _elementwise,
@@ -300,8 +302,13 @@ _STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs], torch.Tensor | N
 }
 
 
-def meta_stand_in(func: Callable[..., Any], args: _Args, kwargs: _Kwargs) -> torch.Tensor | None:
-    """The output ``func(*args, **kwargs)`` would have, for supported ops on meta tensors; else None."""
+def meta_stand_in(
+    func: Callable[..., Any], args: _Args, kwargs: _Kwargs, new: New = torch.empty
+) -> torch.Tensor | None:
+    """The output ``func(*args, **kwargs)`` would have, for supported ops on meta tensors; else None.
+
+    Every tensor the stand-in makes (its output and the kernel's scratch tensors) is made by ``new``.
+    """
     stand_in = _STAND_INS.get(func)
     if stand_in is None or not args:
         return None
@@ -311,4 +318,4 @@ def meta_stand_in(func: Callable[..., Any], args: _Args, kwargs: _Kwargs) -> tor
     flat = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,))]
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in flat):
         return None  # autograd must see the real op (saved tensors, grad_fn)
-    return stand_in(args, kwargs)
+    return stand_in(args, kwargs, new)

@@ -60,7 +60,9 @@ __all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trac
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-_SKIPPED_FILES = (_TORCH_DIR, os.path.dirname(__file__) + os.sep + "trace.py", os.sep + "contextlib.py")
+# This module's own frames (the forward wrappers of _module_paths) are skipped too: matched by the end of the
+# path, which does not depend on how the package was imported.
+_SKIPPED_FILES = (_TORCH_DIR, os.path.join(os.sep + "pvttrace", "tracing", "recorder.py"), os.sep + "contextlib.py")
 
 
 def _known_names() -> dict[Any, str]:
@@ -191,6 +193,12 @@ class OpObserver(Protocol):
     def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """``old`` was copied into ``new`` only to give it the layout a real backend produces directly."""
 
+    def empty(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``torch.empty``, for the shape stand-ins: the observer sees each tensor they make."""
+
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``func(*args, **kwargs)``, run so that the observer sees what it allocates."""
+
 
 class _Recorder(TorchFunctionMode):
     """Records one ``OpRecord`` per tensor-returning torch call."""
@@ -237,9 +245,15 @@ class _Recorder(TorchFunctionMode):
             self.observer.op_started(len(self.records))
         try:
             try:
-                out = meta_stand_in(func, args, kwargs)
-                if out is None:
-                    out = self._runner(func, args)(*args, **kwargs)
+                observer = self.observer
+                if observer is None:
+                    out = meta_stand_in(func, args, kwargs)
+                    if out is None:
+                        out = self._runner(func, args)(*args, **kwargs)
+                else:
+                    out = meta_stand_in(func, args, kwargs, observer.empty)
+                    if out is None:
+                        out = observer.run(self._runner(func, args), args, kwargs)
             except Exception as exc:
                 if self.failed_op is None:
                     self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
@@ -328,21 +342,55 @@ class _Recorder(TorchFunctionMode):
         )
 
 
+def _path_pushing(forward: Callable[..., Any], path: str, stack: list[str]) -> Callable[..., Any]:
+    """``forward`` wrapped to push ``path`` on ``stack`` while it runs (popped also when it raises)."""
+
+    def forward_at_path(*args: Any, **kwargs: Any) -> Any:
+        stack.append(path)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            stack.pop()
+
+    return forward_at_path
+
+
 @contextmanager
-def _module_path_hooks(modules: list[tuple[str, nn.Module]], stack: list[str]) -> Iterator[None]:
-    """Push each named submodule's path while its forward runs; remove every hook afterwards."""
+def _module_paths(modules: list[tuple[str, nn.Module]], stack: list[str]) -> Iterator[None]:
+    """Push each named submodule's path while its forward runs; leave every module as it was afterwards.
+
+    Each module's ``forward`` is shadowed by an instance attribute that pushes and pops the path, rather than
+    forward hooks: any hook sends every module call through ``nn.Module``'s slow path, which cost about as much
+    per op as recording it. Script modules, whose attributes cannot be shadowed, get the two hooks instead.
+    """
+    shadowed: list[tuple[nn.Module, Any]] = []
     with ExitStack() as handles:
-        for path, module in modules:
+        try:
+            for path, module in modules:
+                if isinstance(module, torch.jit.ScriptModule):
 
-            def push(_mod: nn.Module, _args: Any, path: str = path) -> None:
-                stack.append(path)
+                    def push(_mod: nn.Module, _args: Any, path: str = path) -> None:
+                        stack.append(path)
 
-            def pop(_mod: nn.Module, _args: Any, _out: Any) -> None:
-                stack.pop()
+                    def pop(_mod: nn.Module, _args: Any, _out: Any) -> None:
+                        stack.pop()
 
-            handles.callback(module.register_forward_pre_hook(push).remove)
-            handles.callback(module.register_forward_hook(pop, always_call=True).remove)
-        yield
+                    handles.callback(module.register_forward_pre_hook(push).remove)
+                    handles.callback(module.register_forward_hook(pop, always_call=True).remove)
+                    continue
+                own = module.__dict__.get("forward", _NOT_SHADOWED)
+                module.__dict__["forward"] = _path_pushing(module.forward, path, stack)
+                shadowed.append((module, own))
+            yield
+        finally:
+            for module, own in shadowed:
+                if own is _NOT_SHADOWED:
+                    del module.__dict__["forward"]
+                else:
+                    module.__dict__["forward"] = own
+
+
+_NOT_SHADOWED = object()
 
 
 def _output_shapes(out: Any) -> tuple[Shape, ...]:
@@ -400,7 +448,7 @@ def _run_recorded(
     modules = list(model.named_modules())
     _set_training(model, modules, train)
     try:
-        with _module_path_hooks(modules, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
+        with _module_paths(modules, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
             out = model(*inputs.args, **inputs.kwargs)
     except SystemExit as exc:
         where = f"module {stack[-1]}" if stack[-1] else "the model"
@@ -467,14 +515,15 @@ def memory_log(
 def _memory_log(
     model: nn.Module, example: torch.Tensor | ModelInputs, *, train: bool, facts: list[dict[str, Any]] | None
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
-    tracker = StorageTracker()
+    tracker = StorageTracker(always_on=train)
     out: Any = None
     try:
         inputs = _as_inputs(example)
         register_model(tracker, model, inputs.tensors()[0])
         for extra in inputs.tensors()[1:]:
             tracker.mark(extra, StorageKind.INPUT)
-        with tracker:
+        # Inference: the tracker watches op by op (StorageTracker.run); training: throughout, backward included.
+        with tracker if tracker.always_on else nullcontext():
             with report_saved_tensors(tracker) if train else nullcontext():
                 ops, out = _run_recorded(model, example, observer=tracker, train=train, facts=facts)
             shapes = _output_shapes(out)
