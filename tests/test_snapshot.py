@@ -606,3 +606,30 @@ def test_a_model_snapshot_states_its_dtype_in_the_check_line(tmp_path: pathlib.P
     assert result_lines(result) == [
         f"ok {path}: pkg.mod:net, input [1, 3, 224, 224] (convention macs, bfloat16 on meta)"
     ]
+
+
+def test_well_formed_ops_are_read_in_one_pass_as_the_field_by_field_reader_reads_them() -> None:
+    """Stored ops exactly as pvttrace writes them skip the field-by-field reader; both give the same op,
+    and anything else (a wrong type, an extra or missing field) still goes to the reader that explains."""
+    import types
+
+    from pvttrace.base.errors import TraceFileError
+    from pvttrace.snapshot.data import SnapshotOp, _well_formed_op
+
+    ops = json.loads((pathlib.Path(__file__).parent / "snapshots" / "b2-li-224-cls.json").read_text())["ops"]
+    for i, op in enumerate(ops):
+        fast = _well_formed_op(op)
+        assert fast is not None
+        assert fast == SnapshotOp.from_dict(types.MappingProxyType(op), f"ops[{i}]")  # not a dict: field by field
+    op = ops[0]
+    for odd in (
+        {**op, "macs": 1.0},
+        {**op, "view": 0},
+        {**op, "stage": True},
+        {**op, "extra": 1},
+        {**op, "output": [1, "2"]},
+    ):
+        assert _well_formed_op(odd) is None
+    assert _well_formed_op({k: v for k, v in op.items() if k != "label"}) is None
+    with pytest.raises(TraceFileError, match=r"ops\[0\]\.macs=1\.0 must be an integer"):
+        SnapshotOp.from_dict({**op, "macs": 1.0}, "ops[0]")
