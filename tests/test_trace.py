@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pvttrace.base.errors import TraceError
-from pvttrace.config import get_variant, resolve_config
+from pvttrace.config import VARIANTS, PvtConfig, get_variant, resolve_config
 from pvttrace.records import OpKind, Trace, dumps_json, loads_trace
 from pvttrace.tracing.model import build_model
 from pvttrace.tracing.recorder import record_ops, trace_config
@@ -224,3 +226,80 @@ def test_failures_name_the_op_and_leave_no_hooks() -> None:
     assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks
     assert torch.overrides._get_current_function_mode_stack() == []
     model.fc(torch.zeros(1, 8))  # still usable outside the tracer
+
+
+def _repeat_and_run(cfg: PvtConfig, **trace: Any) -> tuple[Any, Any, int]:
+    """(trace with repeated blocks, trace running every block, how many blocks were repeated)."""
+    from pvttrace.tracing import replay
+    from pvttrace.tracing.recorder import memory_log, stage_block_groups, trace_model
+
+    model = build_model(cfg)
+    example = torch.empty(cfg.input_shape, device="meta")
+    repeated: list[int] = []
+    original = replay.BlockReplay._repeat
+
+    def counted(self: replay.BlockReplay, *args: Any) -> torch.Tensor:
+        repeated.append(1)
+        return original(self, *args)
+
+    groups = stage_block_groups(cfg)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(replay.BlockReplay, "_repeat", counted)
+        with_replay = trace_model(model, example, config=cfg, block_groups=groups, **trace)
+        repeats = len(repeated)
+        facts: list[dict[str, Any]] = []
+        logged = memory_log(model, example, train=False, facts=facts, block_groups=groups)
+    facts_run: list[dict[str, Any]] = []
+    logged_run = memory_log(model, example, train=False, facts=facts_run)
+    assert logged == logged_run  # records, output shapes, every storage event with its key
+    assert facts == facts_run
+    return with_replay, trace_model(model, example, config=cfg, **trace), repeats
+
+
+@pytest.mark.parametrize("task", ["cls", "backbone"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_repeated_blocks_equal_running_every_block(variant: str, task: str) -> None:
+    """A block repeated from its twin's run gives what running it gives: every record, figure and storage event."""
+    cfg = resolve_config(variant, task=task, img=(97, 131))
+    replayed, run, repeated = _repeat_and_run(cfg)
+    assert replayed == run
+    assert repeated == sum(cfg.depths) - cfg.num_stages  # all but each stage's first block
+
+
+@pytest.mark.parametrize(
+    ("variant", "options", "trace"),
+    [
+        ("b2", {"batch": 2, "attention": "sdpa"}, {}),
+        ("b2-li", {"batch": 3, "img": (64, 96)}, {"convention": "fvcore"}),
+        ("tiny", {"img": (800, 1333), "task": "backbone"}, {"memory_figures": False}),
+        ("small", {"dtype": "bfloat16", "sr": (4, 2, 1, 1)}, {"convention": "paper"}),
+    ],
+)
+def test_repeated_blocks_equal_running_every_block_across_options(
+    variant: str, options: dict[str, Any], trace: dict[str, Any]
+) -> None:
+    cfg = resolve_config(variant, **options)
+    replayed, run, repeated = _repeat_and_run(cfg, **trace)
+    assert replayed == run
+    assert repeated > 0
+
+
+def test_blocks_are_not_repeated_off_meta_or_in_training() -> None:
+    """On a real device a repeated block's output would hold no values, and training needs autograd's graph:
+    both run every block (the figures are compared with CPU runs elsewhere)."""
+    from pvttrace.tracing import replay
+
+    calls: list[str] = []
+    original = replay.BlockReplay.__init__
+
+    def made(self: replay.BlockReplay, *args: Any, **kwargs: Any) -> None:
+        calls.append("made")
+        original(self, *args, **kwargs)
+
+    cfg = resolve_config("tiny", img=(64, 64), depths=(2, 2, 2, 2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(replay.BlockReplay, "__init__", made)
+        trace_config(cfg, device="cpu")
+        assert calls == []
+        trace_config(cfg, train=True)
+        assert calls == ["made"]  # the inference forward only; the forward with grad runs every block

@@ -140,6 +140,51 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         with self:
             return func(*args, **kwargs)
 
+    @property
+    def event_count(self) -> int:
+        """How many events are logged so far (a position to slice :meth:`events_since` from)."""
+        return len(self._events)
+
+    def events_since(self, start: int) -> list[StorageEvent]:
+        """The events logged from position ``start`` on."""
+        return self._events[start:]
+
+    def kind_of(self, key: int) -> StorageKind:
+        """What the storage ``key`` holds (activations unless tagged otherwise)."""
+        return self._kinds.get(key, StorageKind.ACTIVATION)
+
+    def replay(
+        self, events: list[StorageEvent], *, op_shift: int, fresh: list[int], output: tuple[int, torch.Tensor]
+    ) -> None:
+        """Log ``events`` again ``op_shift`` ops later, each storage key in ``fresh`` under a new key.
+
+        For a block whose run is repeated rather than re-run (:mod:`pvttrace.tracing.replay`): ``fresh`` are
+        the storages the block allocated, in order; ``output`` pairs the key of the one it returned with the
+        tensor standing in for it now, made outside the tracker's sight, whose later free is then logged.
+        """
+        renamed: dict[int, int] = {}
+        for key in fresh:
+            renamed[key] = self._next_key
+            self._sizes[self._next_key] = self._sizes[key]
+            if key in self._kinds:
+                self._kinds[self._next_key] = self._kinds[key]
+            self._next_key += 1
+        self._events.extend(
+            StorageEvent(renamed.get(e.key, e.key), e.delta, e.op + op_shift, e.inside, e.backward) for e in events
+        )
+        output_key, tensor = output
+        storage = tensor.untyped_storage()
+        storage_id = id(storage)
+        key = renamed[output_key]
+        self._keys[storage_id] = (key, self._sizes[key])
+        self._refs[storage_id] = weakref.ref(storage, partial(self._freed, storage_id))
+
+    def known_key(self, tensor: torch.Tensor) -> int | None:
+        """The key of ``tensor``'s storage if it is tracked, without registering it."""
+        storage = _storage(tensor)
+        known = self._keys.get(id(storage)) if storage is not None else None
+        return known[0] if known is not None else None
+
     def relayout(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """The tracer copied ``old`` into ``new`` to emulate a backend's output layout: ``old`` is not memory."""
         self.mark(old, StorageKind.EMULATION)

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -52,6 +52,7 @@ from pvttrace.tracing.atenshapes import suggest_memory_format
 from pvttrace.tracing.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
 from pvttrace.tracing.metashapes import meta_stand_in
 from pvttrace.tracing.model import build_model, torch_dtype
+from pvttrace.tracing.replay import BlockReplay
 from pvttrace.tracing.trainstate import preserved_state
 
 __all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trace_model"]
@@ -356,7 +357,9 @@ def _path_pushing(forward: Callable[..., Any], path: str, stack: list[str]) -> C
 
 
 @contextmanager
-def _module_paths(modules: list[tuple[str, nn.Module]], stack: list[str]) -> Iterator[None]:
+def _module_paths(
+    modules: list[tuple[str, nn.Module]], stack: list[str], replay: BlockReplay | None = None
+) -> Iterator[None]:
     """Push each named submodule's path while its forward runs; leave every module as it was afterwards.
 
     Each module's ``forward`` is shadowed by an instance attribute that pushes and pops the path, rather than
@@ -379,7 +382,8 @@ def _module_paths(modules: list[tuple[str, nn.Module]], stack: list[str]) -> Ite
                     handles.callback(module.register_forward_hook(pop, always_call=True).remove)
                     continue
                 own = module.__dict__.get("forward", _NOT_SHADOWED)
-                module.__dict__["forward"] = _path_pushing(module.forward, path, stack)
+                forward = module.forward if replay is None else replay.wrap(path, module.forward)
+                module.__dict__["forward"] = _path_pushing(forward, path, stack)
                 shadowed.append((module, own))
             yield
         finally:
@@ -439,16 +443,23 @@ def _run_recorded(
     observer: OpObserver | None = None,
     train: bool = False,
     facts: list[dict[str, Any]] | None = None,
+    block_groups: Mapping[str, Hashable] | None = None,
 ) -> tuple[tuple[OpRecord, ...], Any]:
-    """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output."""
+    """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output.
+
+    ``block_groups`` (inference only) names modules built alike: see :class:`pvttrace.tracing.replay.BlockReplay`.
+    """
     inputs = _as_inputs(example)
     stack: list[str] = [""]
     recorder = _Recorder(stack, facts, observer)
+    replay = None
+    if block_groups and not train and (observer is None or isinstance(observer, StorageTracker)):
+        replay = BlockReplay(block_groups, recorder.records, facts, observer)
     was_training = model.training
     modules = list(model.named_modules())
     _set_training(model, modules, train)
     try:
-        with _module_paths(modules, stack), torch.enable_grad() if train else torch.no_grad(), recorder:
+        with _module_paths(modules, stack, replay), torch.enable_grad() if train else torch.no_grad(), recorder:
             out = model(*inputs.args, **inputs.kwargs)
     except SystemExit as exc:
         where = f"module {stack[-1]}" if stack[-1] else "the model"
@@ -475,6 +486,7 @@ def record_ops(
     *,
     facts: list[dict[str, Any]] | None = None,
     observer: OpObserver | None = None,
+    block_groups: Mapping[str, Hashable] | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
     """Run ``model(example)`` under the recorder; return the op records and the output shapes.
 
@@ -484,7 +496,7 @@ def record_ops(
     Raises:
         TraceError: the forward raised; the message names the failing op and module.
     """
-    ops, out = _run_recorded(model, example, observer=observer, facts=facts)
+    ops, out = _run_recorded(model, example, observer=observer, facts=facts, block_groups=block_groups)
     return ops, _output_shapes(out)
 
 
@@ -501,6 +513,7 @@ def memory_log(
     *,
     train: bool,
     facts: list[dict[str, Any]] | None = None,
+    block_groups: Mapping[str, Hashable] | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     """Run one forward (inference) or forward + backward (training) under a storage tracker.
 
@@ -509,11 +522,16 @@ def memory_log(
     Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
     """
     with preserved_state(model, train=train):  # outside the tracker: its copies are not memory
-        return _memory_log(model, example, train=train, facts=facts)
+        return _memory_log(model, example, train=train, facts=facts, block_groups=block_groups)
 
 
 def _memory_log(
-    model: nn.Module, example: torch.Tensor | ModelInputs, *, train: bool, facts: list[dict[str, Any]] | None
+    model: nn.Module,
+    example: torch.Tensor | ModelInputs,
+    *,
+    train: bool,
+    facts: list[dict[str, Any]] | None,
+    block_groups: Mapping[str, Hashable] | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     tracker = StorageTracker(always_on=train)
     out: Any = None
@@ -525,7 +543,9 @@ def _memory_log(
         # Inference: the tracker watches op by op (StorageTracker.run); training: throughout, backward included.
         with tracker if tracker.always_on else nullcontext():
             with report_saved_tensors(tracker) if train else nullcontext():
-                ops, out = _run_recorded(model, example, observer=tracker, train=train, facts=facts)
+                ops, out = _run_recorded(
+                    model, example, observer=tracker, train=train, facts=facts, block_groups=block_groups
+                )
             shapes = _output_shapes(out)
             if train:
                 outputs, out = _output_tensors(out), None
@@ -595,6 +615,7 @@ def trace_model(
     train: bool = False,
     optimizer: Optimizer | str = Optimizer.ADAMW,
     memory_figures: bool = True,
+    block_groups: Mapping[str, Hashable] | None = None,
 ) -> Trace:
     """Trace ``model`` on ``example``: a built-in model with its ``config``, or any ``nn.Module``.
 
@@ -606,7 +627,9 @@ def trace_model(
     with ``train`` a second forward with grad and a backward add the training-step memory for
     ``optimizer`` (see :mod:`pvttrace.memory.estimate`). ``memory_figures=False`` (inference only) skips the
     storage tracking, which costs about a third of the forward: memory fields are then 0, every other
-    figure is the same (for callers such as sweeps that show no memory metric).
+    figure is the same (for callers such as sweeps that show no memory metric). ``block_groups`` maps the
+    paths of modules built alike (a built-in stage's blocks) to a group: the inference forward repeats, rather
+    than re-runs, a block whose twin ran on an identical input (:mod:`pvttrace.tracing.replay`); same figures.
 
     Raises:
         TraceError: the forward (or backward) failed.
@@ -624,9 +647,9 @@ def trace_model(
     first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []
     if memory_figures or train:
-        ops, outputs, log = memory_log(model, example, train=False, facts=facts)
+        ops, outputs, log = memory_log(model, example, train=False, facts=facts, block_groups=block_groups)
     else:
-        ops, outputs = record_ops(model, example, facts=facts)
+        ops, outputs = record_ops(model, example, facts=facts, block_groups=block_groups)
         log = None
     module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
     named_params = list(model.named_parameters())  # one walk of the module tree for both uses
@@ -705,6 +728,11 @@ def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("img", "batch", "warnings"))
 
 
+def stage_block_groups(cfg: PvtConfig) -> dict[str, int]:
+    """The module path of every block of a built-in PVT, mapped to its stage: the blocks of a stage are built alike."""
+    return {f"block{stage + 1}.{index}": stage for stage, depth in enumerate(cfg.depths) for index in range(depth)}
+
+
 def trace_config(
     cfg: PvtConfig,
     *,
@@ -754,4 +782,6 @@ def trace_config(
         train=train,
         optimizer=optimizer,
         memory_figures=memory_figures,
+        # On meta only: a repeated block's output is a fresh tensor, which on a real device would hold no values.
+        block_groups=stage_block_groups(cfg) if device == "meta" else None,
     )
