@@ -211,6 +211,31 @@ class OpRecord:
             saved_bytes=saved_bytes,
         )
 
+    def moved(self, *, index: int, module: str, block: int | None) -> OpRecord:
+        """A copy at another position and module path, every other field unchanged (a repeated block's op,
+        see :mod:`pvttrace.tracing.replay`); built directly for the reason :meth:`with_memory` is."""
+        return OpRecord(
+            index=index,
+            module=module,
+            op=self.op,
+            kind=self.kind,
+            label=self.label,
+            inputs=self.inputs,
+            output=self.output,
+            dtype=self.dtype,
+            macs=self.macs,
+            out_bytes=self.out_bytes,
+            alloc_bytes=self.alloc_bytes,
+            view=self.view,
+            source=self.source,
+            stage=self.stage,
+            block=block,
+            cost_rule=self.cost_rule,
+            live_bytes=self.live_bytes,
+            peak_bytes=self.peak_bytes,
+            saved_bytes=self.saved_bytes,
+        )
+
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
         """JSON-ready dict with the documented field names."""
         out: dict[str, Any] = {

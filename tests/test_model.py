@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pvttrace.config import PvtConfig, get_variant, resolve_config
 from pvttrace.records import Trace
-from pvttrace.tracing.model import build_model
+from pvttrace.tracing.model import build_model, meta_copy
 
 # reference/pvt.md section 5.1a: params and MACs (= torch flop_counter / 2) of the official code at 224, B=1, cls.
 OFFICIAL = {
@@ -81,3 +81,53 @@ def test_flop_counter_agrees_on_backbone_at_detection_size() -> None:
     from pvttrace.tracing.recorder import trace_config
 
     assert trace_config(cfg).totals.macs == counter.get_total_flops() // 2
+
+
+def _same_module(copy: torch.nn.Module, built: torch.nn.Module, path: str = "") -> None:
+    """``copy`` and ``built`` alike attribute by attribute, sharing no tensor and no container."""
+    assert type(copy) is type(built), path
+    assert copy.__dict__.keys() == built.__dict__.keys(), path
+    for name, value in built.__dict__.items():
+        mine = copy.__dict__[name]
+        if name in ("_parameters", "_buffers"):
+            assert mine.keys() == value.keys(), path
+            for key, tensor in value.items():
+                other = mine[key]
+                assert (type(other), other.shape, other.stride(), other.dtype, other.device, other.requires_grad) == (
+                    type(tensor),
+                    tensor.shape,
+                    tensor.stride(),
+                    tensor.dtype,
+                    tensor.device,
+                    tensor.requires_grad,
+                ), f"{path}.{key}"
+                assert other is not tensor
+        elif name == "_modules":
+            assert mine.keys() == value.keys(), path
+            for key, child in value.items():
+                _same_module(mine[key], child, f"{path}.{key}")
+        else:
+            assert type(mine) is type(value) and mine == value, f"{path}.{name}"
+            if isinstance(value, (dict, set, list)):
+                assert mine is not value, f"{path}.{name}"
+
+
+@pytest.mark.parametrize(("variant", "options"), [("b5", {}), ("tiny", {"attention": "sdpa"}), ("b2-li", {})])
+def test_meta_copies_of_a_stage_block_equal_constructed_blocks(variant: str, options: dict[str, str]) -> None:
+    """On meta a stage's later blocks are copies of its first; each equals a block constructed anew."""
+    from pvttrace.tracing.model import Block
+    from pvttrace.tracing.noinit import skip_meta_init
+
+    cfg = resolve_config(variant, **options)
+    model = build_model(cfg)
+    dd = {"device": torch.device("meta"), "dtype": torch.float32}
+    for stage in range(cfg.num_stages):
+        blocks = getattr(model, f"block{stage + 1}")
+        with skip_meta_init("meta"):
+            constructed = Block(cfg, stage, dd).eval()
+        for index, block in enumerate(blocks):
+            _same_module(block, constructed, f"block{stage + 1}.{index}")
+    params = [id(p) for p in model.parameters()]
+    assert len(params) == len(set(params))
+    with pytest.raises(ValueError, match="contiguous meta tensors only"):
+        meta_copy(torch.nn.Linear(2, 2))

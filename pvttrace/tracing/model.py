@@ -238,6 +238,51 @@ class Block(nn.Module):
         return x
 
 
+def _stage_blocks(cfg: PvtConfig, stage: int, dd: dict[str, Any]) -> list[Block]:
+    """The stage's blocks, all built alike. On meta, the first is built and the others are copies of it
+    (:func:`meta_copy`): the same modules, with their own parameters. Elsewhere each is constructed, so that
+    initialisation draws random values as the official code does."""
+    first = Block(cfg, stage, dd)
+    others = cfg.depths[stage] - 1
+    if dd["device"].type == "meta":
+        return [first, *(meta_copy(first) for _ in range(others))]
+    return [first, *(Block(cfg, stage, dd) for _ in range(others))]
+
+
+def meta_copy(module: nn.Module) -> Any:
+    """A module like ``module`` (on meta), with its own parameters, buffers and submodules.
+
+    What running its constructor again gives, made by copying attributes instead: parameters and buffers
+    are new meta tensors of the same shape, dtype and ``requires_grad``; submodules are copied likewise;
+    containers (hook tables, buffer name sets, padding lists) are copied; other values are shared, as the
+    constructor's are immutable (ints, tuples, config). Constructing ``nn.Module`` s costs most of a
+    deep model's build: ``tests/test_model.py`` compares copies with constructed modules attribute by attribute.
+    """
+    state: dict[str, Any] = {}
+    for name, value in module.__dict__.items():
+        if name == "_parameters":
+            value = {
+                key: None if p is None else nn.Parameter(_meta_like(p), requires_grad=p.requires_grad)
+                for key, p in value.items()
+            }
+        elif name == "_buffers":
+            value = {key: None if b is None else _meta_like(b) for key, b in value.items()}
+        elif name == "_modules":
+            value = {key: None if m is None else meta_copy(m) for key, m in value.items()}
+        elif isinstance(value, (dict, set, list)):
+            value = value.copy()
+        state[name] = value
+    copy = object.__new__(type(module))
+    copy.__dict__.update(state)
+    return copy
+
+
+def _meta_like(tensor: Tensor) -> Tensor:
+    if not tensor.is_meta or not tensor.is_contiguous():
+        raise ValueError("meta_copy copies contiguous meta tensors only")
+    return torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+
+
 class PyramidVisionTransformer(nn.Module):
     """PVT v1 or v2 (classifier or backbone) built from a :class:`~pvttrace.config.PvtConfig`.
 
@@ -263,7 +308,7 @@ class PyramidVisionTransformer(nn.Module):
                 slots = gh * gw + (1 if i == last else 0)
                 setattr(self, f"pos_embed{i + 1}", nn.Parameter(torch.zeros(1, slots, cfg.dims[i], **dd)))
                 setattr(self, f"pos_drop{i + 1}", nn.Dropout(0.0))
-            setattr(self, f"block{i + 1}", nn.ModuleList(Block(cfg, i, dd) for _ in range(cfg.depths[i])))
+            setattr(self, f"block{i + 1}", nn.ModuleList(_stage_blocks(cfg, i, dd)))
             if cfg.version == 2:
                 setattr(self, f"norm{i + 1}", nn.LayerNorm(cfg.dims[i], eps=_BLOCK_NORM_EPS, **dd))
             in_chans = cfg.dims[i]

@@ -17,7 +17,6 @@ replayed and fully run traces record for record, memory events included, for eve
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +165,7 @@ class BlockReplay:
             if module == run.path or module.startswith(prefix):
                 module = path + module[len(run.path) :]
                 block = block_of(module)
-            self._records.append(dataclasses.replace(record, index=record.index + shift, module=module, block=block))
+            self._records.append(record.moved(index=record.index + shift, module=module, block=block))
         if self._facts is not None:
             self._facts.extend(run.facts)
         shape, stride, dtype, device = run.output_layout
