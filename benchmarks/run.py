@@ -13,6 +13,9 @@ torchinfo's ``summary``) trace the same built-in model at the same sizes; each r
 memory cap (``RLIMIT_AS``) and a time limit, and a run that exceeds either is recorded as such,
 with the bound. fvcore is optional (``pip install -e '.[bench]'``).
 
+pvttrace's bytecode is compiled first (``compileall``), as pip does when it installs a wheel, so that an
+environment with ``PYTHONDONTWRITEBYTECODE=1`` does not recompile every module in every process.
+
 Two more floors: ``import torch, timm`` (for ``--model timm:...``) and the bare stand-in forward (the
 model's forward on meta under a mode that only applies pvttrace's shape stand-ins, no recording),
 run for tiny with depths 2, 8, 32 and 128 per stage, next to full traces of the same models: the
@@ -528,6 +531,11 @@ def main() -> int:
             for case in cases
             if case.group == "pvttrace" and not case.name.startswith("run tiny depths")  # the in-process ones suffice
         ]
+    # An installed wheel comes with its bytecode compiled (pip compiles at install); a checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would recompile every pvttrace module in every process instead.
+    for checkout in {case.cwd for case in cases}:
+        if (checkout / "pvttrace").is_dir():
+            subprocess.run([PYTHON, "-m", "compileall", "-q", str(checkout / "pvttrace")], check=True)
     for i in range(args.repeat):
         for case in cases:
             limit = case.repeat if case.repeat is not None else args.repeat

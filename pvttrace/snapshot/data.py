@@ -178,8 +178,12 @@ _LABEL_TYPES = (str, type(None))
 _PLACE_TYPES = (int, type(None))
 
 
+_INT = frozenset({int})
+_LIST = frozenset({list})
+
+
 def _is_shape(value: Any) -> bool:
-    return type(value) is list and all(type(size) is int for size in value)
+    return type(value) is list and _INT.issuperset(map(type, value))
 
 
 def _well_formed_op(data: Any) -> SnapshotOp | None:
@@ -203,7 +207,8 @@ def _well_formed_op(data: Any) -> SnapshotOp | None:
         and type(stage) in _PLACE_TYPES
         and type(block) in _PLACE_TYPES
         and type(inputs) is list
-        and all(_is_shape(shape) for shape in inputs)
+        and _LIST.issuperset(map(type, inputs))
+        and _INT.issuperset(map(type, [size for shape in inputs for size in shape]))
         and _is_shape(output)
         and type(dtype) is str
         and type(macs) is int

@@ -245,7 +245,8 @@ def _stage_blocks(cfg: PvtConfig, stage: int, dd: dict[str, Any]) -> list[Block]
     first = Block(cfg, stage, dd)
     others = cfg.depths[stage] - 1
     if dd["device"].type == "meta":
-        return [first, *(meta_copy(first) for _ in range(others))]
+        with torch._C.DisableTorchFunction():  # copying is not initialising: no mode needs to see it
+            return [first, *(meta_copy(first) for _ in range(others))]
     return [first, *(Block(cfg, stage, dd) for _ in range(others))]
 
 
