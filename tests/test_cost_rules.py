@@ -63,3 +63,25 @@ def test_a_formula_returning_a_bad_value_fails_the_trace_in_one_line() -> None:
     pvttrace.register_cost_rule("cumsum")(lambda *_, out_shape: -1)
     with pytest.raises(TraceError, match=r"cost rule for 'cumsum' returned -1; it must return a non-negative int"):
         _coverage()
+
+
+def test_argument_read_by_position_equals_binding_the_call() -> None:
+    """callfacts reads a norm's weight by position where it can; the same value binding the call gives."""
+    import torch
+    import torch.nn.functional as F
+
+    from pvttrace.costs.callfacts import _argument, _bound
+
+    x, w = torch.zeros(2, 4, 3), torch.ones(4)
+    calls = [
+        (F.layer_norm, (x, (3,)), {}),
+        (F.layer_norm, (x, (3,), torch.ones(3)), {}),
+        (F.layer_norm, (x, (3,)), {"weight": torch.ones(3)}),
+        (F.group_norm, (x, 2, w), {}),
+        (F.group_norm, (x, 2), {"bias": w}),
+        (F.batch_norm, (x, None, None), {"weight": w, "training": True}),
+        (F.batch_norm, (x, None, None, w), {}),
+        (F.instance_norm, (x,), {}),
+    ]
+    for func, args, kwargs in calls:
+        assert _argument(func, args, kwargs, "weight") is _bound(func, args, kwargs).get("weight")

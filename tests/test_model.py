@@ -131,3 +131,18 @@ def test_meta_copies_of_a_stage_block_equal_constructed_blocks(variant: str, opt
     assert len(params) == len(set(params))
     with pytest.raises(ValueError, match="contiguous meta tensors only"):
         meta_copy(torch.nn.Linear(2, 2))
+
+
+def test_one_walk_of_the_module_tree_gives_what_torch_walks_give() -> None:
+    """ModelTree: torch's order and de-duplication, shared modules and tied weights included."""
+    from pvttrace.tracing.tree import ModelTree
+
+    shared = torch.nn.Linear(4, 4)
+    model = torch.nn.Sequential(shared, torch.nn.BatchNorm1d(4), torch.nn.Sequential(shared, torch.nn.Linear(4, 2)))
+    model[2][1].weight = torch.nn.Parameter(torch.zeros(2, 4))
+    model.register_buffer("scale", torch.ones(1))
+    for built in (model, build_model(resolve_config("b0", task="backbone"))):
+        tree = ModelTree.of(built)
+        assert tree.modules == tuple(built.named_modules())
+        assert tree.params == tuple(built.named_parameters())
+        assert tree.buffers == tuple(built.buffers())

@@ -23,14 +23,18 @@ __all__ = ["call_facts"]
 _signatures: dict[Any, inspect.Signature | None] = {}
 
 
-def _bound(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments by parameter name (defaults applied); {} when the function has no Python signature."""
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
     if func not in _signatures:
         try:
             _signatures[func] = inspect.signature(func)
         except (TypeError, ValueError):
             _signatures[func] = None
-    signature = _signatures[func]
+    return _signatures[func]
+
+
+def _bound(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by parameter name (defaults applied); {} when the function has no Python signature."""
+    signature = _signature(func)
     if signature is None:
         return {}
     try:
@@ -39,6 +43,36 @@ def _bound(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
         return {}
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+_positions: dict[tuple[Any, str], tuple[int, Any] | None] = {}
+
+
+def _argument(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
+    """The argument ``name`` of a call (its default when not passed), as :func:`_bound` would give it.
+
+    Read by position where the signature allows (the parameter and all before it positional-or-keyword),
+    without binding the whole call: norms are common ops, and binding cost more than recording them.
+    """
+    key = (func, name)
+    if key not in _positions:
+        signature = _signature(func)
+        position = None
+        if signature is not None and name in signature.parameters:
+            params = list(signature.parameters.values())
+            index = params.index(signature.parameters[name])
+            positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            if all(p.kind in positional for p in params[: index + 1]):
+                default = params[index].default
+                position = (index, None if default is inspect.Parameter.empty else default)
+        _positions[key] = position
+    position = _positions[key]
+    if position is None:
+        return _bound(func, args, kwargs).get(name)
+    index, default = position
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
 
 
 def _positional(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
@@ -66,8 +100,7 @@ def call_facts(name: str, func: Callable[..., Any], args: tuple[Any, ...], kwarg
         bound = _bound(func, args, kwargs)
         return {"mode": str(bound.get("mode", "nearest"))}
     if needed == FactsNeeded.NORM:
-        weight = _bound(func, args, kwargs).get("weight")
-        return {"affine": weight is not None}
+        return {"affine": _argument(func, args, kwargs, "weight") is not None}
     if needed == FactsNeeded.NORM_TRAINING:
         bound = _bound(func, args, kwargs)
         training = bool(bound.get("training", bound.get("use_input_stats", False)))

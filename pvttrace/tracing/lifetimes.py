@@ -40,6 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pvttrace.memory.estimate import LifetimeLog, SavedTensor, StorageEvent, StorageKind
 from pvttrace.tracing.atenshapes import aten_stand_in
+from pvttrace.tracing.tree import ModelTree
 
 __all__ = ["StorageTracker", "allocates_only_outputs", "register_model", "report_saved_tensors", "run_backward"]
 
@@ -276,11 +277,11 @@ def allocates_only_outputs(func: Callable[..., Any], args: tuple[Any, ...], kwar
     return False
 
 
-def register_model(tracker: StorageTracker, model: nn.Module, example: torch.Tensor) -> None:
+def register_model(tracker: StorageTracker, tree: ModelTree, example: torch.Tensor) -> None:
     """Tag parameters and buffers (never activations) and the input (an activation alive throughout)."""
-    for param in model.parameters():
+    for _, param in tree.params:
         tracker.mark(param, StorageKind.PARAM)
-    for buffer in model.buffers():
+    for buffer in tree.buffers:
         tracker.mark(buffer, StorageKind.BUFFER)
     tracker.mark(example, StorageKind.INPUT)
 

@@ -54,6 +54,7 @@ from pvttrace.tracing.metashapes import meta_stand_in
 from pvttrace.tracing.model import build_model, torch_dtype
 from pvttrace.tracing.replay import BlockReplay
 from pvttrace.tracing.trainstate import preserved_state
+from pvttrace.tracing.tree import ModelTree
 
 __all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trace_model"]
 
@@ -298,7 +299,7 @@ class _Recorder(TorchFunctionMode):
         if kind == OpKind.CONV and len(inputs) >= 2:
             depthwise = inputs[1].shape[1] == 1 and inputs[0].shape[1] > 1
             kind = conv_role(kind, module, label, depthwise=depthwise)
-        in_shapes = tuple(tuple(t.shape) for t in inputs)
+        in_shapes = tuple([tuple(t.shape) for t in inputs])
         out_shape = tuple(outputs[0].shape)
         input_storages = {t.untyped_storage()._cdata for t in inputs}
         out_bytes = 0
@@ -444,6 +445,7 @@ def _run_recorded(
     train: bool = False,
     facts: list[dict[str, Any]] | None = None,
     block_groups: Mapping[str, Hashable] | None = None,
+    tree: ModelTree | None = None,
 ) -> tuple[tuple[OpRecord, ...], Any]:
     """Run ``model(example)`` under the recorder (eval + no_grad, or train mode with grad); records and raw output.
 
@@ -456,7 +458,7 @@ def _run_recorded(
     if block_groups and not train and (observer is None or isinstance(observer, StorageTracker)):
         replay = BlockReplay(block_groups, recorder.records, facts, observer)
     was_training = model.training
-    modules = list(model.named_modules())
+    modules = list(tree.modules if tree is not None else model.named_modules())
     _set_training(model, modules, train)
     try:
         with _module_paths(modules, stack, replay), torch.enable_grad() if train else torch.no_grad(), recorder:
@@ -487,6 +489,7 @@ def record_ops(
     facts: list[dict[str, Any]] | None = None,
     observer: OpObserver | None = None,
     block_groups: Mapping[str, Hashable] | None = None,
+    tree: ModelTree | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...]]:
     """Run ``model(example)`` under the recorder; return the op records and the output shapes.
 
@@ -496,7 +499,7 @@ def record_ops(
     Raises:
         TraceError: the forward raised; the message names the failing op and module.
     """
-    ops, out = _run_recorded(model, example, observer=observer, facts=facts, block_groups=block_groups)
+    ops, out = _run_recorded(model, example, observer=observer, facts=facts, block_groups=block_groups, tree=tree)
     return ops, _output_shapes(out)
 
 
@@ -514,6 +517,7 @@ def memory_log(
     train: bool,
     facts: list[dict[str, Any]] | None = None,
     block_groups: Mapping[str, Hashable] | None = None,
+    tree: ModelTree | None = None,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     """Run one forward (inference) or forward + backward (training) under a storage tracker.
 
@@ -521,8 +525,9 @@ def memory_log(
     (every storage allocation and free, what autograd saved).
     Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
     """
-    with preserved_state(model, train=train):  # outside the tracker: its copies are not memory
-        return _memory_log(model, example, train=train, facts=facts, block_groups=block_groups)
+    tree = tree if tree is not None else ModelTree.of(model)
+    with preserved_state(model, train=train, tree=tree):  # outside the tracker: its copies are not memory
+        return _memory_log(model, example, train=train, facts=facts, block_groups=block_groups, tree=tree)
 
 
 def _memory_log(
@@ -531,20 +536,21 @@ def _memory_log(
     *,
     train: bool,
     facts: list[dict[str, Any]] | None,
-    block_groups: Mapping[str, Hashable] | None = None,
+    block_groups: Mapping[str, Hashable] | None,
+    tree: ModelTree,
 ) -> tuple[tuple[OpRecord, ...], tuple[Shape, ...], LifetimeLog]:
     tracker = StorageTracker(always_on=train)
     out: Any = None
     try:
         inputs = _as_inputs(example)
-        register_model(tracker, model, inputs.tensors()[0])
+        register_model(tracker, tree, inputs.tensors()[0])
         for extra in inputs.tensors()[1:]:
             tracker.mark(extra, StorageKind.INPUT)
         # Inference: the tracker watches op by op (StorageTracker.run); training: throughout, backward included.
         with tracker if tracker.always_on else nullcontext():
             with report_saved_tensors(tracker) if train else nullcontext():
                 ops, out = _run_recorded(
-                    model, example, observer=tracker, train=train, facts=facts, block_groups=block_groups
+                    model, example, observer=tracker, train=train, facts=facts, block_groups=block_groups, tree=tree
                 )
             shapes = _output_shapes(out)
             if train:
@@ -646,13 +652,14 @@ def trace_model(
     inputs = _as_inputs(example)
     first = inputs.tensors()[0]
     facts: list[dict[str, Any]] = []
+    tree = ModelTree.of(model)
     if memory_figures or train:
-        ops, outputs, log = memory_log(model, example, train=False, facts=facts, block_groups=block_groups)
+        ops, outputs, log = memory_log(model, example, train=False, facts=facts, block_groups=block_groups, tree=tree)
     else:
-        ops, outputs = record_ops(model, example, facts=facts, block_groups=block_groups)
+        ops, outputs = record_ops(model, example, facts=facts, block_groups=block_groups, tree=tree)
         log = None
-    module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()}
-    named_params = list(model.named_parameters())  # one walk of the module tree for both uses
+    module_types = {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in tree.modules}
+    named_params = list(tree.params)
     stage_params = _stage_param_counts(named_params)
     geometry: tuple[StageGeometry, ...] = ()
     if config is None:
@@ -670,7 +677,7 @@ def trace_model(
 
     if convention != "macs":
         structure = stage_summaries(ops)
-        pvt_like = config is not None or is_pvt_like(name for name, _ in model.named_modules())
+        pvt_like = config is not None or is_pvt_like(name for name, _ in tree.modules)
         if convention == "paper" and not pvt_like and notes is not None:
             notes.append("convention paper: the model is not PVT-like, so no closed-form attention term is added")
         ops = apply_convention(
@@ -684,7 +691,7 @@ def trace_model(
     totals = Totals(
         params=sum(p.numel() for p in params),
         param_bytes=sum(p.numel() * p.element_size() for p in params),
-        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in tree.buffers),
         macs=sum(op.macs for op in ops),
         largest_activation_bytes=max((op.out_bytes for op in ops), default=0),
         ops=len(ops),
@@ -696,7 +703,7 @@ def trace_model(
         ops, totals = memory.with_activation_memory(ops, totals, timeline, input_bytes)
     training = None
     if train:
-        train_ops, _, train_log = memory_log(model, inputs, train=True)
+        train_ops, _, train_log = memory_log(model, inputs, train=True, tree=tree)
         if [op.op for op in train_ops] != [op.op for op in ops]:
             raise TraceError("the forward with grad enabled issued different ops than the inference forward")
         trainable = [p for p in params if p.requires_grad]
