@@ -189,31 +189,16 @@ class OpRecord:
         The same as ``dataclasses.replace`` (tests/test_memory.py compares them field by field), built directly:
         a trace makes one copy per op, and ``replace``'s generic field loop cost about 2.5x as much.
         """
-        return OpRecord(
-            index=self.index,
-            module=self.module,
-            op=self.op,
-            kind=self.kind,
-            label=self.label,
-            inputs=self.inputs,
-            output=self.output,
-            dtype=self.dtype,
-            macs=self.macs,
-            out_bytes=self.out_bytes,
-            alloc_bytes=self.alloc_bytes,
-            view=self.view,
-            source=self.source,
-            stage=self.stage,
-            block=self.block,
-            cost_rule=self.cost_rule,
-            live_bytes=live_bytes,
-            peak_bytes=peak_bytes,
-            saved_bytes=saved_bytes,
-        )
+        return self._copy(self.index, self.module, self.block, live_bytes, peak_bytes, saved_bytes)
 
     def moved(self, *, index: int, module: str, block: int | None) -> OpRecord:
         """A copy at another position and module path, every other field unchanged (a repeated block's op,
         see :mod:`pvttrace.tracing.replay`); built directly for the reason :meth:`with_memory` is."""
+        return self._copy(index, module, block, self.live_bytes, self.peak_bytes, self.saved_bytes)
+
+    def _copy(
+        self, index: int, module: str, block: int | None, live_bytes: int, peak_bytes: int, saved_bytes: int
+    ) -> OpRecord:
         return OpRecord(
             index=index,
             module=module,
@@ -231,9 +216,9 @@ class OpRecord:
             stage=self.stage,
             block=block,
             cost_rule=self.cost_rule,
-            live_bytes=self.live_bytes,
-            peak_bytes=self.peak_bytes,
-            saved_bytes=self.saved_bytes,
+            live_bytes=live_bytes,
+            peak_bytes=peak_bytes,
+            saved_bytes=saved_bytes,
         )
 
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:

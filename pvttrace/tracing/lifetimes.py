@@ -130,14 +130,7 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         if self.always_on:
             return func(*args, **kwargs)
         if allocates_only_outputs(func, args, kwargs):
-            out = func(*args, **kwargs)
-            if isinstance(out, torch.Tensor):
-                self.key_of(out)
-            elif isinstance(out, (tuple, list)):
-                for item in out:
-                    if isinstance(item, torch.Tensor):
-                        self.key_of(item)
-            return out
+            return self._outputs_tracked(func(*args, **kwargs))
         with self:
             return func(*args, **kwargs)
 
@@ -222,6 +215,10 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         out = aten_stand_in(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
+        return self._outputs_tracked(out)
+
+    def _outputs_tracked(self, out: Any) -> Any:
+        """``out`` (a tensor, or a tuple or list holding some), each new storage in it recorded."""
         if isinstance(out, torch.Tensor):
             self.key_of(out)
         elif isinstance(out, (tuple, list)):
