@@ -11,7 +11,9 @@ op records, call facts and storage events. A later block of the group whose argu
 run: its records are those of its twin under its own path and indices, its storage events are the
 twin's with fresh storage keys, and its output is a new meta tensor of the twin's output layout. A
 block is kept as a template only when everything it allocated was freed inside it except the tensor it
-returned, so that nothing else of the trace depends on its run. ``tests/test_trace.py`` compares
+returned, so that nothing else of the trace depends on its run. The blocks of a group must also be
+called alike (the built-in model's ``for blk in blocks: x = blk(x, h, w)``): who else holds the input
+decides where it is freed, which the arguments' layout does not show. ``tests/test_trace.py`` compares
 replayed and fully run traces record for record, memory events included, for every variant.
 """
 
