@@ -69,3 +69,43 @@ def test_trace_without_memory_figures_differs_only_in_memory() -> None:
 def test_only_memory_metrics_need_memory_tracking() -> None:
     assert needs_memory([METRICS["peak_activation_bytes"]])
     assert not needs_memory([METRICS[name] for name in ("macs", "attention_macs", "attention_map_bytes", "params")])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_traces_leave_no_reference_cycles(train: bool) -> None:
+    """The CLI pauses the cyclic collector for a whole command; that is safe because traces (inference and
+    training, built-in and any model) leave nothing that only the collector could free."""
+    import gc
+
+    from pvttrace.tracing.target import builtin_spec, trace_target
+
+    gc.collect()
+    gc.disable()
+    try:
+        for img in (64, 96):
+            trace_target(builtin_spec(resolve_config("b2-li", img=img, batch=2)), train=train)
+        with torch.device("meta"):
+            small = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+        trace_model(small, torch.empty(1, 3, 32, 32, device="meta"), train=train)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_the_command_line_runs_with_the_collector_paused_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import pvttrace.cli as cli
+
+    seen: list[bool] = []
+
+    def command() -> None:
+        seen.append(gc.isenabled())
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "app", command)
+    assert gc.isenabled()
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert seen == [False]
+    assert gc.isenabled()
