@@ -205,12 +205,21 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
         channels.append(reader.channels)
     used = {op.module for op in ops}
     used |= {prefix for m in used for prefix in _prefixes(m)}
-    spans: list[tuple[int, int, str]] = []
-    for path in _block_paths(module_types, used):
-        inside = [i for i, op in enumerate(ops) if _inside(op.module, path)]
-        if inside:
-            spans.append((inside[0], inside[-1], path))
-    spans.sort()
+    # The first and last op inside each candidate block, in one pass over the ops (a pass per block made
+    # this quadratic: most of a deep model's trace).
+    block_paths = _block_paths(module_types, used)
+    wanted = set(block_paths)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    containing: dict[str, list[str]] = {}
+    for i, op in enumerate(ops):
+        paths = containing.get(op.module)
+        if paths is None:
+            paths = containing[op.module] = [p for p in (op.module, *_prefixes(op.module)) if p in wanted]
+        for path in paths:
+            first.setdefault(path, i)
+            last[path] = i
+    spans = sorted((first[path], last[path], path) for path in block_paths if path in first)
     # One module per stage (pos_block.N, patch_embeds.N) is not a list of blocks.
     by_parent: dict[str, list[tuple[int, int, str]]] = {}
     for span in spans:
