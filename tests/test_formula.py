@@ -105,13 +105,15 @@ def test_model_formula_equals_a_concrete_trace(model: str, h: int, w: int) -> No
     assert_equal_to_trace(formula, sizes, trace_target(model_spec_at(spec, (h, w))))
 
 
-@pytest.mark.parametrize(("variant", "own_formula"), [("tiny", True), ("b0", False)])
-def test_small_sizes(variant: str, own_formula: bool, trace_of: Callable[[PvtConfig], Trace]) -> None:
-    """At 33x45 stage 4 is one token high and wide (tiny: H//32 = W//32 = 1): tiny's forward takes another branch
-    there, so a formula is derived at that size (as sweeps do); b0's generic formula still holds."""
+@pytest.mark.parametrize("variant", ["tiny", "b0"])
+def test_small_sizes(variant: str, trace_of: Callable[[PvtConfig], Trace]) -> None:
+    """At 33x45 stage 4 is one token high and wide (tiny: H//32 = W//32 = 1). Whether a view of a 1-wide map is
+    contiguous is a layout question, not a branch of the forward (the stand-ins keep it out of the guards), so
+    the generic formula holds there, exactly; so does one derived at that size."""
     cfg = resolve_config(variant=variant, task="backbone", img=(33, 45))
     generic = derive_formula(cfg)
-    assert (generic.check({"H": 33, "W": 45}) is not None) == own_formula
+    assert generic.check({"H": 33, "W": 45}) is None
+    assert_equal_to_trace(generic, {"H": 33, "W": 45}, trace_of(cfg))
     formula, sizes = value_at((variant, "small"), lambda at: derive_formula(cfg, hint=at or (33, 45)), (33, 45))
     assert_equal_to_trace(formula, sizes, trace_of(cfg))
 
