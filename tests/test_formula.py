@@ -105,6 +105,38 @@ def test_model_formula_equals_a_concrete_trace(model: str, h: int, w: int) -> No
     assert_equal_to_trace(formula, sizes, trace_target(model_spec_at(spec, (h, w))))
 
 
+@needs("torchvision")
+@settings(max_examples=2, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@given(h=ODD, w=ODD)
+def test_swin_formula_equals_a_concrete_trace(h: int, w: int) -> None:
+    """torchvision's swin_t pads every map to a multiple of its 7x7 window and shifts windows only where the padded
+    map is larger than one window: those comparisons are its only guards (8: 4 stages, H and W), and the formula
+    (or the one derived where another branch is taken) equals a concrete trace."""
+    from pvttrace.analyses.sweep import model_spec_at
+    from pvttrace.cli.parsing import parse_model_spec
+    from pvttrace.tracing.target import trace_target
+
+    assume(h != w)
+    model = "torchvision.models:swin_t"
+    spec = parse_model_spec(model)
+    formula, sizes = value_at((model, ""), lambda at: derive_formula(spec, hint=at), (h, w))
+    assert len(formula.guards) == 8 and all(g.is_Relational for g in formula.guards)
+    assert_equal_to_trace(formula, sizes, trace_target(model_spec_at(spec, (h, w))))
+
+
+def test_swin_outside_its_guards_the_formula_does_not_apply() -> None:
+    """At 129x1021 stage 4's map is 5 high: padded to one 7-row window, so the shift is off in H there."""
+    from pvttrace.cli.parsing import parse_model_spec
+
+    spec = parse_model_spec("torchvision.models:swin_t")
+    formula = _pieces(("torchvision.models:swin_t", ""), lambda at: derive_formula(spec, hint=at))[0]
+    assert formula.check({"H": 1021, "W": 767}) is None
+    reason = formula.check({"H": 129, "W": 1021})
+    assert reason is not None and "torch recorded does not hold" in reason
+    with pytest.raises(FormulaNotApplicable, match="does not apply at H=129, W=1021"):
+        formula.evaluate({"H": 129, "W": 1021})
+
+
 @pytest.mark.parametrize("variant", ["tiny", "b0"])
 def test_small_sizes(variant: str, trace_of: Callable[[PvtConfig], Trace]) -> None:
     """At 33x45 stage 4 is one token high and wide (tiny: H//32 = W//32 = 1). Whether a view of a 1-wide map is
