@@ -629,6 +629,9 @@ def _symbolic_run(
     # duck_shape=False: equal hint sizes (a square image) must not become one symbol.
     env = ShapeEnv(duck_shape=False)
     mode = FakeTensorMode(shape_env=env)
+    # The fake kernels' cache pays off when the same op meets the same shapes again; a symbolic
+    # trace of one block per stage rarely does, and filling it builds every output twice.
+    mode.cache_enabled = False
     dynamic = {positions[n] for n in symbolic}
     context: Any = StatelessSymbolicContext(
         dynamic_sizes=[DimDynamic.DYNAMIC if i in dynamic else DimDynamic.STATIC for i in range(len(shape))]
@@ -691,6 +694,11 @@ def _symbolic_run(
 
     def hinted(value: Any) -> int:
         if isinstance(value, torch.SymInt):
+            # A backed SymInt carries its value at the hint (torch computes it alongside the
+            # expression); asking the ShapeEnv instead re-simplifies the expression each time.
+            known_hint = value.node.hint
+            if known_hint is not None:
+                return int(known_hint)
             return int(env.guarding_hint_or_throw(value.node.expr))
         return int(value)
 
