@@ -37,6 +37,7 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
     """A ``TorchFunctionMode`` to enter inside the recorder and the fake mode of a symbolic trace."""
     import torch
     import torch.nn.functional as F
+    from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
     from torch.fx.experimental.symbolic_shapes import statically_known_true
     from torch.overrides import TorchFunctionMode
 
@@ -54,7 +55,15 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
         return bool(statically_known_true(condition))
 
     def _empty(shape: Sequence[Any], like: torch.Tensor, dtype: Any = None) -> torch.Tensor:
-        return torch.empty(tuple(shape), dtype=dtype if dtype is not None else like.dtype, device=like.device)
+        dtype = dtype if dtype is not None else like.dtype
+        mode = getattr(like, "fake_mode", None)
+        if isinstance(like, FakeTensor) and mode is not None:
+            # What the fake mode itself does to build a result (a meta tensor wrapped as fake), without
+            # dispatching torch.empty through it first: that takes about 2.5 times as long per call.
+            with in_kernel_invocation_manager(mode):
+                meta = torch.empty(tuple(shape), dtype=dtype, device="meta")
+            return FakeTensor(mode, meta, like.device)
+        return torch.empty(tuple(shape), dtype=dtype, device=like.device)
 
     def _dim(d: Any, ndim: int) -> int | None:
         if not isinstance(d, int) or isinstance(d, bool):
