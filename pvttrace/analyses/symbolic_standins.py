@@ -250,7 +250,9 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
         if func in views:
             rest = args[1:]
             sizes = _sizes(rest, kwargs, "shape")
-            if sizes is None or (func is torch.Tensor.view and len(rest) == 1 and not isinstance(rest[0], (tuple, list, torch.Size, int))):
+            if sizes is None or (
+                func is torch.Tensor.view and len(rest) == 1 and not isinstance(rest[0], (tuple, list, torch.Size, int))
+            ):
                 return NotImplemented  # view(dtype)
             shape = _view_shape(x, sizes)
             return NotImplemented if shape is None else _empty(shape, x)
@@ -309,8 +311,8 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
             if isinstance(v, torch.Tensor) and q.dim() == v.dim() == 4 and not kwargs.get("enable_gqa"):
                 return _empty((*q.shape[:-1], v.shape[-1]), q)
         if func is F.conv2d and x.dim() == 4 and len(args) >= 2:
-            shape = _conv2d_shape(args, kwargs)
-            return NotImplemented if shape is None else _empty(shape, x)
+            conv = _conv2d_shape(args, kwargs)
+            return NotImplemented if conv is None else _empty(conv, x)
         if func is F.adaptive_avg_pool2d and x.dim() in (3, 4):
             size = args[1] if len(args) > 1 else kwargs.get("output_size")
             size = (size, size) if isinstance(size, int) else size
