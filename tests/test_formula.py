@@ -125,7 +125,7 @@ def test_swin_formula_equals_a_concrete_trace(h: int, w: int) -> None:
 
 
 def test_swin_outside_its_guards_the_formula_does_not_apply() -> None:
-    """At 129x1021 stage 4's map is 5 high: padded to one 7-row window, so the shift is off in H there."""
+    """At 129x1021 stage 4's map is 4 high: padded to one 7-row window, so the shift is off in H there."""
     from pvttrace.cli.parsing import parse_model_spec
 
     spec = parse_model_spec("torchvision.models:swin_t")
