@@ -14,10 +14,11 @@ and layout with sympy. That costs twice:
 A stand-in returns an empty fake tensor of the output shape, computed from the input shapes with
 the op's own size rule, so no stride is reasoned about and no layout guard is recorded. What the
 shape depends on stays exact: a slice's length is computed only where the clamping Python applies
-is decided without a guard (``statically_known_true``), else the real kernel runs. Two things are
-skipped on purpose, because values and validity never change a shape or a cost where the concrete
-forward runs: writes into tensors (``__setitem__``) and the checks that a view's sizes multiply to
-the input's (the forward is trusted to be valid where its concrete trace runs).
+is decided without a guard (``statically_known_true``), else the real kernel runs. Where the
+forward would fail (a view whose sizes do not multiply to the input's, tensors concatenated that
+disagree in another dim) the condition becomes a guard unless torch proves it, so the formula does
+not apply where the concrete forward raises; at the traced size itself the real kernel runs and
+raises. Writes into tensors (``__setitem__``) are skipped: values never matter.
 
 Costs are untouched: the recorder (outside this mode) costs each call from the shapes it sees, and
 they are the shapes the real kernels give. Branches in model code (``if window >= padded_size``)
@@ -143,19 +144,36 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
             return None
         return list(sizes)
 
+    def _require(condition: Any) -> bool:
+        """False where ``condition`` fails at the traced size (the real kernel then raises); else True, with
+        the condition a guard where torch cannot prove it (the formula does not apply where the forward fails)."""
+        if isinstance(condition, bool):
+            return condition
+        if _known(condition):
+            return True
+        hint = condition.node.hint
+        if hint is None or not hint:
+            return False
+        torch._check(condition)
+        return True
+
     def _view_shape(x: torch.Tensor, sizes: list[Any]) -> list[Any] | None:
         free = [i for i, s in enumerate(sizes) if isinstance(s, int) and s == -1]
         if len(free) > 1:
             return None
+        known: Any = 1
+        for i, s in enumerate(sizes):
+            if i not in free:
+                known = known * s
         if free:
-            known = 1
-            for i, s in enumerate(sizes):
-                if i != free[0]:
-                    known = known * s
             if isinstance(known, int) and known == 0:
                 return None
             sizes = list(sizes)
             sizes[free[0]] = x.numel() // known
+            if not _require(x.numel() % known == 0):
+                return None
+        elif not (_same(x.numel(), known) or _require(x.numel() == known)):
+            return None
         return sizes
 
     def _flatten_shape(x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
@@ -283,7 +301,8 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
             return _empty(shape, x)
         if func is torch.Tensor.masked_fill and len(args) == 3 and not kwargs:
             mask = args[1]
-            if isinstance(mask, torch.Tensor) and _broadcast(x.shape, mask.shape) == list(x.shape):
+            shape = _broadcast(x.shape, mask.shape) if isinstance(mask, torch.Tensor) else None
+            if shape is not None and len(shape) == x.dim() and all(map(_same, shape, x.shape)):
                 return _empty(x.shape, x)
             return NotImplemented
         if (func in arithmetic or func in comparisons) and len(args) == 2 and not kwargs:
@@ -321,7 +340,7 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
         return NotImplemented
 
     def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """torch.cat: the other dims are the first tensor's (that they agree is the forward's to ensure)."""
+        """torch.cat: the sizes along ``dim`` add up; the others must agree (a guard where torch cannot prove it)."""
         tensors = args[0]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         if set(kwargs) - {"dim"} or not isinstance(tensors, (tuple, list)) or not tensors:
@@ -332,6 +351,10 @@ def symbolic_stand_ins() -> AbstractContextManager[Any]:
         d = _dim(dim, first.dim())
         if d is None or len({t.dtype for t in tensors}) != 1:
             return NotImplemented
+        for t in tensors[1:]:
+            for i in range(first.dim()):
+                if i != d and not (_same(t.shape[i], first.shape[i]) or _require(t.shape[i] == first.shape[i])):
+                    return NotImplemented
         shape = list(first.shape)
         total: Any = 0
         for t in tensors:
