@@ -427,12 +427,13 @@ def growth(expr: sympy.Expr, symbols: Mapping[str, sympy.Symbol]) -> Growth | No
         return None
     smooth = expr.replace(lambda e: isinstance(e, (FloorDiv, CeilDiv)), lambda e: e.args[0] / e.args[1])
     smooth = smooth.replace(lambda e: isinstance(e, (Mod, PythonMod)), lambda e: sympy.Integer(0))
-    smooth = sympy.expand(smooth)
-    if smooth == 0:
-        return None
     try:
+        # Poly expands on its own, in its polynomial representation: several times faster than
+        # sympy.expand on the sum of a few hundred products a model's MACs are.
         poly = sympy.Poly(smooth, *spatial)
     except sympy.PolynomialError:
+        return None
+    if poly.is_zero:
         return None
     degree = poly.total_degree()
     term = sum(
@@ -623,11 +624,16 @@ def _symbolic_run(
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 
+    from pvttrace.analyses.symbolic_standins import symbolic_stand_ins
     from pvttrace.tracing.recorder import record_ops
 
     # duck_shape=False: equal hint sizes (a square image) must not become one symbol.
     env = ShapeEnv(duck_shape=False)
+    _skip_source_locations(env)
     mode = FakeTensorMode(shape_env=env)
+    # The fake kernels' cache pays off when the same op meets the same shapes again; a symbolic
+    # trace of one block per stage rarely does, and filling it builds every output twice.
+    mode.cache_enabled = False
     dynamic = {positions[n] for n in symbolic}
     context: Any = StatelessSymbolicContext(
         dynamic_sizes=[DimDynamic.DYNAMIC if i in dynamic else DimDynamic.STATIC for i in range(len(shape))]
@@ -647,7 +653,7 @@ def _symbolic_run(
         with shapes_config.patch(backed_size_oblivious=True), mode:  # type: ignore[attr-defined]
             example = mode.from_tensor(real, symbolic_context=context)
             _fake_weights(model, mode)
-            with _SymbolicStandIns():
+            with symbolic_stand_ins():
                 ops, _ = record_ops(model, example)
     except TraceError as exc:
         raise TraceError(f"{name} cannot be traced with symbolic sizes: {exc}") from None
@@ -690,6 +696,11 @@ def _symbolic_run(
 
     def hinted(value: Any) -> int:
         if isinstance(value, torch.SymInt):
+            # A backed SymInt carries its value at the hint (torch computes it alongside the
+            # expression); asking the ShapeEnv instead re-simplifies the expression each time.
+            known_hint = value.node.hint
+            if known_hint is not None:
+                return int(known_hint)
             return int(env.guarding_hint_or_throw(value.node.expr))
         return int(value)
 
@@ -727,6 +738,23 @@ def _symbolic_run(
     return _Run(tuple(symbolic_ops), tuple(hinted_ops), symbols, guards, ranges, hint, fixed, symbolic)
 
 
+def _skip_source_locations(env: Any) -> None:
+    """Let ``env`` name no source line for its symbols and guards (this ShapeEnv only).
+
+    torch finds the user frame of each symbol and guard for its error messages and logs, and to
+    tell user frames from its own it imports torch.export, torch._inductor and more on first use
+    (about 0.9 s, a fifth of a formula sweep). A formula never shows those locations.
+    """
+    if not callable(getattr(env, "_get_stack_summary", None)):
+        return
+    from torch._guards import SLoc
+
+    def summary(is_debug: bool = False, framework_loc: Any = None) -> tuple[Any, str]:
+        return SLoc(framework_loc, None), ""
+
+    env._get_stack_summary = summary
+
+
 def _fake_weights(model: nn.Module, mode: Any) -> None:
     """Replace every parameter and buffer by a fake CPU tensor of the same shape (values never matter)."""
     import torch
@@ -740,111 +768,6 @@ def _fake_weights(model: nn.Module, mode: Any) -> None:
         for key, buffer in list(module._buffers.items()):
             if buffer is not None:
                 module._buffers[key] = torch.empty(buffer.shape, dtype=buffer.dtype, device="cpu")
-
-
-def _symbolic_stand_in_mode() -> Any:
-    import torch
-    import torch.nn.functional as F
-    from torch.overrides import TorchFunctionMode
-
-    class Mode(TorchFunctionMode):
-        """Output shapes for ops whose eager kernels reject symbolic sizes (resize to (h, w), padding by a
-        size) and, to save time, for the common ops whose shapes follow from their inputs'."""
-
-        def __torch_function__(
-            self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-        ) -> Any:
-            kwargs = kwargs or {}
-            if func is F.interpolate and args:
-                x = args[0]
-                size = kwargs.get("size", args[1] if len(args) > 1 else None)
-                if isinstance(size, (tuple, list)) and _symbolic(size) and x.dim() == 2 + len(size):
-                    return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device=x.device)
-            if func is F.pad and args and _symbolic(args[1] if len(args) > 1 else kwargs.get("pad")):
-                x = args[0]
-                pad = list(args[1] if len(args) > 1 else kwargs["pad"])
-                mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
-                if mode == "constant" and len(pad) % 2 == 0 and len(pad) // 2 <= x.dim():
-                    sizes = list(x.shape)
-                    for i in range(len(pad) // 2):
-                        sizes[-1 - i] = sizes[-1 - i] + pad[2 * i] + pad[2 * i + 1]
-                    return torch.empty(sizes, dtype=x.dtype, device=x.device)
-            shape = _output_shape(func, args, kwargs)
-            if shape is not None:
-                return torch.empty(shape, dtype=args[0].dtype, device=args[0].device)
-            return func(*args, **kwargs)
-
-    def _same(a: Any, b: Any) -> bool:
-        """Structural equality of two sizes, without asking torch (which would record a guard)."""
-        ea = a.node.expr if isinstance(a, torch.SymInt) else a
-        eb = b.node.expr if isinstance(b, torch.SymInt) else b
-        return bool(ea == eb)
-
-    elementwise = {F.gelu, F.relu, F.silu, torch.Tensor.softmax, F.softmax, F.dropout, F.layer_norm}
-
-    def _output_shape(
-        func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, ...] | None:
-        """Shape-only results for the common ops: their fake kernels spend most of a symbolic trace
-        reasoning about strides, which a formula never reads. None: run the real (fake) kernel."""
-        if not args or not isinstance(args[0], torch.Tensor) or kwargs.get("inplace"):
-            return None
-        x = args[0]
-        if func in elementwise:
-            return tuple(x.shape)
-        if func is F.linear:
-            weight = args[1] if len(args) > 1 else kwargs.get("weight")
-            if isinstance(weight, torch.Tensor) and weight.dim() == 2 and x.dim() >= 1:
-                return (*x.shape[:-1], weight.shape[0])
-        if func in (torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul) and len(args) == 2 and not kwargs:
-            a, b = args
-            if isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2:
-                batch_a, batch_b = a.shape[:-2], b.shape[:-2]
-                if len(batch_a) == len(batch_b) and all(_same(i, j) for i, j in zip(batch_a, batch_b, strict=True)):
-                    return (*batch_a, a.shape[-2], b.shape[-1])
-        if func is F.scaled_dot_product_attention and len(args) >= 3:
-            q, v = args[0], args[2]
-            if isinstance(v, torch.Tensor) and q.dim() == v.dim() == 4 and not kwargs.get("enable_gqa"):
-                return (*q.shape[:-1], v.shape[-1])
-        if func is F.conv2d and x.dim() == 4 and len(args) >= 2:
-            return _conv2d_shape(args, kwargs)
-        return None
-
-    def _conv2d_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
-        x, weight = args[0], args[1]
-        names = ("bias", "stride", "padding", "dilation", "groups")
-        given = dict(zip(names, args[2:], strict=False)) | kwargs
-        pairs = []
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
-            value = given.get(name, default)
-            value = (value, value) if isinstance(value, int) else value
-            if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value)):
-                return None  # "same"/"valid" padding strings and friends take the real kernel
-            pairs.append(value)
-        (sh, sw), (ph, pw), (dh, dw) = pairs
-        if not isinstance(given.get("groups", 1), int):
-            return None
-        # torch's own output-size rule (floor division), as in aten's conv_output_size.
-        kh, kw = weight.shape[2], weight.shape[3]
-        h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        return (x.shape[0], weight.shape[0], h, w)
-
-    def _symbolic(values: Any) -> bool:
-        return isinstance(values, (tuple, list)) and any(isinstance(v, torch.SymInt) for v in values)
-
-    return Mode()
-
-
-class _SymbolicStandIns:
-    """Context manager entering :func:`_symbolic_stand_in_mode` under the recorder."""
-
-    def __enter__(self) -> None:
-        self._mode = _symbolic_stand_in_mode()
-        self._mode.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._mode.__exit__(*exc)
 
 
 def _sum(values: Iterable[sympy.Expr]) -> sympy.Expr:
