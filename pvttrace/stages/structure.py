@@ -209,17 +209,17 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
     # this quadratic: most of a deep model's trace).
     block_paths = _block_paths(module_types, used)
     wanted = set(block_paths)
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
+    starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
     containing: dict[str, list[str]] = {}
     for i, op in enumerate(ops):
         paths = containing.get(op.module)
         if paths is None:
             paths = containing[op.module] = [p for p in (op.module, *_prefixes(op.module)) if p in wanted]
         for path in paths:
-            first.setdefault(path, i)
-            last[path] = i
-    spans = sorted((first[path], last[path], path) for path in block_paths if path in first)
+            starts.setdefault(path, i)
+            ends[path] = i
+    spans = sorted((starts[path], ends[path], path) for path in block_paths if path in starts)
     # One module per stage (pos_block.N, patch_embeds.N) is not a list of blocks.
     by_parent: dict[str, list[tuple[int, int, str]]] = {}
     for span in spans:
