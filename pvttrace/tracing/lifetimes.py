@@ -97,8 +97,9 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
     # ------------------------------------------------------------------ storages
     def key_of(self, tensor: torch.Tensor, kind: StorageKind = StorageKind.ACTIVATION) -> int | None:
         """The key of ``tensor``'s storage, registering it (an allocation event) when it is new."""
-        storage = _storage(tensor)
-        if storage is None:
+        try:  # _storage inlined: this runs once or twice per op
+            storage = tensor.untyped_storage()
+        except (RuntimeError, NotImplementedError):
             return None
         storage_id = id(storage)
         known = self._keys.get(storage_id)

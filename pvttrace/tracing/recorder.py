@@ -107,11 +107,11 @@ def _block_of(module: str) -> int | None:
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
     found: list[torch.Tensor] = []
-    for value in (*args, *kwargs.values()):
+    for value in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(value, torch.Tensor):
             found.append(value)
         elif isinstance(value, (list, tuple)):
-            found.extend(v for v in value if isinstance(v, torch.Tensor))
+            found.extend([v for v in value if isinstance(v, torch.Tensor)])
     return found
 
 
@@ -123,13 +123,15 @@ def _source_file(code: CodeType) -> str | None:
     return os.path.basename(filename)
 
 
+_UNSEEN: Any = object()
+
+
 def _source(frame: FrameType | None, files: dict[CodeType, str | None]) -> str | None:
     """``file:line`` of the innermost frame outside torch; ``files`` caches :func:`_source_file` per code object."""
     while frame is not None:
         code = frame.f_code
-        if code in files:
-            name = files[code]
-        else:
+        name = files.get(code, _UNSEEN)
+        if name is _UNSEEN:
             name = files[code] = _source_file(code)
         if name is not None:
             return f"{name}:{frame.f_lineno}"
