@@ -44,7 +44,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, Self, TypeVar
+from typing import NamedTuple, Protocol, Self, TypeVar
 
 from pvttrace.base.errors import ConfigError, UserInputError
 from pvttrace.base.units import format_bytes, spell_bytes
@@ -125,12 +125,13 @@ class StorageKind(StrEnum):
 ACTIVATION_KINDS = frozenset({StorageKind.INPUT, StorageKind.ACTIVATION})
 
 
-@dataclass(frozen=True, slots=True)
-class StorageEvent:
+class StorageEvent(NamedTuple):
     """One storage allocated (``delta > 0``) or freed (``delta < 0``).
 
     ``op`` is the index of the op that was running when ``inside`` is true; otherwise the event
     happened between ops, before op ``op`` started (``op == number of ops`` after the last one).
+    A named tuple rather than a frozen dataclass: a trace makes one or two per op, and a tuple is made in
+    about a quarter of the time.
     """
 
     key: int
