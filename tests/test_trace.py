@@ -231,7 +231,8 @@ def test_failures_name_the_op_and_leave_no_hooks() -> None:
 def _repeat_and_run(cfg: PvtConfig, **trace: Any) -> tuple[Any, Any, int]:
     """(trace with repeated blocks, trace running every block, how many blocks were repeated)."""
     from pvttrace.tracing import replay
-    from pvttrace.tracing.recorder import memory_log, stage_block_groups, trace_model
+    from pvttrace.tracing.model import stage_block_groups
+    from pvttrace.tracing.recorder import memory_log, trace_model
 
     model = build_model(cfg)
     example = torch.empty(cfg.input_shape, device="meta")

@@ -144,10 +144,6 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
         """The events logged from position ``start`` on."""
         return self._events[start:]
 
-    def kind_of(self, key: int) -> StorageKind:
-        """What the storage ``key`` holds (activations unless tagged otherwise)."""
-        return self._kinds.get(key, StorageKind.ACTIVATION)
-
     def replay(
         self, events: list[StorageEvent], *, op_shift: int, fresh: list[int], output: tuple[int, torch.Tensor]
     ) -> None:

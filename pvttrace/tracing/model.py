@@ -238,6 +238,12 @@ class Block(nn.Module):
         return x
 
 
+def stage_block_groups(cfg: PvtConfig) -> dict[str, int]:
+    """The module path of every block (``block{i}.{j}``), mapped to its 0-based stage: a stage's blocks are built
+    alike (:func:`_stage_blocks`), so a tracer may repeat one block's run for the others."""
+    return {f"block{stage + 1}.{index}": stage for stage, depth in enumerate(cfg.depths) for index in range(depth)}
+
+
 def _stage_blocks(cfg: PvtConfig, stage: int, dd: dict[str, Any]) -> list[Block]:
     """The stage's blocks, all built alike. On meta, the first is built and the others are copies of it
     (:func:`meta_copy`): the same modules, with their own parameters. Elsewhere each is constructed, so that

@@ -51,7 +51,7 @@ from pvttrace.stages.summary import config_stage_summaries, derived_stage_summar
 from pvttrace.tracing.atenshapes import suggest_memory_format
 from pvttrace.tracing.lifetimes import StorageTracker, register_model, report_saved_tensors, run_backward
 from pvttrace.tracing.metashapes import meta_stand_in
-from pvttrace.tracing.model import build_model, torch_dtype
+from pvttrace.tracing.model import build_model, stage_block_groups, torch_dtype
 from pvttrace.tracing.replay import BlockReplay
 from pvttrace.tracing.trainstate import preserved_state
 from pvttrace.tracing.tree import ModelTree
@@ -245,19 +245,15 @@ class _Recorder(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if self.observer is not None:
-            self.observer.op_started(len(self.records))
+        observer = self.observer
+        if observer is not None:
+            observer.op_started(len(self.records))
         try:
             try:
-                observer = self.observer
-                if observer is None:
-                    out = meta_stand_in(func, args, kwargs)
-                    if out is None:
-                        out = self._runner(func, args)(*args, **kwargs)
-                else:
-                    out = meta_stand_in(func, args, kwargs, observer.empty)
-                    if out is None:
-                        out = observer.run(self._runner(func, args), args, kwargs)
+                out = meta_stand_in(func, args, kwargs, torch.empty if observer is None else observer.empty)
+                if out is None:
+                    runner = self._runner(func, args)
+                    out = runner(*args, **kwargs) if observer is None else observer.run(runner, args, kwargs)
             except Exception as exc:
                 if self.failed_op is None:
                     self.failed_op = f"{_op_name(func)} in {self.module_stack[-1] or 'the model'}"
@@ -281,8 +277,8 @@ class _Recorder(TorchFunctionMode):
                     if self.facts is not None:
                         self.facts.append(facts)
         finally:
-            if self.observer is not None:
-                self.observer.op_finished(len(self.records))
+            if observer is not None:
+                observer.op_finished(len(self.records))
         return out
 
     def _record(
@@ -359,6 +355,9 @@ def _path_pushing(forward: Callable[..., Any], path: str, stack: list[str]) -> C
     return forward_at_path
 
 
+_NOT_SHADOWED = object()
+
+
 @contextmanager
 def _module_paths(
     modules: list[tuple[str, nn.Module]], stack: list[str], replay: BlockReplay | None = None
@@ -395,9 +394,6 @@ def _module_paths(
                     del module.__dict__["forward"]
                 else:
                     module.__dict__["forward"] = own
-
-
-_NOT_SHADOWED = object()
 
 
 def _output_shapes(out: Any) -> tuple[Shape, ...]:
@@ -735,11 +731,6 @@ def trace_model(
 def architecture_key(cfg: PvtConfig) -> tuple[Any, ...]:
     """Every field of ``cfg`` the built model can depend on: all but the input's size and batch."""
     return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("img", "batch", "warnings"))
-
-
-def stage_block_groups(cfg: PvtConfig) -> dict[str, int]:
-    """The module path of every block of a built-in PVT, mapped to its stage: the blocks of a stage are built alike."""
-    return {f"block{stage + 1}.{index}": stage for stage, depth in enumerate(cfg.depths) for index in range(depth)}
 
 
 def trace_config(

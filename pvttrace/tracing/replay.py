@@ -94,8 +94,6 @@ class BlockReplay:
         self._facts = facts
         self._tracker = tracker
         self._runs: dict[tuple[Hashable, tuple[Any, ...]], _Run | None] = {}
-        self.repeated = 0
-        """How many block runs were repeated rather than run."""
 
     def wrap(self, path: str, forward: Callable[..., Any]) -> Callable[..., Any]:
         """``forward`` of the module at ``path``, repeating a twin's run where it can; unchanged outside groups."""
@@ -145,7 +143,7 @@ class BlockReplay:
             events = self._tracker.events_since(first_event)
             alive: set[int] = set()
             for event in events:
-                if event.delta > 0 and event.key not in alive and event.key not in fresh:
+                if event.delta > 0:  # storage keys are never reused: a first allocation
                     fresh.append(event.key)
                     alive.add(event.key)
                 elif event.delta < 0 and event.key in alive:
@@ -176,5 +174,4 @@ class BlockReplay:
         if self._tracker is not None and run.output_key is not None:
             self._tracker.replay(run.events, op_shift=shift, fresh=run.fresh, output=(run.output_key, out))
             self._tracker.op_finished(len(self._records))
-        self.repeated += 1
         return out
