@@ -102,16 +102,8 @@ def parse_count(text: str, field: str) -> int:
     Raises:
         UserInputError: not a positive number with an optional K/M/G/T/P/E suffix.
     """
-    match = _SIZE.fullmatch(text)
     units = {"": 1, **dict(COUNT_UNITS)}
-    if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a number with an optional K/M/G/T/P/E suffix, e.g. 2G")
-    value = float(match.group(1)) * units[match.group(2).upper()]
-    if value <= 0:
-        raise UserInputError(f"{field}={text!r} must be positive")
-    if not math.isfinite(value):  # more digits than a float holds
-        raise UserInputError(f"{field}={text[:40]!r}... is too large to be a number")
-    return int(value)
+    return _scaled(text, field, units, "a number with an optional K/M/G/T/P/E suffix, e.g. 2G")
 
 
 def parse_bytes(text: str, field: str) -> int:
@@ -122,14 +114,20 @@ def parse_bytes(text: str, field: str) -> int:
     Raises:
         UserInputError: not a positive size with a B/KB/KiB/MB/MiB/GB/GiB/... suffix.
     """
-    match = _SIZE.fullmatch(text)
     units = {"": 1, "B": 1}
     for (suffix, scale), (decimal, decimal_scale) in zip(BYTE_UNITS, COUNT_UNITS, strict=True):
         units[suffix.upper()] = scale
         units[suffix[0]] = scale
         units[decimal + "B"] = decimal_scale
+    return _scaled(text, field, units, "a size such as 512MiB, 24GiB or 80GB")
+
+
+def _scaled(text: str, field: str, units: dict[str, int], rule: str) -> int:
+    """``text`` as a positive number times its (case-insensitive) unit suffix from ``units``; ``rule`` says
+    what was expected when it is not one."""
+    match = _SIZE.fullmatch(text)
     if not match or match.group(2).upper() not in units:
-        raise UserInputError(f"{field}={text!r} must be a size such as 512MiB, 24GiB or 80GB")
+        raise UserInputError(f"{field}={text!r} must be {rule}")
     value = float(match.group(1)) * units[match.group(2).upper()]
     if value <= 0:
         raise UserInputError(f"{field}={text!r} must be positive")
