@@ -111,11 +111,91 @@ def _binary(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     if not all(t.is_meta for t in tensors) or not all(isinstance(v, (torch.Tensor, int, float)) for v in (a, b)):
         return None
     shape = broadcast_shape([tuple(t.shape) for t in tensors])
-    # A contiguous first operand of the full shape makes the output contiguous (TensorIterator
-    # follows the first operand's layout); other layouts take the real path.
-    if shape is None or not tensors[0].is_contiguous() or tuple(tensors[0].shape) != shape:
+    if shape is None:
         return None
-    return new(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
+    # TensorIterator follows the first operand's layout when it has the full shape, so a contiguous one makes
+    # the output contiguous. Operands that broadcast against each other give a contiguous output when each has
+    # exactly the standard strides: every stride TensorIterator compares is then decreasing or broadcast.
+    first = tensors[0]
+    if not (first.is_contiguous() and tuple(first.shape) == shape) and not all(_standard(t) for t in tensors):
+        return None
+    dtype = torch.result_type(a, b)
+    if dtype == torch.bool and len(tensors) == 2 and tensors[0].dtype != tensors[1].dtype:
+        return None  # mixed bool arithmetic has its own rules; let torch decide
+    return new(shape, dtype=dtype, device=first.device)
+
+
+def _subtract(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
+    out = _binary(args, kwargs, new)
+    if out is not None and out.dtype == torch.bool:
+        return None  # torch refuses to subtract booleans: let it raise
+    return out
+
+
+def _in_place(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
+    """``x.add_(y)`` and friends: ``x`` itself, when ``y`` broadcasts to it and its type casts to ``x``'s."""
+    if len(args) != 2 or kwargs or torch.is_grad_enabled():
+        return None  # with grad on, autograd's version counters must see the write
+    x, y = args
+    if not _standard(x) or not isinstance(y, (torch.Tensor, int, float)):
+        return None  # an overlapping or non-dense target takes the real path (which may refuse it)
+    if isinstance(y, torch.Tensor):
+        if not y.is_meta or broadcast_shape([tuple(x.shape), tuple(y.shape)]) != tuple(x.shape):
+            return None
+        if y.untyped_storage()._cdata == x.untyped_storage()._cdata and y is not x:
+            return None  # operands that share memory: torch checks for partial overlap
+    if not torch.can_cast(torch.result_type(x, y), x.dtype):
+        return None
+    return x
+
+
+def _standard(t: torch.Tensor) -> bool:
+    """``t`` has exactly the strides ``torch.empty`` gives its shape (no size-1 or zero-size exceptions)."""
+    return list(t.stride()) == _dense_strides(list(t.shape))
+
+
+def _to_dtype(dtype: torch.dtype) -> Callable[[_Args, _Kwargs, New], torch.Tensor | None]:
+    """``x.long()`` and friends: ``x`` itself when it has that type already, else a copy in ``x``'s layout."""
+
+    def convert(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
+        if len(args) != 1 or kwargs:
+            return None
+        x = args[0]
+        if x.dtype == dtype:
+            return x
+        if not _standard(x):
+            return None  # the copy keeps a dense input's strides; leave other layouts to torch
+        return new(x.shape, dtype=dtype, device=x.device)
+
+    return convert
+
+
+def _take_rows(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
+    """``x[index]`` with one integer index tensor: the rows of ``x`` it names, in the index's shape."""
+    if len(args) != 2 or kwargs:
+        return None
+    x, index = args
+    if not isinstance(index, torch.Tensor) or not index.is_meta or index.dtype != torch.int64 or index.dim() == 0:
+        return None
+    if x.dim() == 0 or not _standard(x) or not _standard(index):
+        return None
+    return new((*index.shape, *x.shape[1:]), dtype=x.dtype, device=x.device)
+
+
+def _arange(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
+    """``torch.arange`` with integer bounds on an explicit meta device."""
+    device = kwargs.get("device")
+    if device is None or set(kwargs) - {"device", "dtype"} or not 1 <= len(args) <= 3:
+        return None
+    if not all(type(v) is int for v in args) or torch.device(device).type != "meta":
+        return None
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (*args, 1) if len(args) == 2 else args
+    if step == 0:
+        return None
+    length = -((start - end) // step)  # ceil((end - start) / step)
+    if length < 0:
+        return None  # torch raises: the bounds contradict the step's sign
+    return new((length,), dtype=kwargs.get("dtype") or torch.int64, device=device)
 
 
 def broadcast_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -299,7 +379,21 @@ _STAND_INS: dict[Callable[..., Any], Callable[[_Args, _Kwargs, New], torch.Tenso
     torch.Tensor.__matmul__: _matmul,
     torch.matmul: _matmul,
     torch.mul: _binary,
+    torch.Tensor.sub: _subtract,
+    torch.Tensor.__sub__: _subtract,
+    torch.Tensor.__rsub__: _subtract,
+    torch.sub: _subtract,
+    torch.Tensor.add_: _in_place,
+    torch.Tensor.sub_: _in_place,
+    torch.Tensor.mul_: _in_place,
+    torch.Tensor.long: _to_dtype(torch.int64),
+    torch.Tensor.int: _to_dtype(torch.int32),
+    torch.Tensor.float: _to_dtype(torch.float32),
+    torch.Tensor.__getitem__: _take_rows,
 }
+
+#: Stand-ins for factory functions (no tensor argument; the device is named).
+_FACTORIES: dict[Callable[..., Any], Callable[[_Args, _Kwargs, New], torch.Tensor | None]] = {torch.arange: _arange}
 
 
 def meta_stand_in(
@@ -310,7 +404,10 @@ def meta_stand_in(
     Every tensor the stand-in makes (its output and the kernel's scratch tensors) is made by ``new``.
     """
     stand_in = _STAND_INS.get(func)
-    if stand_in is None or not args:
+    if stand_in is None:
+        factory = _FACTORIES.get(func)
+        return factory(args, kwargs, new) if factory is not None else None
+    if not args:
         return None
     first = args[0][0] if func is torch.cat and isinstance(args[0], (list, tuple)) and args[0] else args[0]
     if not isinstance(first, torch.Tensor) or not first.is_meta:

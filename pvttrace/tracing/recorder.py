@@ -61,6 +61,17 @@ __all__ = ["architecture_key", "memory_log", "record_ops", "trace_config", "trac
 # Property getters and metadata calls that return tensors but are not ops of the model.
 _IGNORED = frozenset({"Tensor.data.__get__", "Tensor.grad.__get__", "Tensor.untyped_storage", "Tensor.detach"})
 
+# Metadata reads: they never return a tensor (so are never recorded) and allocate nothing, so the recorder
+# runs them straight away. Models read them thousands of times (``x.shape`` before every reshape).
+_METADATA_READS: frozenset[Any] = frozenset(
+    {
+        torch.Tensor.shape.__get__, torch.Tensor.device.__get__, torch.Tensor.dtype.__get__,  # type: ignore[attr-defined]
+        torch.Tensor.ndim.__get__, torch.Tensor.is_meta.__get__, torch.Tensor.requires_grad.__get__,  # type: ignore[attr-defined]
+        torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride, torch.Tensor.numel, torch.Tensor.element_size,
+        torch.Tensor.is_contiguous,
+    }
+)  # fmt: skip
+
 _TORCH_DIR = os.path.dirname(torch.__file__)
 # This module's own frames (the forward wrappers of _module_paths) are skipped too: matched by the end of the
 # path, which does not depend on how the package was imported.
@@ -245,6 +256,11 @@ class _Recorder(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if func in _METADATA_READS:
+            try:
+                return func(*args, **kwargs)
+            except Exception:  # noqa: S110 - the full path below repeats the call and reports the failure
+                pass
         observer = self.observer
         if observer is not None:
             observer.op_started(len(self.records))
