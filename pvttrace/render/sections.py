@@ -34,6 +34,10 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
     sections: list[OpSection] = []
     ops = trace.ops
     first_staged = next((k for k, o in enumerate(ops) if o.stage is not None), len(ops))
+    last_block_op: dict[int | None, int] = {}  # stage -> index of its last op inside a block
+    for k, o in enumerate(ops):
+        if o.block is not None:
+            last_block_op[o.stage] = k
     i = 0
     while i < len(ops):
         op = ops[i]
@@ -48,7 +52,7 @@ def op_sections(trace: Trace, *, collapse: bool = True, stages: Iterable[int] | 
             else f"stage {stage}"
         )
         if op.block is None:
-            blocks_follow = any(o.stage == stage and o.block is not None for o in ops[j:])
+            blocks_follow = last_block_op.get(stage, -1) >= j
             title = where if stage is None else f"{where} {'entry' if blocks_follow else 'exit'}"
             item = OpSection(title, run)
             i = j
