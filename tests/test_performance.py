@@ -11,7 +11,7 @@ import torch
 from pvttrace.analyses.sweep import METRICS, needs_memory
 from pvttrace.config import get_variant, resolve_config
 from pvttrace.tracing.model import PyramidVisionTransformer, build_model
-from pvttrace.tracing.noinit import skip_meta_init
+from pvttrace.tracing.noinit import default_device_without_init, skip_meta_init
 from pvttrace.tracing.recorder import trace_config, trace_model
 from tests.optional import require
 
@@ -36,6 +36,31 @@ def test_timm_model_built_without_init_has_every_parameter() -> None:
             fast = timm.create_model("pvt_v2_b0", pretrained=False)
     assert _shapes(fast) == _shapes(reference)
     assert [type(m) for m in fast.modules()] == [type(m) for m in reference.modules()]
+
+
+def test_one_context_sets_the_default_device_and_skips_init() -> None:
+    """``default_device_without_init`` (one torch-function mode) builds what ``torch.device`` plus
+    ``skip_meta_init`` build, sets and restores the default device, and leaves explicit devices alone."""
+    timm = require("timm")
+    with torch.device("meta"), skip_meta_init("meta"):
+        stacked = timm.create_model("pvt_v2_b0", pretrained=False)
+    before = torch.get_default_device()
+    with default_device_without_init("meta"):
+        assert torch.get_default_device() == torch.device("meta")
+        combined = timm.create_model("pvt_v2_b0", pretrained=False)
+        on_cpu = torch.ones(2, device="cpu")
+        with torch.device("cpu"):  # a factory's own default-device context nests as usual
+            nested = torch.empty(3)
+        assert torch.empty(1).is_meta
+    assert torch.get_default_device() == before
+    assert _shapes(combined) == _shapes(stacked)
+    assert [type(m) for m in combined.modules()] == [type(m) for m in stacked.modules()]
+    assert all(p.is_meta for p in combined.parameters())
+    assert on_cpu.sum().item() == 2 and nested.device.type == "cpu"
+    torch.manual_seed(0)
+    with default_device_without_init("cpu"):
+        layer = torch.nn.Linear(4, 3)
+    assert layer.weight.device.type == "cpu" and layer.weight.abs().sum().item() > 0
 
 
 def test_init_still_runs_off_meta() -> None:

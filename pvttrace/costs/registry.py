@@ -374,9 +374,7 @@ zero_by_rule(
 )
 zero_by_rule(OpKind.ELEMENTWISE, "nn.functional.l1_loss")
 # Tensors a forward creates (labels, targets): memory, no arithmetic.
-zero_by_rule(
-    OpKind.OTHER, "zeros", "zeros_like", "ones_like", "Tensor.new_zeros", "Tensor.new_ones", "empty", "arange"
-)
+zero_by_rule(OpKind.OTHER, "zeros", "zeros_like", "ones_like", "Tensor.new_zeros", "Tensor.new_ones", "empty", "arange")
 # Type conversions: a copy in another dtype, no arithmetic.
 zero_by_rule(OpKind.OTHER, "Tensor.long", "Tensor.int", "Tensor.float", "Tensor.half", "Tensor.bfloat16")
 

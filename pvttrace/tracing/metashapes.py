@@ -146,7 +146,8 @@ def _in_place(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
             return None  # operands that share memory: torch checks for partial overlap
     if not torch.can_cast(torch.result_type(x, y), x.dtype):
         return None
-    return x
+    target: torch.Tensor = x
+    return target
 
 
 def _standard(t: torch.Tensor) -> bool:
@@ -160,7 +161,7 @@ def _to_dtype(dtype: torch.dtype) -> Callable[[_Args, _Kwargs, New], torch.Tenso
     def convert(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
         if len(args) != 1 or kwargs:
             return None
-        x = args[0]
+        x: torch.Tensor = args[0]
         if x.dtype == dtype:
             return x
         if not _standard(x):

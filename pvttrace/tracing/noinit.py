@@ -14,13 +14,13 @@ module tree are exactly what a normal build gives (tests/test_performance.py com
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["skip_meta_init"]
+__all__ = ["default_device_without_init", "skip_meta_init"]
 
 #: In-place tensor methods that only write values (never shape, strides or dtype).
 _FILLS = frozenset(
@@ -38,6 +38,17 @@ _FILLS = frozenset(
 _INITIALISERS = frozenset({"kaiming_uniform_"})
 
 
+def _skipped_fill(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta tensor a value-filling call would fill (to return untouched), or None when the call must run."""
+    name = getattr(func, "__name__", "")
+    if name in _FILLS or name in _INITIALISERS:
+        # ``torch.nn.init`` functions pass their tensor by keyword (``tensor=``), tensor methods first.
+        target = args[0] if args else kwargs.get("tensor")
+        if isinstance(target, torch.Tensor) and target.is_meta and (name in _FILLS or target.dim() >= 2):
+            return target
+    return None
+
+
 class _SkipFills(TorchFunctionMode):
     """Returns meta tensors untouched from value-filling in-place calls; everything else runs."""
 
@@ -49,13 +60,8 @@ class _SkipFills(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _FILLS or name in _INITIALISERS:
-            # ``torch.nn.init`` functions pass their tensor by keyword (``tensor=``), tensor methods first.
-            target = args[0] if args else kwargs.get("tensor")
-            if isinstance(target, torch.Tensor) and target.is_meta and (name in _FILLS or target.dim() >= 2):
-                return target
-        return func(*args, **kwargs)
+        target = _skipped_fill(func, args, kwargs)
+        return target if target is not None else func(*args, **kwargs)
 
 
 @contextmanager
@@ -65,4 +71,53 @@ def skip_meta_init(device: str | torch.device) -> Iterator[None]:
         yield
         return
     with _SkipFills():
+        yield
+
+
+def _meta_default_device() -> Callable[[], AbstractContextManager[None]] | None:
+    """A default-device context for ``meta`` that also skips fills, as one torch-function mode.
+
+    ``with torch.device("meta")`` is itself a torch-function mode, so building under it and
+    :func:`skip_meta_init` sends every torch call of a constructor through two Python handlers (a
+    large model makes tens of thousands). Extending torch's own context keeps its bookkeeping
+    (the current default device, its place at the bottom of the mode stack) and adds the skip.
+    ``DeviceContext`` is not public API: without it, the two contexts are stacked.
+    """
+    try:
+        from torch.utils._device import DeviceContext, _device_constructors
+    except ImportError:  # pragma: no cover - every torch this project supports has it
+        return None
+
+    class _MetaBuild(DeviceContext):
+        def __torch_function__(
+            self,
+            func: Callable[..., Any],
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func in _device_constructors():
+                if kwargs.get("device") is None:
+                    kwargs["device"] = self.device
+                return func(*args, **kwargs)
+            target = _skipped_fill(func, args, kwargs)
+            return target if target is not None else func(*args, **kwargs)
+
+    return lambda: _MetaBuild(torch.device("meta"))
+
+
+@contextmanager
+def default_device_without_init(device: str | torch.device) -> Iterator[None]:
+    """``with torch.device(device)`` for building a model; on ``meta``, weight initialisation is skipped too."""
+    if torch.device(device).type != "meta":
+        with torch.device(device):
+            yield
+        return
+    combined = _meta_default_device()
+    if combined is None:  # pragma: no cover
+        with torch.device(device), skip_meta_init(device):
+            yield
+        return
+    with combined():
         yield

@@ -259,7 +259,7 @@ class _Recorder(TorchFunctionMode):
         if func in _METADATA_READS:
             try:
                 return func(*args, **kwargs)
-            except Exception:  # noqa: S110 - the full path below repeats the call and reports the failure
+            except Exception:  # the full path below repeats the call and reports the failure
                 pass
         observer = self.observer
         if observer is not None:

@@ -347,10 +347,10 @@ def _build(factory: Callable[[], Any], device: str, name: str) -> nn.Module:
     import torch
     from torch import nn
 
-    from pvttrace.tracing.noinit import skip_meta_init
+    from pvttrace.tracing.noinit import default_device_without_init
 
     try:
-        with torch.device(device), skip_meta_init(device):
+        with default_device_without_init(device):
             if device == "meta":
                 model = factory()
             else:
