@@ -12,7 +12,7 @@ activations, element-wise and layout ops cost 0 MACs by rule.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -189,37 +189,72 @@ class OpRecord:
         The same as ``dataclasses.replace`` (tests/test_memory.py compares them field by field), built directly:
         a trace makes one copy per op, and ``replace``'s generic field loop cost about 2.5x as much.
         """
-        return self._copy(self.index, self.module, self.block, live_bytes, peak_bytes, saved_bytes)
+        return self._copy(
+            self.index, self.module, self.label, self.stage, self.block, live_bytes, peak_bytes, saved_bytes
+        )
+
+    def with_label(self, label: str | None) -> OpRecord:
+        """A copy with another walkthrough label, built directly for the reason :meth:`with_memory` is."""
+        return self._copy(
+            self.index, self.module, label, self.stage, self.block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
+
+    def with_structure(self, *, stage: int | None, block: int | None) -> OpRecord:
+        """A copy in another stage and block, built directly for the reason :meth:`with_memory` is."""
+        return self._copy(
+            self.index, self.module, self.label, stage, block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
 
     def moved(self, *, index: int, module: str, block: int | None) -> OpRecord:
         """A copy at another position and module path, every other field unchanged (a repeated block's op,
         see :mod:`pvttrace.tracing.replay`); built directly for the reason :meth:`with_memory` is."""
-        return self._copy(index, module, block, self.live_bytes, self.peak_bytes, self.saved_bytes)
+        return self._copy(
+            index, module, self.label, self.stage, block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
 
     def _copy(
-        self, index: int, module: str, block: int | None, live_bytes: int, peak_bytes: int, saved_bytes: int
+        self,
+        index: int,
+        module: str,
+        label: str | None,
+        stage: int | None,
+        block: int | None,
+        live_bytes: int,
+        peak_bytes: int,
+        saved_bytes: int,
     ) -> OpRecord:
-        return OpRecord(
-            index=index,
-            module=module,
-            op=self.op,
-            kind=self.kind,
-            label=self.label,
-            inputs=self.inputs,
-            output=self.output,
-            dtype=self.dtype,
-            macs=self.macs,
-            out_bytes=self.out_bytes,
-            alloc_bytes=self.alloc_bytes,
-            view=self.view,
-            source=self.source,
-            stage=self.stage,
-            block=block,
-            cost_rule=self.cost_rule,
-            live_bytes=live_bytes,
-            peak_bytes=peak_bytes,
-            saved_bytes=saved_bytes,
+        """A copy with these fields replaced, filled slot by slot.
+
+        Equal to the constructor's record (no field has a default factory and there is no ``__post_init__``;
+        tests/test_memory.py compares them), but the frozen ``__init__`` sets each of the 19 fields through
+        ``object.__setattr__``, which made a copy cost about twice as much, and a trace copies every op
+        several times (labels, stages, memory).
+        """
+        values = (
+            index,
+            module,
+            self.op,
+            self.kind,
+            label,
+            self.inputs,
+            self.output,
+            self.dtype,
+            self.macs,
+            self.out_bytes,
+            self.alloc_bytes,
+            self.view,
+            self.source,
+            stage,
+            block,
+            self.cost_rule,
+            live_bytes,
+            peak_bytes,
+            saved_bytes,
         )
+        copy = object.__new__(OpRecord)
+        for set_slot, value in zip(_OP_RECORD_SLOT_SETTERS, values, strict=True):
+            set_slot(copy, value)
+        return copy
 
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
         """JSON-ready dict with the documented field names."""
@@ -275,6 +310,12 @@ class OpRecord:
 
 
 _OPTIONAL_STAGE_FIELDS = ("peak_activation_bytes", "saved_activation_bytes")
+
+
+#: The setter of each field's slot, in field order (what :meth:`OpRecord._copy` fills).
+_OP_RECORD_SLOT_SETTERS: tuple[Callable[[OpRecord, Any], None], ...] = tuple(
+    getattr(OpRecord, item.name).__set__ for item in fields(OpRecord)
+)
 
 
 @dataclass(frozen=True, slots=True)
