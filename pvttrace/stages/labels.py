@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from pvttrace.records import LAYOUT_KINDS, OpKind, OpRecord
 
@@ -166,11 +165,38 @@ def _inside(op: OpRecord, prefix: str) -> bool:
     return not prefix or op.module == prefix or op.module.startswith(prefix + ".")
 
 
-def _leaf_label(op: OpRecord) -> str | None:
+def _leaf_label(module: str, kind: OpKind) -> str | None:
     for pattern, kinds, label in LABEL_RULES:
-        if op.kind in kinds and pattern.search(op.module):
+        if kind in kinds and pattern.search(module):
             return label
     return None
+
+
+class _ModuleRules:
+    """The rule lookups that depend only on an op's module path (and kind), memoised for one labelling.
+
+    A deep model issues many ops from each module (mvitv2_huge: 6,679 ops from 1,700 modules), and the
+    regex searches of :func:`_context` and :func:`_leaf_label` give the same answer for every op of a module.
+    """
+
+    def __init__(self, attention: frozenset[str]) -> None:
+        self.attention = attention
+        self._contexts: dict[str, tuple[str, str]] = {}
+        self._leaf_labels: dict[tuple[str, OpKind], str | None] = {}
+
+    def context(self, path: str) -> tuple[str, str]:
+        """:func:`_context` of ``path`` with this labelling's attention modules."""
+        found = self._contexts.get(path)
+        if found is None:
+            found = self._contexts[path] = _context(path, self.attention)
+        return found
+
+    def leaf_label(self, op: OpRecord) -> str | None:
+        """The leaf rule table's label of ``op`` (:data:`LABEL_RULES`), or None."""
+        key = (op.module, op.kind)
+        if key not in self._leaf_labels:
+            self._leaf_labels[key] = _leaf_label(op.module, op.kind)
+        return self._leaf_labels[key]
 
 
 def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
@@ -187,15 +213,15 @@ def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
     return frozenset(found)
 
 
-def _first_pass(ops: Sequence[OpRecord], attention: frozenset[str] = frozenset()) -> list[str | None]:
+def _first_pass(ops: Sequence[OpRecord], rules: _ModuleRules) -> list[str | None]:
     """Labels of the ops that are not layout ops: leaf rules, then order rules per module."""
     labels: list[str | None] = []
     # Each attention module issues two matmuls per call and each block two residual adds,
     # so counting per module path and alternating labels them in every call.
     counters: dict[str, int] = {}
     for op in ops:
-        label = _leaf_label(op)
-        role, path = _context(op.module, attention)
+        label = rules.leaf_label(op)
+        role, path = rules.context(op.module)
         if label is None and role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
             label = "SR conv"
         if label is None and op.kind == OpKind.MHA:
@@ -248,11 +274,9 @@ def _strided(op: OpRecord) -> bool:
     return len(op.output) == 4 and len(op.inputs[0]) == 4 and op.output[-1] < op.inputs[0][-1]
 
 
-def _layout_label(
-    ops: Sequence[OpRecord], labels: Sequence[str | None], i: int, attention: frozenset[str] = frozenset()
-) -> str | None:
+def _layout_label(ops: Sequence[OpRecord], labels: Sequence[str | None], i: int, rules: _ModuleRules) -> str | None:
     op = ops[i]
-    role, path = _context(op.module, attention)
+    role, path = rules.context(op.module)
     previous = ops[i - 1] if i > 0 and _inside(ops[i - 1], path) else None
     previous_label = labels[i - 1] if previous is not None else None
     chained = previous is not None and bool(op.inputs) and op.inputs[0] == previous.output
@@ -285,12 +309,12 @@ def _layout_label(
 
 def label_ops(ops: Sequence[OpRecord]) -> tuple[OpRecord, ...]:
     """Fill in walkthrough labels for ops that have none, by the rule table and the order rules."""
-    attention = attention_modules(ops)
-    labels = _first_pass(ops, attention)
+    rules = _ModuleRules(attention_modules(ops))
+    labels = _first_pass(ops, rules)
     for i, op in enumerate(ops):
         if op.label is not None:
             labels[i] = op.label
     for i, op in enumerate(ops):
         if labels[i] is None and op.kind in LAYOUT_KINDS:
-            labels[i] = _layout_label(ops, labels, i, attention)
-    return tuple(op if op.label == labels[i] else replace(op, label=labels[i]) for i, op in enumerate(ops))
+            labels[i] = _layout_label(ops, labels, i, rules)
+    return tuple(op if op.label == label else op.with_label(label) for op, label in zip(ops, labels, strict=True))
