@@ -8,6 +8,7 @@ label, stage, block and memory figure must stay what it was. Regenerate (only fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,8 @@ from helpers import check_expected
 from optional import needs
 
 from pvttrace.cli.parsing import parse_model_spec
-from pvttrace.records import Trace
+from pvttrace.records import OpKind, OpRecord, Trace
+from pvttrace.stages.structure import _module_stages
 from pvttrace.tracing.target import trace_target
 
 MODELS = [
@@ -43,3 +45,70 @@ def test_derived_labels_stages_and_memory_are_unchanged(model: str) -> None:
     trace = trace_target(parse_model_spec(model))
     name = model.split(":")[1].replace(".", "_")
     check_expected(f"derived_{name}.txt", _digest(trace))
+
+
+def _record(index: int, module: str, stage: int | None) -> OpRecord:
+    return OpRecord(
+        index=index,
+        module=module,
+        op="nn.functional.linear",
+        kind=OpKind.LINEAR,
+        label=None,
+        inputs=((1, 4, 8), (16, 8)),
+        output=(1, 4, 16),
+        dtype="float32",
+        macs=512,
+        out_bytes=256,
+        alloc_bytes=256,
+        view=False,
+        source="model.py:1",
+        stage=stage,
+    )
+
+
+def test_record_copies_equal_dataclasses_replace() -> None:
+    op = dataclasses.replace(_record(3, "blocks.0.attn.q", 2), label="q", block=1, live_bytes=5, peak_bytes=6)
+    copies = {
+        "with_label": (op.with_label("q projection"), {"label": "q projection"}),
+        "with_structure": (op.with_structure(stage=3, block=None), {"stage": 3, "block": None}),
+        "moved": (op.moved(index=9, module="blocks.1.attn.q", block=2), {"index": 9, "module": "blocks.1.attn.q"}),
+        "with_memory": (op.with_memory(live_bytes=1, peak_bytes=2, saved_bytes=3), {"saved_bytes": 3}),
+    }
+    copies["moved"][1]["block"] = 2
+    copies["with_memory"][1].update(live_bytes=1, peak_bytes=2)
+    for name, (copy, changes) in copies.items():
+        expected = dataclasses.replace(op, **changes)
+        assert type(copy) is OpRecord, name
+        assert [getattr(copy, f.name) for f in dataclasses.fields(OpRecord)] == [
+            getattr(expected, f.name) for f in dataclasses.fields(OpRecord)
+        ], name
+        assert copy == expected and hash(copy) == hash(expected), name
+
+
+def test_module_stages_of_every_module_and_its_enclosing_paths() -> None:
+    ops = [
+        _record(0, "stem.conv", None),
+        _record(1, "stages.0.blocks.0.mlp.fc1", 1),
+        _record(2, "stages.0.blocks.0.mlp.fc2", 1),
+        _record(3, "stages.0.downsample", 1),
+        _record(4, "stages.0.downsample", 2),
+        _record(5, "stages.1.blocks.0.mlp", 2),
+        _record(6, "", 2),
+        _record(7, "head", None),
+    ]
+    assert _module_stages(ops) == {
+        "stem": None,
+        "stem.conv": None,
+        "stages.0.blocks.0.mlp.fc1": 1,
+        "stages.0.blocks.0.mlp.fc2": 1,
+        "stages.0.blocks.0.mlp": 1,
+        "stages.0.blocks.0": 1,
+        "stages.0.blocks": 1,
+        # stages.0.downsample ran in stages 1 and 2, so it and every path around it have no single stage.
+        "stages.1.blocks.0.mlp": 2,
+        "stages.1.blocks.0": 2,
+        "stages.1.blocks": 2,
+        "stages.1": 2,
+        "": 2,
+        "head": None,
+    }
