@@ -93,6 +93,12 @@ LABEL_RULES: tuple[tuple[re.Pattern[str], frozenset[OpKind], str], ...] = tuple(
     )
 )
 
+#: :data:`LABEL_RULES` for each op kind, in table order (so the first match is the same): most ops are of
+#: kinds no rule names (layout, element-wise, matmul), and they need not walk the table.
+_RULES_BY_KIND: dict[OpKind, tuple[tuple[re.Pattern[str], str], ...]] = {
+    kind: tuple((pattern, label) for pattern, kinds, label in LABEL_RULES if kind in kinds) for kind in OpKind
+}
+
 #: What a layout op means when it continues the output of an op with this label.
 _CONTINUES = {
     "q projection": "split heads",
@@ -166,8 +172,8 @@ def _inside(op: OpRecord, prefix: str) -> bool:
 
 
 def _leaf_label(module: str, kind: OpKind) -> str | None:
-    for pattern, kinds, label in LABEL_RULES:
-        if kind in kinds and pattern.search(module):
+    for pattern, label in _RULES_BY_KIND[kind]:
+        if pattern.search(module):
             return label
     return None
 

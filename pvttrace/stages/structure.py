@@ -200,25 +200,28 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
     reader = _Reader(batch)
     keys: list[Key | None] = []
     channels: list[int] = []  # the channel count as of each op
-    for op in ops:
+    first_op: dict[str, int] = {}  # module path -> index of its first op, in order of first ops
+    last_op: dict[str, int] = {}
+    for i, op in enumerate(ops):
         keys.append(reader.read(op))
         channels.append(reader.channels)
-    used = {op.module for op in ops}
-    used |= {prefix for m in used for prefix in _prefixes(m)}
-    # The first and last op inside each candidate block, in one pass over the ops (a pass per block made
-    # this quadratic: most of a deep model's trace).
+        first_op.setdefault(op.module, i)
+        last_op[op.module] = i
+    enclosing = {module: _prefixes(module) for module in first_op}
+    used = set(first_op).union(*enclosing.values())
+    # The first and last op inside each candidate block, from its modules' (a pass per block made this
+    # quadratic: most of a deep model's trace). Modules come in order of their first ops, so a block's
+    # first module holds its first op.
     block_paths = _block_paths(module_types, used)
     wanted = set(block_paths)
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
-    containing: dict[str, list[str]] = {}
-    for i, op in enumerate(ops):
-        paths = containing.get(op.module)
-        if paths is None:
-            paths = containing[op.module] = [p for p in (op.module, *_prefixes(op.module)) if p in wanted]
-        for path in paths:
-            starts.setdefault(path, i)
-            ends[path] = i
+    for module, first in first_op.items():
+        last = last_op[module]
+        for path in (module, *enclosing[module]):
+            if path in wanted:
+                starts.setdefault(path, first)
+                ends[path] = max(ends.get(path, last), last)
     spans = sorted((starts[path], ends[path], path) for path in block_paths if path in starts)
     # One module per stage (pos_block.N, patch_embeds.N) is not a list of blocks.
     by_parent: dict[str, list[tuple[int, int, str]]] = {}
