@@ -226,34 +226,52 @@ class OpRecord:
         """A copy with these fields replaced, filled slot by slot.
 
         Equal to the constructor's record (no field has a default factory and there is no ``__post_init__``;
-        tests/test_memory.py compares them), but the frozen ``__init__`` sets each of the 19 fields through
-        ``object.__setattr__``, which made a copy cost about twice as much, and a trace copies every op
-        several times (labels, stages, memory).
+        tests/test_memory.py and tests/test_derived_stages.py compare them with ``dataclasses.replace``), but
+        the frozen ``__init__`` sets each of the 19 fields through ``object.__setattr__``, which made a copy
+        cost about twice as much (a loop over the setters, 1.5x), and a trace copies most ops more than once
+        (labels, stages, memory). Unpacking the setters fails loudly if a field is added without a line here.
         """
-        values = (
-            index,
-            module,
-            self.op,
-            self.kind,
-            label,
-            self.inputs,
-            self.output,
-            self.dtype,
-            self.macs,
-            self.out_bytes,
-            self.alloc_bytes,
-            self.view,
-            self.source,
-            stage,
-            block,
-            self.cost_rule,
-            live_bytes,
-            peak_bytes,
-            saved_bytes,
-        )
+        (
+            set_index,
+            set_module,
+            set_op,
+            set_kind,
+            set_label,
+            set_inputs,
+            set_output,
+            set_dtype,
+            set_macs,
+            set_out_bytes,
+            set_alloc_bytes,
+            set_view,
+            set_source,
+            set_stage,
+            set_block,
+            set_cost_rule,
+            set_live_bytes,
+            set_peak_bytes,
+            set_saved_bytes,
+        ) = _OP_RECORD_SLOT_SETTERS
         copy = object.__new__(OpRecord)
-        for set_slot, value in zip(_OP_RECORD_SLOT_SETTERS, values, strict=True):
-            set_slot(copy, value)
+        set_index(copy, index)
+        set_module(copy, module)
+        set_op(copy, self.op)
+        set_kind(copy, self.kind)
+        set_label(copy, label)
+        set_inputs(copy, self.inputs)
+        set_output(copy, self.output)
+        set_dtype(copy, self.dtype)
+        set_macs(copy, self.macs)
+        set_out_bytes(copy, self.out_bytes)
+        set_alloc_bytes(copy, self.alloc_bytes)
+        set_view(copy, self.view)
+        set_source(copy, self.source)
+        set_stage(copy, stage)
+        set_block(copy, block)
+        set_cost_rule(copy, self.cost_rule)
+        set_live_bytes(copy, live_bytes)
+        set_peak_bytes(copy, peak_bytes)
+        set_saved_bytes(copy, saved_bytes)
         return copy
 
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
@@ -312,7 +330,7 @@ class OpRecord:
 _OPTIONAL_STAGE_FIELDS = ("peak_activation_bytes", "saved_activation_bytes")
 
 
-#: The setter of each field's slot, in field order (what :meth:`OpRecord._copy` fills).
+#: The setter of each field's slot, in field order (what :meth:`OpRecord._copy` fills the fields with).
 _OP_RECORD_SLOT_SETTERS: tuple[Callable[[OpRecord, Any], None], ...] = tuple(
     getattr(OpRecord, item.name).__set__ for item in fields(OpRecord)
 )
