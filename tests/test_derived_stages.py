@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 from helpers import check_expected
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optional import needs
 
 from pvttrace.cli.parsing import parse_model_spec
 from pvttrace.records import OpKind, OpRecord, Trace
-from pvttrace.stages.structure import _module_stages
+from pvttrace.stages.labels import _ModuleRules
+from pvttrace.stages.structure import _module_stages, _prefixes
 from pvttrace.tracing.target import trace_target
 
 MODELS = [
@@ -112,3 +116,41 @@ def test_module_stages_of_every_module_and_its_enclosing_paths() -> None:
         "": 2,
         "head": None,
     }
+
+
+def _reference_context(path: str, attention: frozenset[str]) -> tuple[str, str]:
+    """The structural context as it was computed before it was memoised per path (outward from the leaf)."""
+    parts = path.split(".") if path else []
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        leaf = parts[end - 1]
+        if leaf in ("attn", "attention", "self_attn") or prefix in attention:
+            return "attn", prefix
+        if leaf == "self" and end >= 2 and parts[end - 2] in ("attn", "attention", "self_attn"):
+            return "attn", prefix
+        if leaf == "mlp":
+            return "mlp", prefix
+        if re.match(r"^(?:patch_embed\d*|downsample|patch_embeddings?)$", leaf):
+            return "patch", prefix
+        if re.search(r"(?:^|\.)(?:block\d+|blocks)\.\d+$", prefix):
+            return "block", prefix
+        if re.match(r"^(?:stages|layers)\.\d+$", prefix):
+            return "stage", prefix
+    return "model", ""
+
+
+_PARTS = ["attn", "attention", "self_attn", "self", "mlp", "patch_embed", "patch_embed2", "downsample", "blocks"]
+_PARTS += ["block1", "stages", "layers", "0", "3", "12", "q", "fc1", "norm", "mixer", "patch_embeddings"]
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    paths=st.lists(st.lists(st.sampled_from(_PARTS), max_size=7).map(".".join), min_size=1, max_size=12),
+    attention_picks=st.lists(st.integers(0, 11), max_size=3),
+)
+def test_memoised_context_equals_the_outward_walk(paths: list[str], attention_picks: list[int]) -> None:
+    prefixes = sorted({p for path in paths for p in [*_prefixes(path), path] if p})
+    attention = frozenset(prefixes[i % len(prefixes)] for i in attention_picks) if prefixes else frozenset()
+    rules = _ModuleRules(attention)
+    for path in paths:
+        assert rules.context(path) == _reference_context(path, attention), path

@@ -143,28 +143,25 @@ def is_pvt_like(module_names: Iterable[str]) -> bool:
     return False
 
 
-def _context(path: str, attention: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """The innermost structural module around ``path``: (role, its path).
+def _own_role(prefix: str, attention: frozenset[str]) -> str | None:
+    """The structural role of module ``prefix`` itself, or None (then the module around it decides).
 
     ``attention`` holds modules recognised as attention by what they do (see :func:`attention_modules`).
     """
-    parts = path.split(".") if path else []
-    for end in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:end])
-        leaf = parts[end - 1]
-        if leaf in _ATTENTION_LEAVES or prefix in attention:
-            return "attn", prefix
-        if leaf == "self" and end >= 2 and parts[end - 2] in _ATTENTION_LEAVES:
-            return "attn", prefix
-        if leaf == "mlp":
-            return "mlp", prefix
-        if _PATCH_LEAF.match(leaf):
-            return "patch", prefix
-        if _BLOCK_ROOT.search(prefix):
-            return "block", prefix
-        if _STAGE_ROOT.match(prefix):
-            return "stage", prefix
-    return "model", ""
+    parent, _, leaf = prefix.rpartition(".")
+    if leaf in _ATTENTION_LEAVES or prefix in attention:
+        return "attn"
+    if leaf == "self" and "." in prefix and parent.rpartition(".")[2] in _ATTENTION_LEAVES:
+        return "attn"
+    if leaf == "mlp":
+        return "mlp"
+    if _PATCH_LEAF.match(leaf):
+        return "patch"
+    if _BLOCK_ROOT.search(prefix):
+        return "block"
+    if _STAGE_ROOT.match(prefix):
+        return "stage"
+    return None
 
 
 def _inside(op: OpRecord, prefix: str) -> bool:
@@ -182,7 +179,7 @@ class _ModuleRules:
     """The rule lookups that depend only on an op's module path (and kind), memoised for one labelling.
 
     A deep model issues many ops from each module (mvitv2_huge: 6,679 ops from 1,700 modules), and the
-    regex searches of :func:`_context` and :func:`_leaf_label` give the same answer for every op of a module.
+    regex searches of :meth:`context` and :func:`_leaf_label` give the same answer for every op of a module.
     """
 
     def __init__(self, attention: frozenset[str]) -> None:
@@ -191,18 +188,31 @@ class _ModuleRules:
         self._leaf_labels: dict[tuple[str, OpKind], str | None] = {}
 
     def context(self, path: str) -> tuple[str, str]:
-        """:func:`_context` of ``path`` with this labelling's attention modules."""
+        """The innermost structural module around ``path`` (itself included): (role, its path).
+
+        ("model", "") when there is none. Found from the module's own role, else from its parent's context,
+        so each path's role is read once however many modules lie inside it.
+        """
         found = self._contexts.get(path)
         if found is None:
-            found = self._contexts[path] = _context(path, self.attention)
+            role = _own_role(path, self.attention) if path else None
+            if role is not None:
+                found = (role, path)
+            elif path:
+                found = self.context(path.rpartition(".")[0])
+            else:
+                found = ("model", "")
+            self._contexts[path] = found
         return found
 
     def leaf_label(self, op: OpRecord) -> str | None:
         """The leaf rule table's label of ``op`` (:data:`LABEL_RULES`), or None."""
         key = (op.module, op.kind)
-        if key not in self._leaf_labels:
-            self._leaf_labels[key] = _leaf_label(op.module, op.kind)
-        return self._leaf_labels[key]
+        try:
+            return self._leaf_labels[key]
+        except KeyError:
+            label = self._leaf_labels[key] = _leaf_label(op.module, op.kind)
+            return label
 
 
 def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
