@@ -237,32 +237,40 @@ def _first_pass(ops: Sequence[OpRecord], rules: _ModuleRules) -> list[str | None
     counters: dict[str, int] = {}
     for op in ops:
         label = rules.leaf_label(op)
-        role, path = rules.context(op.module)
-        if label is None and role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
-            label = "SR conv"
-        if label is None and op.kind == OpKind.MHA:
-            label = "multi-head attention"
-        elif label is None and role == "attn" and op.module == path:
-            if op.kind == OpKind.MATMUL:
-                seen = counters.get(path, 0)
-                counters[path] = seen + 1
-                label = "scores q@k^T" if seen % 2 == 0 else "attention@v"
-            elif op.kind == OpKind.SDPA:
-                label = "fused attention (SDPA)"
-            elif op.kind == OpKind.SOFTMAX:
-                label = "softmax"
-            elif op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op):
-                label = "scale"
-        elif (
-            label is None and role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op
-        ):
-            seen = counters.get(path, 0)
-            counters[path] = seen + 1
-            label = "attention residual add" if seen % 2 == 0 else "MLP residual add"
-        elif label is None and role == "model" and op.kind == OpKind.REDUCE:
-            label = "token mean"
+        if label is None:
+            role, path = rules.context(op.module)
+            label = _order_label(op, role, path, counters)
         labels.append(label)
     return labels
+
+
+def _order_label(op: OpRecord, role: str, path: str, counters: dict[str, int]) -> str | None:
+    """The label of an op no leaf rule names, from what it is inside (``role`` module ``path``) and its order.
+
+    ``counters`` counts the matmuls of each attention module and the residual adds of each block so far.
+    """
+    if role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
+        return "SR conv"
+    if op.kind == OpKind.MHA:
+        return "multi-head attention"
+    if role == "attn" and op.module == path:
+        if op.kind == OpKind.MATMUL:
+            seen = counters.get(path, 0)
+            counters[path] = seen + 1
+            return "scores q@k^T" if seen % 2 == 0 else "attention@v"
+        if op.kind == OpKind.SDPA:
+            return "fused attention (SDPA)"
+        if op.kind == OpKind.SOFTMAX:
+            return "softmax"
+        if op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op):
+            return "scale"
+    elif role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op:
+        seen = counters.get(path, 0)
+        counters[path] = seen + 1
+        return "attention residual add" if seen % 2 == 0 else "MLP residual add"
+    elif role == "model" and op.kind == OpKind.REDUCE:
+        return "token mean"
+    return None
 
 
 def _run(ops: Sequence[OpRecord], i: int, prefix: str) -> range:
