@@ -4,6 +4,9 @@ The post-processing of such a trace (``label_ops``, ``derive_structure``, the st
 activation memory) was rewritten for speed; these files were written by the earlier algorithm, so every
 label, stage, block and memory figure must stay what it was. Regenerate (only for an intended change) with
 ``PVTTRACE_UPDATE_EXPECTED=1 python -m pytest tests/test_derived_stages.py``.
+
+The pieces that changed shape are also checked on their own: record copies against ``dataclasses.replace``,
+module stages on nested paths, and the memoised structural context against the outward walk it replaced.
 """
 
 from __future__ import annotations
