@@ -12,7 +12,7 @@ activations, element-wise and layout ops cost 0 MACs by rule.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -189,37 +189,90 @@ class OpRecord:
         The same as ``dataclasses.replace`` (tests/test_memory.py compares them field by field), built directly:
         a trace makes one copy per op, and ``replace``'s generic field loop cost about 2.5x as much.
         """
-        return self._copy(self.index, self.module, self.block, live_bytes, peak_bytes, saved_bytes)
+        return self._copy(
+            self.index, self.module, self.label, self.stage, self.block, live_bytes, peak_bytes, saved_bytes
+        )
+
+    def with_label(self, label: str | None) -> OpRecord:
+        """A copy with another walkthrough label, built directly for the reason :meth:`with_memory` is."""
+        return self._copy(
+            self.index, self.module, label, self.stage, self.block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
+
+    def with_structure(self, *, stage: int | None, block: int | None) -> OpRecord:
+        """A copy in another stage and block, built directly for the reason :meth:`with_memory` is."""
+        return self._copy(
+            self.index, self.module, self.label, stage, block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
 
     def moved(self, *, index: int, module: str, block: int | None) -> OpRecord:
         """A copy at another position and module path, every other field unchanged (a repeated block's op,
         see :mod:`pvttrace.tracing.replay`); built directly for the reason :meth:`with_memory` is."""
-        return self._copy(index, module, block, self.live_bytes, self.peak_bytes, self.saved_bytes)
+        return self._copy(
+            index, module, self.label, self.stage, block, self.live_bytes, self.peak_bytes, self.saved_bytes
+        )
 
     def _copy(
-        self, index: int, module: str, block: int | None, live_bytes: int, peak_bytes: int, saved_bytes: int
+        self,
+        index: int,
+        module: str,
+        label: str | None,
+        stage: int | None,
+        block: int | None,
+        live_bytes: int,
+        peak_bytes: int,
+        saved_bytes: int,
     ) -> OpRecord:
-        return OpRecord(
-            index=index,
-            module=module,
-            op=self.op,
-            kind=self.kind,
-            label=self.label,
-            inputs=self.inputs,
-            output=self.output,
-            dtype=self.dtype,
-            macs=self.macs,
-            out_bytes=self.out_bytes,
-            alloc_bytes=self.alloc_bytes,
-            view=self.view,
-            source=self.source,
-            stage=self.stage,
-            block=block,
-            cost_rule=self.cost_rule,
-            live_bytes=live_bytes,
-            peak_bytes=peak_bytes,
-            saved_bytes=saved_bytes,
-        )
+        """A copy with these fields replaced, filled slot by slot.
+
+        Equal to the constructor's record (no field has a default factory and there is no ``__post_init__``;
+        tests/test_memory.py and tests/test_derived_stages.py compare them with ``dataclasses.replace``), but
+        the frozen ``__init__`` sets each of the 19 fields through ``object.__setattr__``, which made a copy
+        cost about twice as much (a loop over the setters, 1.5x), and a trace copies most ops more than once
+        (labels, stages, memory). Unpacking the setters fails loudly if a field is added without a line here.
+        """
+        (
+            set_index,
+            set_module,
+            set_op,
+            set_kind,
+            set_label,
+            set_inputs,
+            set_output,
+            set_dtype,
+            set_macs,
+            set_out_bytes,
+            set_alloc_bytes,
+            set_view,
+            set_source,
+            set_stage,
+            set_block,
+            set_cost_rule,
+            set_live_bytes,
+            set_peak_bytes,
+            set_saved_bytes,
+        ) = _OP_RECORD_SLOT_SETTERS
+        copy = object.__new__(OpRecord)
+        set_index(copy, index)
+        set_module(copy, module)
+        set_op(copy, self.op)
+        set_kind(copy, self.kind)
+        set_label(copy, label)
+        set_inputs(copy, self.inputs)
+        set_output(copy, self.output)
+        set_dtype(copy, self.dtype)
+        set_macs(copy, self.macs)
+        set_out_bytes(copy, self.out_bytes)
+        set_alloc_bytes(copy, self.alloc_bytes)
+        set_view(copy, self.view)
+        set_source(copy, self.source)
+        set_stage(copy, stage)
+        set_block(copy, block)
+        set_cost_rule(copy, self.cost_rule)
+        set_live_bytes(copy, live_bytes)
+        set_peak_bytes(copy, peak_bytes)
+        set_saved_bytes(copy, saved_bytes)
+        return copy
 
     def to_dict(self, *, with_source: bool = True) -> dict[str, Any]:
         """JSON-ready dict with the documented field names."""
@@ -275,6 +328,12 @@ class OpRecord:
 
 
 _OPTIONAL_STAGE_FIELDS = ("peak_activation_bytes", "saved_activation_bytes")
+
+
+#: The setter of each field's slot, in field order (what :meth:`OpRecord._copy` fills the fields with).
+_OP_RECORD_SLOT_SETTERS: tuple[Callable[[OpRecord, Any], None], ...] = tuple(
+    getattr(OpRecord, item.name).__set__ for item in fields(OpRecord)
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,27 +188,30 @@ class ActivationTimeline:
 
 def activation_timeline(log: LifetimeLog, n_ops: int) -> ActivationTimeline:
     """Replay the forward's events (backward events are ignored) into per-op live and peak bytes."""
+    # Tagged storages that are not activations (params, buffers, grads ...); untagged ones are activations.
+    # One set lookup per event rather than a kind lookup: a trace has one or two events per op.
+    not_counted = {key for key, kind in log.kinds.items() if kind not in ACTIVATION_KINDS}
     live = 0
     before = [0] * (n_ops + 1)  # live just before op i starts; [n_ops]: after the forward
     filled = 0  # before[:filled] are final (event ops never decrease)
     peaks = [0] * n_ops
-    for event in log.events:
-        if event.backward:
+    for key, delta, op, inside, backward in log.events:
+        if backward:
             continue
         # Ops before this event's op (and the op itself, once it runs) can no longer change their start.
-        last = min(event.op + (1 if event.inside else 0), n_ops)
+        last = min(op + 1 if inside else op, n_ops)
         while filled < last:
             before[filled] = live
             filled += 1
-        if log.kind(event.key) in ACTIVATION_KINDS:
-            live += event.delta
-        if event.inside and event.op < n_ops:
-            peaks[event.op] = max(peaks[event.op], live)
+        if key not in not_counted:
+            live += delta
+        if inside and op < n_ops and live > peaks[op]:
+            peaks[op] = live
     starts = before[:filled] + [live] * (n_ops + 1 - filled)
     return ActivationTimeline(
         start_bytes=starts[0],
         live_bytes=tuple(starts[1:]),
-        peak_bytes=tuple(max(p, starts[i]) for i, p in enumerate(peaks)),
+        peak_bytes=tuple(map(max, peaks, starts)),  # starts has one more entry: map stops with peaks
         end_bytes=live,
     )
 

@@ -90,8 +90,9 @@ def _block_paths(module_types: Mapping[str, str], used: set[str]) -> list[str]:
         if len(children[parent]) > 1 or (_parent_pattern(parent), kind) in multi
         for path in children[parent]
     ]
-    chosen = set(candidates)
-    return [p for p in candidates if not any(q != p and q.startswith(p + ".") for q in chosen)]
+    # The innermost ones: no other candidate lies inside them.
+    enclosing = {prefix for path in candidates for prefix in _prefixes(path)}
+    return [p for p in candidates if p not in enclosing]
 
 
 def _inside(module: str, path: str) -> bool:
@@ -197,28 +198,30 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
     None when the model has no repeated blocks (then it has no stages to show).
     """
     reader = _Reader(batch)
-    keys = [reader.read(op) for op in ops]
-    channels: list[int] = []
-    reader = _Reader(batch)
-    for op in ops:
-        reader.read(op)
+    keys: list[Key | None] = []
+    channels: list[int] = []  # the channel count as of each op
+    first_op: dict[str, int] = {}  # module path -> index of its first op, in order of first ops
+    last_op: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        keys.append(reader.read(op))
         channels.append(reader.channels)
-    used = {op.module for op in ops}
-    used |= {prefix for m in used for prefix in _prefixes(m)}
-    # The first and last op inside each candidate block, in one pass over the ops (a pass per block made
-    # this quadratic: most of a deep model's trace).
+        first_op.setdefault(op.module, i)
+        last_op[op.module] = i
+    enclosing = {module: _prefixes(module) for module in first_op}
+    used = set(first_op).union(*enclosing.values())
+    # The first and last op inside each candidate block, from its modules' (a pass per block made this
+    # quadratic: most of a deep model's trace). Modules come in order of their first ops, so a block's
+    # first module holds its first op.
     block_paths = _block_paths(module_types, used)
     wanted = set(block_paths)
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
-    containing: dict[str, list[str]] = {}
-    for i, op in enumerate(ops):
-        paths = containing.get(op.module)
-        if paths is None:
-            paths = containing[op.module] = [p for p in (op.module, *_prefixes(op.module)) if p in wanted]
-        for path in paths:
-            starts.setdefault(path, i)
-            ends[path] = i
+    for module, first in first_op.items():
+        last = last_op[module]
+        for path in (module, *enclosing[module]):
+            if path in wanted:
+                starts.setdefault(path, first)
+                ends[path] = max(ends.get(path, last), last)
     spans = sorted((starts[path], ends[path], path) for path in block_paths if path in starts)
     # One module per stage (pos_block.N, patch_embeds.N) is not a list of blocks.
     by_parent: dict[str, list[tuple[int, int, str]]] = {}
@@ -259,8 +262,8 @@ def derive_structure(ops: Sequence[OpRecord], module_types: Mapping[str, str], b
             block_of[i] = counts.get(stage, 0)
         counts[stage] = counts.get(stage, 0) + 1
     restamped = tuple(
-        op if (op.stage, op.block) == (stage_of[i], block_of[i]) else replace(op, stage=stage_of[i], block=block_of[i])
-        for i, op in enumerate(ops)
+        op if op.stage == stage and op.block == block else op.with_structure(stage=stage, block=block)
+        for op, stage, block in zip(ops, stage_of, block_of, strict=True)
     )
     return Structure(restamped, tuple(geometry), _module_stages(restamped))
 
@@ -282,8 +285,25 @@ def _prefixes(path: str) -> list[str]:
 
 
 def _module_stages(ops: Sequence[OpRecord]) -> dict[str, int | None]:
-    seen: dict[str, set[int | None]] = {}
+    """Stage of every module path (the ops' modules and their enclosing modules) whose ops ran in one stage.
+
+    Stages are gathered per distinct module first, then added to its enclosing paths: a deep model issues
+    several ops per module, and splitting every op's path into its prefixes was most of this.
+    """
+    by_module: dict[str, set[int | None]] = {}
     for op in ops:
-        for path in (*_prefixes(op.module), op.module):
-            seen.setdefault(path, set()).add(op.stage)
+        by_module.setdefault(op.module, set()).add(op.stage)
+    seen: dict[str, set[int | None]] = {}
+    for module, stages in by_module.items():
+        # Innermost first. A path's stages always include those of every path inside it, so once a path
+        # holds these stages, so does every path around it.
+        path = module
+        while True:
+            held = seen.setdefault(path, set())
+            if stages <= held:
+                break
+            held |= stages
+            if "." not in path:
+                break
+            path = path.rpartition(".")[0]
     return {path: stages.pop() for path, stages in seen.items() if len(stages) == 1}

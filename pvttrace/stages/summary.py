@@ -65,7 +65,9 @@ def stage_summary(layout: StageLayout, stage_ops: Sequence[OpRecord], params: in
     Memory fields read the ops' ``peak_bytes`` and ``saved_bytes`` (0 until the memory analysis
     has stamped them).
     """
-    by_category = macs_by_category(stage_ops)
+    # Only ops with MACs can change a category's sum, and most ops have none (norms, layout, element-wise):
+    # the category is read off each op's module path, so skipping them saves that work.
+    by_category = macs_by_category(op for op in stage_ops if op.macs)
     map_shape, map_bytes = attention_map(stage_ops)
     return StageSummary(
         index=layout.index,
@@ -172,9 +174,13 @@ def derived_stage_summaries(
     dim; dim: the q projection's width. Facts that cannot be known are 0 (rendered ``-``).
     """
     known = {g.index: g for g in geometry}
+    by_stage: dict[int, list[OpRecord]] = {}  # what ops_of_stage gives for each stage, in one pass
+    for op in ops:
+        if op.stage is not None:
+            by_stage.setdefault(op.stage, []).append(op)
     summaries = []
-    for index in sorted({op.stage for op in ops if op.stage is not None}):
-        stage_ops = ops_of_stage(ops, index)
+    for index in sorted(by_stage):
+        stage_ops = by_stage[index]
         layout = _derived_layout(index, stage_ops, known.get(index))
         summaries.append(stage_summary(layout, stage_ops, stage_params.get(index, 0)))
     return tuple(summaries)
