@@ -54,6 +54,23 @@ def test_derived_labels_stages_and_memory_are_unchanged(model: str) -> None:
     check_expected(f"derived_{name}.txt", _digest(trace))
 
 
+@needs("timm")
+def test_attention_matmuls_are_named_by_the_softmax_around_them() -> None:
+    """MViTv2 adds relative-position terms by two einsums between q@k^T and the softmax: only the matmul
+    that makes the softmax's map is "scores q@k^T", only the one that multiplies it is "attention@v"; the
+    einsums and the index-grid arithmetic (a ratio times an arange) get no attention label."""
+    ops = [op for op in trace_target(parse_model_spec("timm:mvitv2_tiny")).ops if op.module == "stages.0.blocks.0.attn"]
+    matmuls = [(op.op, op.label) for op in ops if op.kind == OpKind.MATMUL]
+    assert matmuls == [
+        ("Tensor.matmul", "scores q@k^T"),
+        ("einsum", None),
+        ("einsum", None),
+        ("Tensor.matmul", "attention@v"),
+    ]
+    scales = [op.output for op in ops if op.label == "scale"]
+    assert scales == [(1, 1, 3136, 96)]  # q times the scale
+
+
 def _record(index: int, module: str, stage: int | None) -> OpRecord:
     return OpRecord(
         index=index,

@@ -6,8 +6,10 @@ module labels their ops by rule:
 
 * a leaf rule table: module path ending + op kind -> label (``attn.q`` linear -> "q projection",
   ``attn.sr`` conv -> "SR conv", ``mlp.fc1`` -> "MLP fc1" ...);
-* order rules inside an attention module: its first matmul is "scores q@k^T", the second
-  "attention@v"; layout ops take their meaning from the op they continue ("split heads" after
+* order rules inside an attention module: the matmul that makes the map its next softmax
+  normalises is "scores q@k^T", the one that multiplies the last softmax's map is "attention@v"
+  (other matmuls, such as relative-position terms, stay unlabelled; a module without a softmax
+  alternates the two labels); layout ops take their meaning from the op they continue ("split heads" after
   the q projection, "merge heads" after attention@v) or the op they prepare ("tokens to map"
   before the SR conv, "transpose k" before the scores).
 
@@ -229,25 +231,64 @@ def attention_modules(ops: Sequence[OpRecord]) -> frozenset[str]:
     return frozenset(found)
 
 
+class _SoftmaxMaps:
+    """For each matmul, the maps of the softmaxes its own module issues just after and just before it.
+
+    Attention multiplies twice around its softmax: q@k^T makes the map the softmax normalises, and the
+    normalised map multiplies v. Matching shapes against those maps tells the two apart from any other
+    matmul in the module (MViTv2's relative-position einsums sit between them).
+    """
+
+    def __init__(self, ops: Sequence[OpRecord]) -> None:
+        self.following: dict[int, tuple[int, ...]] = {}
+        self.preceding: dict[int, tuple[int, ...]] = {}
+        for indices, found in ((range(len(ops)), self.preceding), (range(len(ops) - 1, -1, -1), self.following)):
+            last: dict[str, tuple[int, ...]] = {}
+            for i in indices:
+                op = ops[i]
+                if op.kind == OpKind.SOFTMAX:
+                    last[op.module] = op.output
+                elif op.kind == OpKind.MATMUL and op.module in last:
+                    found[i] = last[op.module]
+
+    def around(self, i: int) -> bool:
+        """Whether matmul ``i``'s module issues a softmax before or after it."""
+        return i in self.following or i in self.preceding
+
+    def label(self, i: int, op: OpRecord) -> str | None:
+        """Matmul ``i``'s label by the maps around it (see :meth:`around`); None when it makes neither."""
+        following, preceding = self.following.get(i), self.preceding.get(i)
+        if following is not None and op.output == following:
+            return "scores q@k^T"
+        if preceding is not None and op.inputs and op.inputs[0] == preceding:
+            return "attention@v"
+        return None
+
+
 def _first_pass(ops: Sequence[OpRecord], rules: _ModuleRules) -> list[str | None]:
     """Labels of the ops that are not layout ops: leaf rules, then order rules per module."""
     labels: list[str | None] = []
-    # Each attention module issues two matmuls per call and each block two residual adds,
+    # Each block issues two residual adds (and an attention module without a softmax two matmuls) per call,
     # so counting per module path and alternating labels them in every call.
     counters: dict[str, int] = {}
-    for op in ops:
+    maps = _SoftmaxMaps(ops)
+    for i, op in enumerate(ops):
         label = rules.leaf_label(op)
         if label is None:
             role, path = rules.context(op.module)
-            label = _order_label(op, role, path, counters)
+            label = _order_label(i, op, role, path, counters, maps)
         labels.append(label)
     return labels
 
 
-def _order_label(op: OpRecord, role: str, path: str, counters: dict[str, int]) -> str | None:
-    """The label of an op no leaf rule names, from what it is inside (``role`` module ``path``) and its order.
+def _order_label(
+    i: int, op: OpRecord, role: str, path: str, counters: dict[str, int], maps: _SoftmaxMaps
+) -> str | None:
+    """The label of op ``i``, which no leaf rule names, from what it is inside (``role`` module ``path``) and
+    its order.
 
-    ``counters`` counts the matmuls of each attention module and the residual adds of each block so far.
+    ``counters`` counts the matmuls of each attention module without a softmax and the residual adds of each
+    block so far; ``maps`` places each matmul around its module's softmaxes.
     """
     if role == "attn" and op.module != path and op.kind in _CONVS and _strided(op):
         return "SR conv"
@@ -255,6 +296,8 @@ def _order_label(op: OpRecord, role: str, path: str, counters: dict[str, int]) -
         return "multi-head attention"
     if role == "attn" and op.module == path:
         if op.kind == OpKind.MATMUL:
+            if maps.around(i):
+                return maps.label(i, op)
             seen = counters.get(path, 0)
             counters[path] = seen + 1
             return "scores q@k^T" if seen % 2 == 0 else "attention@v"
@@ -262,8 +305,8 @@ def _order_label(op: OpRecord, role: str, path: str, counters: dict[str, int]) -
             return "fused attention (SDPA)"
         if op.kind == OpKind.SOFTMAX:
             return "softmax"
-        if op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op):
-            return "scale"
+        if op.kind == OpKind.ELEMENTWISE and ("mul" in op.op or "div" in op.op) and len(op.output) >= 3:
+            return "scale"  # of queries or scores (batched tokens or maps), not of index grids
     elif role == "block" and op.module == path and op.kind == OpKind.ELEMENTWISE and "add" in op.op:
         seen = counters.get(path, 0)
         counters[path] = seen + 1
