@@ -578,7 +578,7 @@ def _derive_external(
         derived = derive_structure(ops, module_types, int(dims[0]) if dims else 1)
         if derived is None:
             return None
-        return derived.ops, _derived_stage_params(model, derived.module_stages)
+        return derived.ops, _derived_stage_params(model.named_parameters(), derived.module_stages)
 
     return _assemble(
         run,

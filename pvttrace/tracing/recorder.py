@@ -597,10 +597,12 @@ def _stage_param_counts(named_params: Iterable[tuple[str, nn.Parameter]]) -> dic
     return counts
 
 
-def _derived_stage_params(model: nn.Module, module_stages: dict[str, int | None]) -> dict[int | None, int]:
+def _derived_stage_params(
+    named_params: Iterable[tuple[str, nn.Parameter]], module_stages: dict[str, int | None]
+) -> dict[int | None, int]:
     """Parameters per derived stage: each goes to the stage its module's ops ran in (None when they span several)."""
     counts: dict[int | None, int] = {}
-    for name, param in model.named_parameters():
+    for name, param in named_params:
         module = name.rpartition(".")[0]
         stage = module_stages.get(module)
         counts[stage] = counts.get(stage, 0) + param.numel()
@@ -681,7 +683,7 @@ def trace_model(
         derived = derive_structure(ops, module_types, int(first.shape[0]) if first.dim() else 1)
         if derived is not None:
             ops, geometry = derived.ops, derived.stages
-            stage_params = _derived_stage_params(model, derived.module_stages)
+            stage_params = _derived_stage_params(named_params, derived.module_stages)
     params = [param for _, param in named_params]
 
     def stage_summaries(ops: tuple[OpRecord, ...]) -> tuple[StageSummary, ...]:
