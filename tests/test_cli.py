@@ -171,6 +171,51 @@ def test_help_does_not_import_torch() -> None:
     assert result.stdout.strip().splitlines()[-1] == "False False"
 
 
+def test_every_command_is_in_the_table_of_the_modules_that_declare_them() -> None:
+    import typer.main
+
+    from pvttrace.cli import COMMAND_MODULES
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert list(commands) == ["diff", "fit", "formula", "run", "variants", "sweep", "snapshot"]
+    assert {name: command.callback.__module__ for name, command in commands.items()} == {
+        name: f"pvttrace.cli.{module}" for name, module in COMMAND_MODULES.items()
+    }
+
+
+def test_a_named_command_builds_only_its_own_module_and_prints_the_same_help() -> None:
+    """``pvttrace run ...`` registers run's module alone (not sweep's, snapshot's ... nor their libraries); its help
+    is the same as with every command registered."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "import typer.main\n"
+        "from pvttrace.cli import command_app, main\n"
+        "def help_of(call):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            call()\n"
+        "        except SystemExit as exit:\n"
+        "            assert exit.code == 0, exit.code\n"
+        "    return out.getvalue()\n"
+        "sys.argv = ['pvttrace', 'run', '--help']\n"
+        "alone = help_of(main)\n"
+        "print(sorted(typer.main.get_command(command_app(['run'])).commands))\n"
+        "prefixes = ('pvttrace.cli.', 'pvttrace.snapshot', 'pvttrace.analyses')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(prefixes))))\n"
+        "full = command_app()\n"
+        "print(len(typer.main.get_command(full).commands), help_of(lambda: full(['run', '--help'])) == alone)\n"
+        "print('--variant' in alone)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [
+        "['run', 'variants']",
+        "pvttrace.cli.common pvttrace.cli.guard pvttrace.cli.options pvttrace.cli.parsing pvttrace.cli.run",
+        "7 True",
+        "True",
+    ]
+
+
 def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "pvttrace", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("pvttrace ")

@@ -128,7 +128,7 @@ def test_the_command_line_runs_with_the_collector_paused_and_restores_it(monkeyp
         seen.append(gc.isenabled())
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setattr(cli, "command_app", lambda argv: command)
     assert gc.isenabled()
     with pytest.raises(SystemExit):
         cli.main()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -423,3 +424,26 @@ def test_a_long_trace_shows_progress_on_a_terminal_only(monkeypatch: pytest.Monk
     with cli_guard.tracing("checking snaps/{x}[red].json"):
         time.sleep(0.6)
     assert ("checking snaps/{x}[red].json" in terminal.text) is tty
+
+
+def test_the_progress_line_is_built_only_for_a_long_trace_and_counts_from_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", _Terminal(True))
+    built: list[Any] = []
+    original = cli_guard._progress_line
+
+    def recorded(label: str, began: float) -> Any:
+        built.append(original(label, began))
+        return built[-1]
+
+    monkeypatch.setattr(cli_guard, "_progress_line", recorded)
+    with cli_guard.tracing("quick"):
+        pass
+    assert built == []
+    monkeypatch.setattr(cli_guard, "PROGRESS_AFTER_S", 0.05)
+    began = time.monotonic()
+    with cli_guard.tracing("slow"):
+        time.sleep(0.3)
+    assert len(built) == 1
+    assert began <= built[0].tasks[0].start_time <= began + 0.04

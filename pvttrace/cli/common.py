@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from pvttrace import __version__
@@ -24,6 +23,8 @@ from pvttrace.config import Device
 from pvttrace.costs.conventions import Convention
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from pvttrace.memory.estimate import Optimizer
 
 __all__ = ["Convention", "Device", "app"]
@@ -165,6 +166,8 @@ def terminal_width() -> int | None:
 def make_console(width: int | None) -> Console:
     """A stdout console: ``--width``; else the terminal's width; in a pipe ``COLUMNS``, the controlling terminal's
     width, or 120 when there is no terminal at all (CI logs)."""
+    from rich.console import Console
+
     if width is None and not sys.stdout.isatty():
         columns = os.environ.get("COLUMNS", "").strip()
         valid = columns.isascii() and columns.isdigit() and len(columns) <= 4 and MIN_WIDTH <= int(columns) <= MAX_WIDTH

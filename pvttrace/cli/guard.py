@@ -18,11 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pvttrace.base.errors import TraceError, UserInputError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["PROGRESS_AFTER_S", "TimeoutOpt", "check_timeout", "tracing"]
 
@@ -50,6 +53,35 @@ def _progress(label: str) -> Iterator[None]:
     if not sys.stderr.isatty():
         yield
         return
+    began = time.monotonic()
+    lock = threading.Lock()
+    state: dict[str, Any] = {"progress": None, "done": False}
+
+    def start() -> None:
+        with lock:
+            if not state["done"]:
+                state["progress"] = _progress_line(label, began)
+                state["progress"].start()
+
+    timer = threading.Timer(PROGRESS_AFTER_S, start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["progress"] is not None:
+                state["progress"].stop()
+
+
+def _progress_line(label: str, began: float) -> Progress:
+    """The progress line of a trace that began at ``began`` (``time.monotonic``), not yet started.
+
+    Built only once the trace has run :data:`PROGRESS_AFTER_S`: most traces end sooner, and importing and building it
+    would cost each of them a few milliseconds.
+    """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -62,27 +94,9 @@ def _progress(label: str) -> Iterator[None]:
         redirect_stdout=False,
         redirect_stderr=False,
     )
-    progress.add_task(label, total=None)  # the label is shown as it is: no markup, no format fields
-    lock = threading.Lock()
-    state = {"started": False, "done": False}
-
-    def start() -> None:
-        with lock:
-            if not state["done"]:
-                progress.start()
-                state["started"] = True
-
-    timer = threading.Timer(PROGRESS_AFTER_S, start)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        with lock:
-            state["done"] = True
-            if state["started"]:
-                progress.stop()
+    task = progress.add_task(label, total=None)  # the label is shown as it is: no markup, no format fields
+    progress.tasks[task].start_time = began  # the elapsed time counts from the trace's start, not the line's
+    return progress
 
 
 @contextlib.contextmanager

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pvttrace.base.errors import TraceError, TraceFileError, UserInputError
-from pvttrace.base.jsonio import printable
-from pvttrace.base.units import format_count
 from pvttrace.cli.common import (
     EXIT_CHECK_FAILED,
     QuietOpt,
@@ -34,19 +32,10 @@ from pvttrace.cli.common import (
 from pvttrace.cli.guard import TimeoutOpt, check_timeout, tracing
 from pvttrace.cli.options import ModelOptions, model_options
 from pvttrace.cli.parsing import parse_bytes, parse_count
-from pvttrace.snapshot import (
-    Budgets,
-    Snapshot,
-    check_budgets,
-    check_snapshot_file,
-    load_snapshot,
-    snapshot_from_trace,
-    write_snapshot,
-)
-from pvttrace.snapshot.report import budget_line, result_lines
 
 if TYPE_CHECKING:
     from pvttrace.records import Trace
+    from pvttrace.snapshot import Budgets, Snapshot
 
 snapshot_app = typer.Typer(
     name="snapshot",
@@ -79,6 +68,8 @@ MaxMapOpt = Annotated[
 
 def _parse_budgets(max_macs: str | None, max_params: str | None, max_attention_map: str | None) -> Budgets:
     """The budget options as :class:`pvttrace.snapshot.Budgets` (raises UserInputError on a bad value)."""
+    from pvttrace.snapshot import Budgets
+
     return Budgets(
         max_macs=None if max_macs is None else parse_count(max_macs, "max_macs"),
         max_params=None if max_params is None else parse_count(max_params, "max_params"),
@@ -115,6 +106,8 @@ def write(
     with errors_to_exit_codes():
         spec = options.spec()
         budgets = _parse_budgets(max_macs, max_params, max_attention_map)
+        from pvttrace.snapshot import Budgets, load_snapshot, snapshot_from_trace, write_snapshot
+
         kept = Budgets()
         existing = None
         if os.path.lexists(path):
@@ -137,6 +130,10 @@ def write(
                 f"replace it with {snapshot.describe()}"
             )
         written = write_snapshot(path, snapshot)
+    from pvttrace.base.units import format_count
+    from pvttrace.snapshot import check_budgets
+    from pvttrace.snapshot.report import budget_line
+
     totals = snapshot.totals
     sys.stdout.write(
         f"{'wrote' if written else 'unchanged'} {path}: {snapshot.describe()}; {totals.ops} ops, "
@@ -165,6 +162,8 @@ def _model_tracer(path: str, allowed: frozenset[str], allow_all: bool) -> Callab
 
         spec = parse_model_spec(model, input_shape=",".join(map(str, input_shape)))
         if spec.source == "import" and not allow_all and spec.target not in allowed:
+            from pvttrace.base.jsonio import printable
+
             shown = printable(model)
             raise UserInputError(
                 f"{path} names model {shown!r}, which would import and run Python code from the working directory; "
@@ -246,6 +245,8 @@ def check(
 
         allowed = frozenset(parse_model_spec(spec).target for spec in allow_model or [])
         files = _snapshot_files(paths)
+    from pvttrace.snapshot import check_snapshot_file
+    from pvttrace.snapshot.report import result_lines
     from pvttrace.tracing.target import builtin_spec, trace_target
 
     worst = 0
