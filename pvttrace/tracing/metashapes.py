@@ -1,14 +1,17 @@
 """Shape-only stand-ins for a few torch functions on the ``meta`` device.
 
 On ``meta`` tensors, torch runs ``layer_norm``, ``conv2d``, ``linear``, ``gelu``, bilinear ``interpolate`` and
-element-wise ``add``/``mul``, ``cat``, ``mean`` and batched ``matmul`` through Python reference decompositions:
-about 1 ms per call, and the first ``add`` of a process imports ``torch._dynamo`` (about 1 s). That is most of a
-trace's wall time, though a trace only needs the output's shape, dtype and layout. Here each such op gets a
-stand-in that allocates the (meta) output directly with the layout torch's kernel would give:
-contiguous for norms, convs and interpolation, the input's layout for element-wise activations.
+element-wise ``add``/``sub``/``mul``, ``cat``, ``mean`` and batched ``matmul`` through Python reference
+decompositions: about 1 ms per call, and the first ``add`` of a process imports ``torch._dynamo`` (about 1 s).
+Index-grid code (``arange``, in-place shifts, ``.long()``, rows taken by an index tensor, as in relative-position
+biases) goes through Python meta kernels too, at 0.1-0.2 ms a call. That is most of a trace's wall time, though a
+trace only needs the output's shape, dtype and layout. Here each such op gets a stand-in that allocates the (meta)
+output directly with the layout torch's kernel would give: contiguous for norms, convs and interpolation, the
+input's layout for element-wise activations.
 
 ``tests/test_trace.py`` checks that meta traces, which use these stand-ins, equal CPU traces,
-which run the real kernels, record for record (shapes, dtype, views and allocation sizes).
+which run the real kernels, record for record (shapes, dtype, views and allocation sizes);
+``tests/test_metashapes.py`` compares the newer stand-ins with the CPU kernels call by call (strides too).
 Anything a stand-in does not handle exactly (unusual arguments) returns None and falls back
 to the real function. Stand-ins also allocate (and free) the scratch tensors the CPU kernels
 allocate inside the op (layer norm statistics, matmul's operand copies, SDPA's log-sum-exp), so
@@ -119,10 +122,7 @@ def _binary(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     first = tensors[0]
     if not (first.is_contiguous() and tuple(first.shape) == shape) and not all(_standard(t) for t in tensors):
         return None
-    dtype = torch.result_type(a, b)
-    if dtype == torch.bool and len(tensors) == 2 and tensors[0].dtype != tensors[1].dtype:
-        return None  # mixed bool arithmetic has its own rules; let torch decide
-    return new(shape, dtype=dtype, device=first.device)
+    return new(shape, dtype=torch.result_type(a, b), device=first.device)
 
 
 def _subtract(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
