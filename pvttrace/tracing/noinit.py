@@ -22,6 +22,9 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["default_device_without_init", "skip_meta_init"]
 
+_Args = tuple[Any, ...]
+_Kw = dict[str, Any] | None
+
 #: In-place tensor methods that only write values (never shape, strides or dtype).
 _FILLS = frozenset(
     {
@@ -52,13 +55,7 @@ def _skipped_fill(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
 class _SkipFills(TorchFunctionMode):
     """Returns meta tensors untouched from value-filling in-place calls; everything else runs."""
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: _Args = (), kwargs: _Kw = None) -> Any:
         kwargs = kwargs or {}
         target = _skipped_fill(func, args, kwargs)
         return target if target is not None else func(*args, **kwargs)
@@ -89,13 +86,7 @@ def _meta_default_device() -> Callable[[], AbstractContextManager[None]] | None:
         return None
 
     class _MetaBuild(DeviceContext):
-        def __torch_function__(
-            self,
-            func: Callable[..., Any],
-            types: Any,
-            args: tuple[Any, ...] = (),
-            kwargs: dict[str, Any] | None = None,
-        ) -> Any:
+        def __torch_function__(self, func: Callable[..., Any], types: Any, args: _Args = (), kwargs: _Kw = None) -> Any:
             kwargs = kwargs or {}
             if func in _device_constructors():
                 if kwargs.get("device") is None:
