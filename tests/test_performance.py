@@ -1,9 +1,12 @@
 """The performance shortcuts change no figure: skipped weight initialisation on meta, the paused
-garbage collector, and traces without memory tracking (timings are benchmarks/run.py's job)."""
+garbage collector, and traces without memory tracking; and a trace's work per op does not grow with
+the trace (counted in function calls; timings are benchmarks/run.py's job)."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from types import FrameType
 
 import pytest
 import torch
@@ -134,3 +137,33 @@ def test_the_command_line_runs_with_the_collector_paused_and_restores_it(monkeyp
         cli.main()
     assert seen == [False]
     assert gc.isenabled()
+
+
+def _calls_and_ops(depth: int, *, train: bool) -> tuple[int, int]:
+    """Python and C function calls made while tracing tiny with ``depth`` blocks per stage, and its ops."""
+    cfg = resolve_config("tiny", img=64, depths=(depth,) * 4)
+    model = build_model(cfg)
+    example = torch.empty(cfg.input_shape, device="meta")
+    calls = 0
+
+    def count(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        ops = trace_model(model, example, config=cfg, train=train).totals.ops
+    finally:
+        sys.setprofile(None)
+    return calls, ops
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_work_per_op_does_not_grow_with_the_trace(train: bool) -> None:
+    # Function calls are what the tracer's time is made of, and unlike time they are exact: work that
+    # grows with the trace (a scan of earlier records, a quadratic post-processing pass) makes the calls
+    # per added op larger between bigger models. Blocks 3-6 and 7-18 of every stage must cost the same.
+    _calls_and_ops(2, train=train)  # first-trace work (lazy imports, caches) out of the way
+    (c2, o2), (c6, o6), (c18, o18) = (_calls_and_ops(depth, train=train) for depth in (2, 6, 18))
+    assert o18 - o6 == 3 * (o6 - o2) > 0
+    assert (c18 - c6) / (o18 - o6) == pytest.approx((c6 - c2) / (o6 - o2), rel=0.005)
