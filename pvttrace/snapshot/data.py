@@ -176,10 +176,7 @@ class SnapshotOp:
 _OP_FIELDS = frozenset(f.name for f in fields(SnapshotOp))
 _LABEL_TYPES = (str, type(None))
 _PLACE_TYPES = (int, type(None))
-
-
 _INT = frozenset({int})
-_LIST = frozenset({list})
 
 
 def _is_shape(value: Any) -> bool:
@@ -207,8 +204,7 @@ def _well_formed_op(data: Any) -> SnapshotOp | None:
         and type(stage) in _PLACE_TYPES
         and type(block) in _PLACE_TYPES
         and type(inputs) is list
-        and _LIST.issuperset(map(type, inputs))
-        and _INT.issuperset(map(type, [size for shape in inputs for size in shape]))
+        and all(map(_is_shape, inputs))
         and _is_shape(output)
         and type(dtype) is str
         and type(macs) is int

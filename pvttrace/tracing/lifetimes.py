@@ -10,7 +10,7 @@ The events feed :mod:`pvttrace.memory.estimate` (pure analysis). How they are ob
   An inference trace does not keep the mode on throughout: passing through it costs more per op than
   recording the op. The tracer's shape stand-ins allocate through :meth:`StorageTracker.empty`, which
   records each tensor they make (outputs and the kernel's scratch tensors alike); ops known to allocate
-  nothing but their outputs (views, reshapes, metadata reads: :func:`allocates_only_outputs`) run
+  nothing but their outputs (views and reshapes: :func:`allocates_only_outputs`) run
   without the mode and have their outputs tracked; every other op runs inside it (:meth:`StorageTracker.run`).
   A training trace keeps the mode on throughout, as autograd and the backward need.
 * **Frees.** PyTorch keeps one Python object per storage for as long as the C++ storage lives
@@ -236,16 +236,15 @@ class StorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # tor
 
 
 #: Calls that allocate at most their outputs, on any backend: views, reshapes (a copy when no view fits, into the
-#: output), ``contiguous`` (likewise) and metadata reads. Read by :func:`allocates_only_outputs`.
+#: output) and ``contiguous`` (likewise). Read by :func:`allocates_only_outputs`. Metadata reads (``x.shape``,
+#: ``x.size()``) never get here: the recorder runs them before any observer sees them.
 _OUTPUTS_ONLY: frozenset[Any] = frozenset(
     {
         torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.permute, torch.permute,
         torch.Tensor.transpose, torch.transpose, torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten,
         torch.Tensor.squeeze, torch.squeeze, torch.Tensor.unsqueeze, torch.unsqueeze, torch.Tensor.expand,
         torch.Tensor.contiguous, torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split,
-        torch.Tensor.unbind, torch.unbind, torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride,
-        torch.Tensor.shape.__get__,  # type: ignore[attr-defined]
-        torch.Tensor.is_contiguous,
+        torch.Tensor.unbind, torch.unbind,
     }
 )  # fmt: skip
 

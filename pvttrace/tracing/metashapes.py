@@ -136,7 +136,8 @@ def _in_place(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
     """``x.add_(y)`` and friends: ``x`` itself, when ``y`` broadcasts to it and its type casts to ``x``'s."""
     if len(args) != 2 or kwargs or torch.is_grad_enabled():
         return None  # with grad on, autograd's version counters must see the write
-    x, y = args
+    x: torch.Tensor = args[0]
+    y = args[1]
     if not _standard(x) or not isinstance(y, (torch.Tensor, int, float)):
         return None  # an overlapping or non-dense target takes the real path (which may refuse it)
     if isinstance(y, torch.Tensor):
@@ -146,8 +147,7 @@ def _in_place(args: _Args, kwargs: _Kwargs, new: New) -> torch.Tensor | None:
             return None  # operands that share memory: torch checks for partial overlap
     if not torch.can_cast(torch.result_type(x, y), x.dtype):
         return None
-    target: torch.Tensor = x
-    return target
+    return x
 
 
 def _standard(t: torch.Tensor) -> bool:

@@ -540,7 +540,7 @@ def memory_log(
     Parameter gradients made by the backward are dropped afterwards, so the model is left as it was.
     """
     tree = tree if tree is not None else ModelTree.of(model)
-    with preserved_state(model, train=train, tree=tree):  # outside the tracker: its copies are not memory
+    with preserved_state(tree, train=train):  # outside the tracker: its copies are not memory
         return _memory_log(model, example, train=train, facts=facts, block_groups=block_groups, tree=tree)
 
 

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import nn
 
 from pvttrace.tracing.tree import ModelTree
 
@@ -30,15 +29,15 @@ __all__ = ["preserved_state"]
 
 
 @contextmanager
-def preserved_state(model: nn.Module, *, train: bool, tree: ModelTree | None = None) -> Iterator[None]:
-    """On exit every submodule is back in its train/eval mode. With ``train``, inside, batch-norm layers
-    do not track running statistics and parameters hold no gradient; on exit every buffer holds its
-    old value and every parameter its old ``.grad``."""
-    toggled = [m for m in model.modules() if getattr(m, "track_running_stats", False) is True] if train else []
-    saved = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta] if train else []
-    grads = [(p, p.grad) for p in model.parameters()] if train else []
-    # A frozen BN inside a training model stays frozen. ``tree``: the model's modules, walked already.
-    modes = [(m, m.training) for _, m in (tree.modules if tree is not None else model.named_modules())]
+def preserved_state(tree: ModelTree, *, train: bool) -> Iterator[None]:
+    """On exit every submodule of the model ``tree`` walked is back in its train/eval mode. With ``train``,
+    inside, batch-norm layers do not track running statistics and parameters hold no gradient; on exit every
+    buffer holds its old value and every parameter its old ``.grad``."""
+    modules = [module for _, module in tree.modules]
+    toggled = [m for m in modules if getattr(m, "track_running_stats", False) is True] if train else []
+    saved = [(b, b.detach().clone()) for b in tree.buffers if not b.is_meta] if train else []
+    grads = [(p, p.grad) for _, p in tree.params] if train else []
+    modes = [(m, m.training) for m in modules]  # a frozen BN inside a training model stays frozen
     for module in toggled:
         setattr(module, "track_running_stats", False)  # noqa: B010 - nn.Module attribute typing
     for param, _ in grads:
